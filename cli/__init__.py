@@ -1,0 +1,1 @@
+"""posterdb command line (Typer)."""

@@ -1,0 +1,288 @@
+"""The `posterdb` command: a thin Typer layer over `posterdb.PosterDB`.
+
+Exit codes: 0 ok · 1 some input failed (ingest) or the store is inconsistent (check)
+· 2 bad usage · 3 posterdb refused or could not do it (model mismatch, missing weights, ...).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from posterdb.errors import PosterDBError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="posterdb: an embedding store + genre classifier for movie posters.")
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[Path, typer.Option("--store", envvar="POSTERDB_STORE",
+                                        help="Store directory.")]
+ModelDirOpt = Annotated[Optional[Path], typer.Option(
+    "--model-dir", envvar="POSTERDB_MODEL_DIR", help="Folder holding model weight files.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Embedding model: mobilenet-v2, resnet50 or clip (default: the store's).")]
+DEFAULT_STORE = Path("posterdb-store")
+
+
+def _open(store: Path, model_dir: Path | None = None, create: bool = False):
+    from posterdb.store import PosterDB
+
+    return PosterDB.open(store, create=create, model_dir=model_dir)
+
+
+def _emit(as_json: bool, data, human=None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+    elif human is not None:
+        human()
+
+
+def _fail(e: Exception, as_json: bool) -> typer.Exit:
+    code = getattr(e, "exit_code", 3)
+    if as_json:
+        sys.stdout.write(json.dumps({"error": str(e), "type": type(e).__name__}) + "\n")
+    else:
+        err.print(f"[bold red]error:[/] {e}")
+    return typer.Exit(code)
+
+
+def _hits_table(title: str, hits) -> Table:
+    t = Table(title=title)
+    for c in ("id", "similarity", "title", "year", "genres", "image"):
+        t.add_column(c, overflow="fold")
+    for h in hits:
+        t.add_row(str(h.id), f"{h.similarity:.3f}", h.title or "", str(h.year or ""),
+                  ", ".join(h.genres), h.image)
+    return t
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Folder (searched recursively) or image file.")],
+    labels: Annotated[Optional[Path], typer.Option(
+        "--labels", help="CSV or JSON Lines: file, title, year, genres.")] = None,
+    model: Annotated[str, typer.Option("--model", help="mobilenet-v2, resnet50 or clip.")]
+    = "mobilenet-v2",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads.")] = None,
+    no_classify: Annotated[bool, typer.Option(
+        "--no-classify", help="Do not auto-classify unlabelled posters.")] = False,
+    store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
+):
+    """Add posters (and their labels) to the store; re-running adds only what is new."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    try:
+        db = _open(store, model_dir, create=True)
+        bar = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]} posters/s"), TimeRemainingColumn(),
+                       console=err, transient=True, disable=as_json or not err.is_terminal)
+        with bar:
+            task = bar.add_task("ingest", total=None, rate="-")
+            import time
+
+            t0 = time.perf_counter()
+
+            def progress(done: int, total: int) -> None:
+                rate = done / max(time.perf_counter() - t0, 1e-6)
+                bar.update(task, completed=done, total=total, rate=f"{rate:.0f}")
+
+            report = db.ingest(path, labels, model=model, batch_size=batch_size, workers=workers,
+                               progress=progress, auto_classify=not no_classify)
+    except PosterDBError as e:
+        raise _fail(e, as_json) from e
+
+    def human():
+        out.print(f"[bold]{report.added}[/] added, {report.skipped} already stored, "
+                  f"{report.duplicates} duplicate files, {report.embedded_existing} re-embedded, "
+                  f"{report.relabelled} relabelled, {report.predicted} auto-classified, "
+                  f"[red]{len(report.failed)} failed[/] — {report.scanned} files in "
+                  f"{report.seconds:.1f} s ({report.posters_per_s:.0f} posters/s)")
+        if report.failed:
+            t = Table(title="failed files")
+            t.add_column("path", overflow="fold")
+            t.add_column("reason", overflow="fold")
+            for f in report.failed[:50]:
+                t.add_row(f["path"], f["reason"])
+            out.print(t)
+            if len(report.failed) > 50:
+                out.print(f"... and {len(report.failed) - 50} more (posterdb info --json)")
+        for w in report.label_warnings[:20]:
+            out.print(f"[yellow]labels row {w['row']}[/] ({w['file']}): {w['reason']}")
+        if report.near_duplicates:
+            out.print(f"{len(report.near_duplicates)} near-duplicates of stored posters, e.g.:")
+            for d in report.near_duplicates[:5]:
+                out.print(f"  {d['path']} ~ poster {d['similar_to']} (cos {d['similarity']})")
+
+    _emit(as_json, report.to_dict(), human)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@app.command()
+def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False):
+    """Counts by decade and genre, models and index state."""
+    try:
+        data = _open(store, model_dir).info()
+    except PosterDBError as e:
+        raise _fail(e, as_json) from e
+
+    def human():
+        out.print(f"[bold]{data['store']}[/]: {data['posters']} posters, {data['labelled']} "
+                  f"labelled, {data['reviewed']} reviewed, {data['ingest_errors']} ingest errors")
+        t = Table(title="by decade")
+        t.add_column("decade")
+        t.add_column("posters", justify="right")
+        for d, n in data["by_decade"].items():
+            t.add_row(str(d), str(n))
+        g = Table(title="by genre (labels)")
+        g.add_column("genre")
+        g.add_column("posters", justify="right")
+        g.add_column("predicted", justify="right")
+        for name, n in data["by_genre"].items():
+            g.add_row(name, str(n), str(data["predicted_by_genre"].get(name, 0)))
+        out.print(t, g)
+        for m in data["models"]:
+            ix = m["index"]
+            out.print(f"model [bold]{m['name']}[/] {m['version']} dim {m['dim']}: {m['vectors']} "
+                      f"vectors; index {ix['factory']} {ix['ntotal']} ({ix['status']}"
+                      f"{': ' + ix['reason'] if ix['reason'] else ''})")
+        for c in data["classifiers"][-1:]:
+            out.print(f"classifier for {c['model']}: {c['n_train']} posters, {c['trained_at']}")
+
+    _emit(as_json, data, human)
+
+
+@app.command()
+def similar(
+    query: Annotated[str, typer.Argument(help="A stored poster id, or an image file.")],
+    k: Annotated[int, typer.Option("-k", help="Number of neighbours.")] = 10,
+    decade: Annotated[Optional[list[int]], typer.Option("--decade", help="e.g. 1970 (repeatable)")]
+    = None,
+    genre: Annotated[Optional[list[str]], typer.Option("--genre", help="TMDb genre (repeatable)")]
+    = None,
+    model: ModelOpt = None,
+    store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
+):
+    """Look-alikes of a poster, for curation; filter by decade and genre."""
+    from posterdb.genres import normalize_genre
+
+    genres = []
+    for g in genre or []:
+        name = normalize_genre(g)
+        if name is None:
+            raise _fail(PosterDBError(f"unknown genre {g!r}"), as_json)
+        genres.append(name)
+    try:
+        db = _open(store, model_dir)
+        q = int(query) if query.isdigit() and not Path(query).exists() else Path(query)
+        hits = db.similar(q, k, decades=[d // 10 * 10 for d in decade or []], genres=genres,
+                          model=model)
+    except PosterDBError as e:
+        raise _fail(e, as_json) from e
+    _emit(as_json, {"query": str(query), "hits": [h.to_dict() for h in hits]},
+          lambda: out.print(_hits_table(f"similar to {query}", hits)))
+
+
+@app.command()
+def remove(
+    ids: Annotated[list[int], typer.Argument(help="Poster ids.")],
+    store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
+):
+    """Remove posters from DuckDB, the FAISS indexes and the image folder together."""
+    try:
+        removed = _open(store).remove(ids)
+    except PosterDBError as e:
+        raise _fail(e, as_json) from e
+    missing = sorted(set(ids) - set(removed))
+    _emit(as_json, {"removed": removed, "not_found": missing},
+          lambda: out.print(f"removed {len(removed)} posters"
+                            + (f"; not found: {missing}" if missing else "")))
+    raise typer.Exit(1 if missing else 0)
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+    store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
+):
+    """Every poster with metadata, labels and predictions, as CSV or JSON."""
+    import csv
+    import io
+
+    if fmt not in ("csv", "json"):
+        raise _fail(PosterDBError(f"--format must be csv or json, not {fmt!r}"), as_json)
+    try:
+        rows = _open(store).export()
+    except PosterDBError as e:
+        raise _fail(e, as_json) from e
+    if fmt == "json" or as_json:
+        text = json.dumps(rows, indent=1, default=str) + "\n"
+    else:
+        buf = io.StringIO()
+        cols = ["id", "title", "year", "decade", "genres", "predicted", "reviewed", "sha256",
+                "path", "image_path", "width", "height", "format", "source", "added_at"]
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"])})
+        text = buf.getvalue()
+    if output:
+        output.write_text(text, encoding="utf-8")
+        if not as_json:
+            err.print(f"wrote {len(rows)} posters to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def reindex(model: ModelOpt = None, store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
+    """Rebuild the FAISS index from DuckDB."""
+    try:
+        db = _open(store)
+        models = [model] if model else [m.name for m in db.models()]
+        states = [db.reindex(m).__dict__ for m in models]
+    except PosterDBError as e:
+        raise _fail(e, as_json) from e
+    _emit(as_json, {"indexes": states}, lambda: [
+        out.print(f"{s['model']}: rebuilt {s['factory']} with {s['ntotal']} vectors")
+        for s in states])
+
+
+@app.command()
+def check(
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash every stored image.")] = False,
+    store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
+):
+    """Consistency of DuckDB, FAISS files and image copies; exit 1 when inconsistent."""
+    try:
+        report = _open(store).check(deep=deep)
+    except PosterDBError as e:
+        raise _fail(e, as_json) from e
+
+    def human():
+        status = "[green]clean[/]" if report["ok"] else "[red]INCONSISTENT[/]"
+        out.print(f"{report['posters']} posters: {status}")
+        for p in report["problems"]:
+            out.print(f"[red]problem:[/] {p}")
+        for w in report["warnings"]:
+            out.print(f"[yellow]warning:[/] {w}")
+
+    _emit(as_json, report, human)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,33 @@
+"""Image embedders: a registry of models, imported lazily (mobilenet-v2 needs no torch)."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .base import Embedder, ModelSpec, l2_normalize
+from .weights import WeightsLoadError, default_model_dir, sha256_file
+
+EMBEDDER_NAMES = ("mobilenet-v2", "resnet50", "clip")
+_CLASSES = {
+    "mobilenet-v2": ("mobilenet", "MobileNetV2Embedder"),
+    "resnet50": ("resnet", "ResNet50Embedder"),
+    "clip": ("clip", "ClipEmbedder"),
+}
+
+__all__ = ["EMBEDDER_NAMES", "Embedder", "ModelSpec", "WeightsLoadError", "default_model_dir",
+           "get_embedder", "l2_normalize", "sha256_file"]
+
+
+def get_embedder(name: str, *, model_dir: str | Path | None = None, weights: str | Path | None = None,
+                 device: str | None = None, **options) -> Embedder:
+    """Build the embedder `name` (one of EMBEDDER_NAMES).
+
+    model_dir / weights: where to look for the weights first (see weights.resolve_weights);
+    device: None = auto (CUDA if available); options go to the model class, e.g.
+    allow_download=False, batch_size=..., num_threads=... (mobilenet-v2), arch=/pretrained= (clip).
+    """
+    if name not in _CLASSES:
+        raise ValueError(f"unknown embedder {name!r}; valid names: {', '.join(EMBEDDER_NAMES)}")
+    module, cls = _CLASSES[name]
+    klass = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return klass(model_dir=model_dir, weights=weights, device=device, **options)

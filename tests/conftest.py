@@ -1,0 +1,64 @@
+"""Shared fixtures: paths to ../shared (real posters, real model files) and small real slices of it."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("POSTERDB_SHARED", ROOT.parent / "shared"))
+POSTERS = SHARED / "posters"
+MODELS = SHARED / "models"
+MOBILENET_FILE = MODELS / "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is missing: these tests need ../shared beside the project root")
+    return path
+
+
+@pytest.fixture(scope="session")
+def posters_dir() -> Path:
+    """../shared/posters (labels.csv + images/)."""
+    return _require(POSTERS / "labels.csv").parent
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """../shared/models, holding the real int8 MobileNet TFLite files."""
+    return _require(MOBILENET_FILE).parent
+
+
+@pytest.fixture(scope="session")
+def label_rows(posters_dir) -> list[dict]:
+    with open(posters_dir / "labels.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def copy_slice(label_rows: list[dict], src: Path, dst: Path, n: int, start: int = 0,
+               every: int = 1) -> Path:
+    """Copy n real posters (rows start, start+every, ...) and a matching labels.csv into dst."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "images").mkdir(exist_ok=True)
+    rows = label_rows[start::every][:n]
+    for r in rows:
+        shutil.copyfile(src / r["file"], dst / r["file"])
+    with open(dst / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    return dst
+
+
+@pytest.fixture
+def poster_slice(tmp_path, label_rows, posters_dir):
+    """Factory: poster_slice(n, start=0, every=7) -> folder with n real posters + labels.csv."""
+
+    def make(n: int, start: int = 0, every: int = 7, name: str = "slice") -> Path:
+        return copy_slice(label_rows, posters_dir, tmp_path / name, n, start, every)
+
+    return make
