@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from .embedders.base import ModelSpec
 from .errors import ModelMismatchError, StoreBusyError, StoreError
+from .faults import crash_point
 from .genres import GENRES
 
 ORIGINS = ("file", "review", "prediction")
@@ -158,7 +159,9 @@ class Catalog:
                 raise
             con.execute("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
                         "WHERE key = 'generation'")
+            crash_point("before_commit")
             con.execute("COMMIT")
+            crash_point("after_commit")
 
     def migrate(self) -> int:
         """Create the file if needed and apply pending numbered migrations; returns the version."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from .catalog import Catalog, PosterRecord, embedding_table
 from .errors import ImageError
+from .faults import crash_point
 from .images import PosterImage, decode, iter_image_files, read_bytes, sha256_bytes
 from .labels import LabelRow, read_labels
 
@@ -139,7 +140,120 @@ def _write_copy(root: Path, rel: str, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
+    crash_point("image_tmp_written")
     os.replace(tmp, dest)
+
+
+class _Writer:
+    """Commits embedded batches: image copies, then one DuckDB transaction, then the FAISS index.
+
+    Runs in its own thread so that the commit of batch n overlaps the embedding of batch n+1.
+    """
+
+    def __init__(self, db, model: str, table: str, index, stored: dict, rows: dict,
+                 labels: Path | None, path: Path, report: IngestReport, classifier,
+                 near_duplicate_threshold: float, save_every: float):
+        self.db, self.model, self.table, self.index = db, model, table, index
+        self.stored, self.rows, self.labels, self.path = stored, rows, labels, path
+        self.report, self.classifier = report, classifier
+        self.threshold, self.save_every = near_duplicate_threshold, save_every
+        self.pending_aliases: list[tuple[str, str]] = []
+        self.last_save = time.monotonic()
+
+    def _row(self, item: _Loaded) -> LabelRow | None:
+        return self.rows.get(_resolve(item.path))
+
+    def write(self, batch: list[_Loaded], vectors: np.ndarray, errors: list[tuple[str, str]],
+              aliases: list[tuple[str, str]]) -> None:
+        cat, report = self.db.catalog, self.report
+        new = [i for i, b in enumerate(batch) if b.poster.sha256 not in self.stored]
+        records = []
+        for i in new:
+            p, row = batch[i].poster, self._row(batch[i])
+            rel = self.db.image_relpath(p.sha256, p.suffix)
+            _write_copy(self.db.root, rel, p.data)
+            records.append(PosterRecord(
+                p.sha256, str(batch[i].path), rel, row.title if row else None,
+                row.year if row else None, p.width, p.height, p.format,
+                str(self.labels) if row else str(self.path)))
+        unlabelled = [k for k, i in enumerate(new) if not (self._row(batch[i]) and
+                                                           self._row(batch[i]).genres)]
+        preds = []
+        if self.classifier is not None and unlabelled:
+            preds = self.db.predict_vectors(vectors[[new[k] for k in unlabelled]],
+                                            [records[k].year for k in unlabelled], self.model)
+        self.pending_aliases += aliases
+        with cat.write() as con:
+            new_ids = cat.allocate_ids(con, len(new))
+            for rec, pid in zip(records, new_ids):
+                self.stored[rec.sha256] = (int(pid), rec.title, rec.year)
+            ids = np.asarray([self.stored[b.poster.sha256][0] for b in batch], dtype=np.int64)
+            if new:
+                cat.insert_posters(con, new_ids, records)
+                labelled = [(int(new_ids[k]), self._row(batch[i]).genres)
+                            for k, i in enumerate(new) if k not in set(unlabelled)]
+                cat.set_labels(con, [p for p, _ in labelled], [list(g) for _, g in labelled],
+                               "file")
+            if batch:
+                cat.insert_vectors(con, self.table, ids, vectors)
+            if preds:
+                cat.set_labels(con, [int(new_ids[k]) for k in unlabelled],
+                               [p.genres for p in preds], "prediction",
+                               [[p.probabilities[g] for g in p.genres] for p in preds])
+            cat.add_paths(con, [(self.stored[sha][0], p) for sha, p in self.pending_aliases
+                                if sha in self.stored])
+            cat.record_errors(con, report.run_id, errors)
+        self.pending_aliases = [(sha, p) for sha, p in self.pending_aliases
+                                if sha not in self.stored]
+        if batch:
+            self._near_duplicates(batch, ids, vectors)
+            self.index.add(ids, vectors)
+        report.added += len(new)
+        report.added_ids += [int(i) for i in new_ids]
+        report.embedded_existing += len(batch) - len(new)
+        report.predicted += len(preds)
+        if time.monotonic() - self.last_save > self.save_every:
+            self.index.save(self.db.index_path(self.model))
+            self.last_save = time.monotonic()
+
+    def _near_duplicates(self, batch: list[_Loaded], ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not len(self.index):
+            return
+        res = self.index.search(vectors, 1)
+        for i, b in enumerate(batch):
+            if res.similarities[i, 0] >= self.threshold:
+                self.report.near_duplicates.append({
+                    "id": int(ids[i]), "path": str(b.path), "similar_to": int(res.ids[i, 0]),
+                    "similarity": round(float(res.similarities[i, 0]), 4)})
+
+
+class _WriterThread:
+    """A one-slot hand-off to a `_Writer` in a background thread; errors re-raise in the caller."""
+
+    def __init__(self, writer: _Writer):
+        self.writer = writer
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="posterdb-write")
+        self.inflight: Future | None = None
+
+    def submit(self, *args) -> None:
+        self.wait()
+        self.inflight = self.pool.submit(self.writer.write, *args)
+
+    def wait(self) -> None:
+        if self.inflight is not None:
+            fut, self.inflight = self.inflight, None
+            fut.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def _changed(row: LabelRow, stored: tuple, file_genres: list[str]) -> bool:
+    _, title, year = stored
+    return (row.title, row.year, list(row.genres)) != (title, year, file_genres)
 
 
 def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: int | None = None,
@@ -166,120 +280,69 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
         file_labels = cat.labels(con, origin="file")
         cat.record_errors(con, report.run_id, [(f["path"], f["reason"]) for f in failed])
     done_shas = frozenset(sha for sha, (pid, _, _) in stored.items() if pid in with_vector)
-    index = db.index(model)
-    classifier = db.classifier(model) if auto_classify else None
+    initial = dict(stored)
+    writer = _WriterThread(_Writer(
+        db, model, table, db.index(model), stored, rows, labels, path, report,
+        db.classifier(model) if auto_classify else None, near_duplicate_threshold, save_every))
 
     batch: list[_Loaded] = []
     in_run: set[str] = set()
     aliases: list[tuple[str, str]] = []
-    relabel: dict[int, LabelRow] = {}
     errors: list[tuple[str, str]] = []
-    last_save = time.monotonic()
-    done = 0
+    relabel: dict[int, LabelRow] = {}
 
     def flush() -> None:
-        nonlocal last_save
-        if not batch and not errors and not aliases:
-            return
-        vectors = (embedder.embed_batch(np.stack([b.array for b in batch])) if batch
-                   else np.zeros((0, embedder.dim), np.float32))
-        new = [i for i, b in enumerate(batch) if b.poster.sha256 not in stored]
-        records = []
-        for i in new:
-            p, row = batch[i].poster, rows.get(_resolve(batch[i].path))
-            rel = db.image_relpath(p.sha256, p.suffix)
-            _write_copy(db.root, rel, p.data)
-            records.append(PosterRecord(
-                p.sha256, str(batch[i].path), rel, row.title if row else None,
-                row.year if row else None, p.width, p.height, p.format,
-                str(labels) if row else str(path)))
-        with cat.write() as con:
-            new_ids = cat.allocate_ids(con, len(new))
-            ids = np.empty(len(batch), dtype=np.int64)
-            for rec, pid in zip(records, new_ids):
-                stored[rec.sha256] = (int(pid), rec.title, rec.year)
-            for i, b in enumerate(batch):
-                ids[i] = stored[b.poster.sha256][0]
-            if new:
-                cat.insert_posters(con, new_ids, records)
-                labelled = [(int(ids[i]), rows[_resolve(batch[i].path)].genres) for i in new
-                            if _resolve(batch[i].path) in rows
-                            and rows[_resolve(batch[i].path)].genres]
-                cat.set_labels(con, [p for p, _ in labelled], [list(g) for _, g in labelled], "file")
-            if len(batch):
-                cat.insert_vectors(con, table, ids, vectors)
-            resolved = [(stored[sha][0], p) for sha, p in aliases if sha in stored]
-            cat.add_paths(con, resolved)
-            cat.record_errors(con, report.run_id, errors)
-            if classifier is not None and new:
-                unl = [i for i in new if not (_resolve(batch[i].path) in rows
-                                              and rows[_resolve(batch[i].path)].genres)]
-                if unl:
-                    preds = db.predict_vectors(vectors[unl],
-                                               [records[new.index(i)].year for i in unl], model)
-                    cat.set_labels(con, [int(ids[i]) for i in unl],
-                                   [p.genres for p in preds], "prediction",
-                                   [[p.probabilities[g] for g in p.genres] for p in preds])
-                    report.predicted += len(unl)
-        if len(batch):
-            res = index.search(vectors, 1) if len(index) else None
-            for i, b in enumerate(batch):
-                if res is not None and res.similarities[i, 0] >= near_duplicate_threshold:
-                    report.near_duplicates.append({
-                        "id": int(ids[i]), "path": str(b.path), "similar_to": int(res.ids[i, 0]),
-                        "similarity": round(float(res.similarities[i, 0]), 4)})
-            index.add(ids, vectors)
-        report.added += len(new)
-        report.added_ids += [int(i) for i in new_ids]
-        report.embedded_existing += len(batch) - len(new)
-        batch.clear()
-        aliases[:] = [(sha, p) for sha, p in aliases if sha not in stored]
-        errors.clear()
-        if time.monotonic() - last_save > save_every:
-            index.save(db.index_path(model))
-            last_save = time.monotonic()
+        if batch or errors or aliases:
+            vectors = (embedder.embed_batch(np.stack([b.array for b in batch])) if batch
+                       else np.zeros((0, embedder.dim), np.float32))
+            writer.submit(list(batch), vectors, list(errors), list(aliases))
+            batch.clear(), errors.clear(), aliases.clear()
 
     n_workers = workers or min(4, (os.cpu_count() or 2) + 1)
     bs = batch_size or embedder.batch_size
-    with ThreadPoolExecutor(n_workers, thread_name_prefix="posterdb-decode") as pool:
-        load = lambda p: _load(p, done_shas, embedder.preprocess)  # noqa: E731
-        for item in _ordered(pool, load, files, window=max(4 * bs, 64)):
-            done += 1
-            if isinstance(item, _Failed):
-                report.failed.append({"path": str(item.path), "reason": item.reason})
-                errors.append((str(item.path), item.reason))
-            elif isinstance(item, _Known) or item.poster.sha256 in in_run:
-                sha = item.sha256 if isinstance(item, _Known) else item.poster.sha256
-                if isinstance(item, _Known):
-                    report.skipped += 1
+    load = lambda p: _load(p, done_shas, embedder.preprocess)  # noqa: E731
+    try:
+        with ThreadPoolExecutor(n_workers, thread_name_prefix="posterdb-decode") as pool:
+            for done, item in enumerate(_ordered(pool, load, files, max(4 * bs, 64)), start=1):
+                if isinstance(item, _Failed):
+                    report.failed.append({"path": str(item.path), "reason": item.reason})
+                    errors.append((str(item.path), item.reason))
+                elif isinstance(item, _Known) or item.poster.sha256 in in_run:
+                    sha = item.sha256 if isinstance(item, _Known) else item.poster.sha256
+                    report.skipped += isinstance(item, _Known)
+                    report.duplicates += not isinstance(item, _Known)
+                    aliases.append((sha, str(item.path)))
+                    row = rows.get(_resolve(item.path))
+                    if row is not None and sha in initial:
+                        pid = initial[sha][0]
+                        if _changed(row, initial[sha], file_labels.get(pid, [])):
+                            relabel[pid] = row
                 else:
-                    report.duplicates += 1
-                aliases.append((sha, str(item.path)))
-                row = rows.get(_resolve(item.path))
-                if row is not None and sha in stored:
-                    pid, title, year = stored[sha]
-                    if (row.title, row.year, list(row.genres)) != (title, year,
-                                                                   file_labels.get(pid, [])):
-                        relabel[pid] = row
-            else:
-                in_run.add(item.poster.sha256)
-                batch.append(item)
-            if len(batch) >= bs:
-                flush()
-            if progress:
-                progress(done, len(files))
-        flush()
+                    in_run.add(item.poster.sha256)
+                    batch.append(item)
+                if len(batch) >= bs:
+                    flush()
+                if progress:
+                    progress(done, len(files))
+            flush()
+    finally:
+        writer.close()
     if relabel:
-        with cat.write() as con:
-            for pid, row in relabel.items():
-                con.execute("UPDATE posters SET title = ?, year = ?, decade = ? WHERE id = ?",
-                            [row.title, row.year, None if row.year is None else row.year // 10 * 10,
-                             pid])
-            cat.set_labels(con, list(relabel), [list(r.genres) for r in relabel.values()], "file")
+        _relabel(cat, relabel)
         report.relabelled = len(relabel)
-    db.adopt_index(model, index)
+    db.adopt_index(model, writer.writer.index)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _relabel(cat: Catalog, relabel: dict[int, LabelRow]) -> None:
+    """Apply changed titles, years and file genres of already stored posters."""
+    with cat.write() as con:
+        for pid, row in relabel.items():
+            con.execute("UPDATE posters SET title = ?, year = ?, decade = ? WHERE id = ?",
+                        [row.title, row.year, None if row.year is None else row.year // 10 * 10,
+                         pid])
+        cat.set_labels(con, list(relabel), [list(r.genres) for r in relabel.values()], "file")
 
 
 __all__ = ["IngestReport", "ingest", "collect_sources", "embedding_table"]

@@ -414,11 +414,56 @@ class PosterDB:
         with self.catalog.write() as con:
             self.catalog.set_labels(con, [poster_id], [list(genres)], "review")
 
-    # -- classifier ---------------------------------------------------------------------------
+    # -- classifier (see posterdb.classifiers / posterdb.curation) -------------------------------
+
+    def train(self, model: str | None = None, **params) -> dict:
+        """Fit the genre classifier on every labelled poster (review labels win) and store it."""
+        from . import classifiers
+
+        return classifiers.train(self, model or self.default_model(), **params)
 
     def classifier(self, model: str | None = None):
-        """The latest trained classifier for the model, or None."""
-        return None
+        """The latest trained classifier for the model (hash-checked), or None."""
+        from . import classifiers
+
+        return classifiers.load_latest(self, model or self.default_model())
+
+    def classify(self, images, years=None, *, model: str | None = None, n_evidence: int = 10):
+        """Genres, probabilities and evidence posters for images (paths or PosterImage)."""
+        from . import classifiers
+
+        return classifiers.classify(self, images, years, model=model or self.default_model(),
+                                    n_evidence=n_evidence)
+
+    def predict_vectors(self, vectors: np.ndarray, years, model: str | None = None):
+        from . import classifiers
+
+        return classifiers.predict_vectors(self, vectors, years, model or self.default_model())
+
+    def evaluate(self, model: str | None = None, **options):
+        """The study-vs-posterdb report on this store's labelled posters (saved under eval/)."""
+        from . import classifiers
+
+        return classifiers.evaluate(self, model or self.default_model(), **options)
+
+    def latest_eval(self) -> dict | None:
+        from . import classifiers
+
+        return classifiers.latest_eval(self)
+
+    def review_queue(self, limit: int = 50, model: str | None = None) -> list[dict]:
+        from . import curation
+
+        return curation.review_queue(self, model or self.default_model(), limit)
+
+    def add_poster(self, poster, genres, *, title: str | None = None, year: int | None = None,
+                   model: str | None = None, origin: str = "review", scores=None) -> int:
+        """Store one validated image (PosterImage) with genres (review labels by default)."""
+        from . import curation
+
+        return curation.add_poster(self, poster, list(genres), title=title, year=year,
+                                   model=model or self.default_model(), origin=origin,
+                                   scores=scores)
 
     # -- reports ------------------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""The `posterdb` command through Typer's runner: --json output and exit codes on a real store."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, dict | list | str]:
+    res = runner.invoke(app, list(args))
+    try:
+        return res.exit_code, json.loads(res.stdout)
+    except json.JSONDecodeError:
+        return res.exit_code, res.stdout + str(res.exception or "")
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory, label_rows, posters_dir, model_dir):
+    from tests.conftest import copy_slice
+
+    src = copy_slice(label_rows, posters_dir, tmp_path_factory.mktemp("src"), 60, start=3, every=60)
+    store = tmp_path_factory.mktemp("cli") / "store"
+    common = ["--store", str(store), "--model-dir", str(model_dir)]
+    code, data = run("ingest", str(src), "--labels", str(src / "labels.csv"), *common, "--json")
+    assert code == 0, data
+    return src, store, common, data
+
+
+def test_ingest_json_and_rerun(cli_store):
+    src, store, common, first = cli_store
+    assert first["added"] == 60 and first["failed"] == [] and first["posters_per_s"] > 0
+    code, again = run("ingest", str(src), "--labels", str(src / "labels.csv"), *common, "--json")
+    assert code == 0 and again["added"] == 0 and again["skipped"] == 60
+
+
+def test_info_check_similar_export(cli_store, tmp_path):
+    src, store, common, _ = cli_store
+    code, info = run("info", *common, "--json")
+    assert code == 0 and info["posters"] == 60 and info["models"][0]["vectors"] == 60
+    code, report = run("check", "--store", str(store), "--json")
+    assert code == 0 and report["ok"]
+    code, sim = run("similar", "1", "-k", "5", *common, "--json")
+    assert code == 0 and len(sim["hits"]) == 5 and all(h["title"] for h in sim["hits"])
+    code, sim70 = run("similar", "1", "-k", "5", "--decade", "1975", *common, "--json")
+    assert code == 0 and sim70["hits"] and {h["decade"] for h in sim70["hits"]} == {1970}
+    out = tmp_path / "all.csv"
+    code, _ = run("export", "--format", "csv", "-o", str(out), "--store", str(store))
+    assert code == 0 and len(out.read_text().splitlines()) == 61
+
+
+def test_failures_give_exit_codes(cli_store, tmp_path):
+    src, store, common, _ = cli_store
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code, data = run("ingest", str(bad), *common, "--json")
+    assert code == 1 and data["failed"][0]["path"].endswith("broken.jpg")
+    code, data = run("similar", "1", "--genre", "Biography", *common, "--json")
+    assert code == 3 and "Biography" in data["error"]
+    code, data = run("info", "--store", str(tmp_path / "none"), "--json")
+    assert code == 3 and "no posterdb store" in data["error"]
+    code, data = run("remove", "99999", "--store", str(store), "--json")
+    assert code == 1 and data["not_found"] == [99999]
+
+
+def test_remove_then_check_clean(cli_store):
+    src, store, common, _ = cli_store
+    code, data = run("remove", "2", "3", "--store", str(store), "--json")
+    assert code == 0 and data["removed"] == [2, 3]
+    code, report = run("check", "--store", str(store), "--json")
+    assert code == 0 and report["ok"] and report["posters"] == 58
+    code, data = run("reindex", "--store", str(store), "--json")
+    assert code == 0 and data["indexes"][0]["ntotal"] == 58
