@@ -28,7 +28,7 @@ def weight_filenames(arch: str, pretrained: str) -> list[str]:
     return [f"{arch}-{pretrained}{ext}" for ext in EXTENSIONS]
 
 
-def _cache_and_download(arch: str, cfg: dict) -> tuple[list[str], Download | None]:
+def _cache_and_download(cfg: dict) -> tuple[list[str], Download | None]:
     """open_clip's own cache locations (HF hub snapshots, ~/.cache/clip) and its download."""
     paths: list[str] = []
     source = host = None
@@ -36,7 +36,7 @@ def _cache_and_download(arch: str, cfg: dict) -> tuple[list[str], Download | Non
         from huggingface_hub.constants import HF_HUB_CACHE
 
         repo, fn = os.path.split(cfg["hf_hub"])
-        names = [fn] if fn else list(HF_FILES)
+        names = [fn] if fn and fn not in HF_FILES else list(HF_FILES)
         if fn.endswith((".bin", ".pth")):
             names.insert(0, fn[:-4] + ".safetensors")
         snap = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
@@ -116,7 +116,7 @@ class ClipEmbedder(Embedder):
         what = f"clip {arch}:{pretrained}"
         if not cfg:
             what += f" (not an open_clip pretrained tag; known: {open_clip.list_pretrained_tags_by_model(arch)})"
-        cache, download = _cache_and_download(arch, cfg)
+        cache, download = _cache_and_download(cfg)
         self.path = resolve_weights(what, weight_filenames(arch, pretrained), explicit=weights,
                                     model_dir=model_dir, cache_paths=cache, download=download,
                                     allow_download=allow_download)
@@ -137,6 +137,7 @@ class ClipEmbedder(Embedder):
         # Split the model's own transform: PIL steps run in preprocess (thread-safe, uint8 out),
         # ToTensor + Normalize are done on the device in embed_batch (same numbers, 4x less copying).
         tf = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=False)
+        self.transform = tf  # the model's own PIL -> normalised float CHW tensor transform
         steps = list(tf.transforms)
         cut = next((i for i, s in enumerate(steps) if isinstance(s, ToTensor)), None)
         if cut is not None and cut + 2 == len(steps) and isinstance(steps[-1], Normalize):
@@ -146,7 +147,7 @@ class ClipEmbedder(Embedder):
             self._pil, self._full = None, tf
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         self._runner = TorchRunner(self.device, mean, std)
-        self._model = self._runner.prepare(model)
+        self.model = self._runner.prepare(model)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         if image.mode != "RGB":
@@ -156,7 +157,9 @@ class ClipEmbedder(Embedder):
         return self._full(image).numpy().astype(np.float32, copy=False)
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        return self._runner.run(self._model.encode_image, batch)
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._runner.run(self.model.encode_image, batch)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)
@@ -165,5 +168,5 @@ class ClipEmbedder(Embedder):
         out = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self._tokenizer(texts[i:i + self.batch_size]).to(self._runner.device)
-            out.append(self._runner.run(self._model.encode_text, tokens))
+            out.append(self._runner.run(self.model.encode_text, tokens))
         return np.concatenate(out)

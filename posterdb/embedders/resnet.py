@@ -60,7 +60,8 @@ class TorchRunner:
         return contextlib.nullcontext()
 
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
         if not self.cuda:
             return t
         if self._pinned is None or self._pinned.shape[1:] != t.shape[1:] or len(self._pinned) < len(t) \
@@ -124,7 +125,7 @@ class ResNet50Embedder(Embedder):
             raise WeightsLoadError(f"{self.path}: not a torchvision ResNet50 state dict: {detail}") from e
         model.fc = torch.nn.Identity()
         self._runner = TorchRunner(self.device, IMAGENET_MEAN, IMAGENET_STD)
-        self._model = self._runner.prepare(model)
+        self.model = self._runner.prepare(model)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         if image.mode != "RGB":
@@ -132,7 +133,9 @@ class ResNet50Embedder(Embedder):
         return np.asarray(image.resize((SIZE, SIZE), Image.BILINEAR), dtype=np.uint8)
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        return self._runner.run(self._model, batch)
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._runner.run(self.model, batch)
 
 
 def _download_torchvision(dest: Path) -> Path:
