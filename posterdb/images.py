@@ -92,13 +92,13 @@ def iter_image_files(root: Path) -> Iterator[Path]:
         folder = stack.pop()
         try:
             st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:  # reached again through a symlink
+                continue
+            seen.add((st.st_dev, st.st_ino))
             entries = list(os.scandir(folder))
         except OSError as e:
             log.warning("skipping folder %s: %s", folder, e.strerror or e)
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
         for entry in entries:
             try:
                 is_dir = entry.is_dir()  # follows symlinks
@@ -218,17 +218,20 @@ def _deep_to_l(im: Image.Image) -> Image.Image:
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Any PIL mode to a new, standalone RGB image; transparency is composited on white."""
-    if im.mode in _DEEP_MODES:
-        im = _deep_to_l(im)
-    if im.mode in _ALPHA_MODES or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        out = Image.new("RGBA", rgba.size, _WHITE)
-        out.alpha_composite(rgba)
-        return out.convert("RGB")
+    mode = im.mode
     try:
+        if mode in _DEEP_MODES:
+            im = _deep_to_l(im)
+        if mode == "La":  # premultiplied: PIL converts it only to LA
+            im = im.convert("LA")
+        if mode in _ALPHA_MODES or "transparency" in im.info:
+            rgba = im.convert("RGBA")
+            out = Image.new("RGBA", rgba.size, _WHITE)
+            out.alpha_composite(rgba)
+            return out.convert("RGB")
         return im.convert("RGB")
     except ValueError as e:
-        raise _Reject(f"unsupported colour mode {im.mode}") from e
+        raise _Reject(f"unsupported colour mode {mode}") from e
 
 
 def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:

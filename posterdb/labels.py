@@ -24,6 +24,8 @@ JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 MAX_LABELS_BYTES = 256 * 1024**2
 _YEAR_RE = re.compile(r"\d{1,9}(\.0*)?", re.ASCII)
 _TITLE_YEAR_RE = re.compile(r"\s*\((\d{4})\)$", re.ASCII)
+_NEWLINE = re.compile(r"\r\n|\r|\n")     # line breaks as csv counts them (line_num)
+_NEWLINE_B = re.compile(rb"(\r\n|\r|\n)")
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,17 @@ def _decode(path: Path, raw: bytes) -> tuple[str, set[int]]:
         return raw.decode("utf-8"), set()
     except UnicodeDecodeError:
         pass
-    lines, bad = [], set()
-    for n, line in enumerate(raw.split(b"\n"), 1):
+    parts, bad = _NEWLINE_B.split(raw), set()   # lines at even indexes, line breaks between
+    for i in range(0, len(parts), 2):
         try:
-            lines.append(line.decode("utf-8"))
+            parts[i] = parts[i].decode("utf-8")
         except UnicodeDecodeError:
-            bad.add(n)
+            bad.add(i // 2 + 1)
             try:
-                lines.append(line.decode("cp1252"))
+                parts[i] = parts[i].decode("cp1252")
             except UnicodeDecodeError:
-                lines.append(line.decode("latin-1"))
-    return "\n".join(lines), bad
+                parts[i] = parts[i].decode("latin-1")
+    return "".join(p if isinstance(p, str) else p.decode("ascii") for p in parts), bad
 
 
 _ENCODING = "not valid UTF-8 (read as cp1252)"
@@ -155,7 +157,7 @@ def _csv_records(path: Path, text: str, bad_lines: set[int],
 def _jsonl_records(path: Path, text: str, bad_lines: set[int],
                    problems: list[LabelProblem]) -> Iterator[tuple[int, dict[str, Any]]]:
     objects = with_file = 0
-    for n, line in enumerate(text.split("\n"), 1):
+    for n, line in enumerate(_NEWLINE.split(text), 1):
         line = line.strip()
         if not line:
             continue
@@ -294,7 +296,8 @@ def read_labels(path: Path, *, root: Path | None = None) -> tuple[list[LabelRow]
             label, reasons = _check(row, rec, base, roots)
         except Exception as e:  # defensive: a row must never sink the whole file
             label, reasons = None, [f"unreadable row: {str(e)[:80]}"]
-        file = rec.get("file") if isinstance(rec.get("file"), str) else None
+        file = rec.get("file")
+        file = file if isinstance(file, str) and file.strip() else None
         if label is not None and label.path in first_row:
             label, reasons = None, [f"duplicate of row {first_row[label.path]}"]
         problems.extend(LabelProblem(row, file, r) for r in reasons)
