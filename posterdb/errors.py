@@ -35,6 +35,10 @@ class WeightsNotFoundError(PosterDBError):
     """Pretrained weights could not be found locally nor downloaded."""
 
 
+class WeightsLoadError(PosterDBError):
+    """A weights file exists but is not usable for this model (corrupt, wrong keys or shapes)."""
+
+
 class StoreBusyError(PosterDBError):
     """The DuckDB file stayed locked by another process longer than we were willing to wait."""
 

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..errors import PosterDBError, WeightsNotFoundError
+from ..errors import WeightsLoadError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
 MODEL_DIR_ENV = "POSTERDB_MODEL_DIR"
 OFFLINE_ENV = "POSTERDB_OFFLINE"
-
-
-class WeightsLoadError(PosterDBError):
-    """A weights file exists but is not usable for this model (corrupt, wrong keys or shapes)."""
 
 
 def default_model_dir() -> Path:
