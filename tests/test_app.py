@@ -1,0 +1,509 @@
+"""The Streamlit page (app.py) driven in-process by streamlit.testing's AppTest, on a real store.
+
+The store: 150 real posters (every 33rd labels row: all decades) + one re-encoded copy of a stored
+poster (a near-duplicate), a classifier trained on it, and an eval report. Every check of what the
+page shows is made against the same library call the page makes, or against DuckDB reopened.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from posterdb import ui
+from posterdb.errors import ImageError, NotTrainedError, StoreBusyError
+from posterdb.genres import GENRES
+from posterdb.store import PosterDB
+from tests.conftest import copy_slice
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+N_STORE, EVERY = 150, 33
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, label_rows, posters_dir, model_dir) -> Path:
+    """A trained store of real posters (+ one near-duplicate, + an eval report when available)."""
+    base = tmp_path_factory.mktemp("app")
+    src = copy_slice(label_rows, posters_dir, base / "src", N_STORE, every=EVERY)
+    # a re-encoded copy of a stored poster (cos ≈ 0.98): a near-duplicate without labels
+    original = Image.open(posters_dir / label_rows[EVERY * 3]["file"]).convert("RGB")
+    original.save(src / "images" / "reprint.jpg", quality=85)
+    db = PosterDB.open(base / "store", model_dir=model_dir)
+    report = db.ingest(src, src / "labels.csv")
+    assert report.added == N_STORE + 1 and not report.failed
+    db.train()
+    try:
+        db.evaluate()
+    except ValueError:  # the chart of a store this small (no cross-decade cell) may fail to
+        pass            # render; the JSON report is written before it
+    return db.root
+
+
+@pytest.fixture
+def app(store, model_dir, monkeypatch):
+    """A fresh page session (new AppTest) on the module's store, already run once."""
+    monkeypatch.setenv("POSTERDB_STORE", str(store))
+    monkeypatch.setenv("POSTERDB_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def reopen(store: Path, model_dir: Path) -> PosterDB:
+    return PosterDB.open(store, create=False, model_dir=model_dir)
+
+
+def assert_clean(at: AppTest) -> None:
+    """No exception element and no error box on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def go(at: AppTest, section: str) -> AppTest:
+    at.radio(key="section").set_value(section).run()
+    assert_clean(at)
+    return at
+
+
+def texts(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
+def headings(at: AppTest) -> list[str]:
+    """Poster headings '**Title** (year) · #id' as shown in the grids."""
+    return [t for t in texts(at) if t.startswith("**") and " · #" in t]
+
+
+def ids_shown(at: AppTest) -> list[int]:
+    return [int(t.rsplit("#", 1)[1].split()[0]) for t in headings(at)]
+
+
+def outside_poster(label_rows, n: int = 1) -> list[dict]:
+    """Labels rows not in the store's slice."""
+    return [r for i, r in enumerate(label_rows) if i % EVERY][:n]
+
+
+# -- Classify -----------------------------------------------------------------------------------
+
+def test_classify_upload_shows_genres_and_evidence_then_adds_it(app, store, model_dir,
+                                                               label_rows, posters_dir):
+    row = outside_poster(label_rows)[0]
+    data = (posters_dir / row["file"]).read_bytes()
+    name = f"{row['title']}.jpg"  # "Title (1925).jpg": the year is read from the name
+    app.file_uploader(key="classify-upload").set_value((name, data, "image/jpeg")).run()
+    assert_clean(app)
+    key = hashlib.sha256(data).hexdigest()[:16]
+    assert app.number_input(key=f"year-{key}").value == int(row["year"])
+
+    expected = reopen(store, model_dir).classify([posters_dir / row["file"]], [int(row["year"])])[0]
+    pred = ui.by_probability(expected.genres, expected.probabilities)  # likeliest first
+    md = texts(app)
+    assert "#### Predicted genres" in md
+    assert ui.badges(pred, pred) in md
+    bars = app.get("progress")
+    assert len(bars) >= len(expected.genres) and all(0 <= b.value <= 100 for b in bars)
+    assert any(expected.genres[0] in b.text for b in bars) if expected.genres else True
+    assert any(c.value.startswith("Blend: heads ") for c in app.caption)
+    # the evidence grid: the same posters the library returns, in order, genres marked
+    assert len(expected.evidence) == 10
+    assert ids_shown(app) == [h.id for h in expected.evidence]
+    for h in expected.evidence:
+        assert ui.badges(h.genres, ui.shared_genres(h.genres, expected.genres)) in md
+    assert any("similarity" in c.value for c in app.caption)
+
+    # accept with a correction: the multiselect is prefilled with the prediction
+    pick = app.multiselect(key=f"genres-pick-{key}")
+    assert pick.value == pred
+    corrected = ["Drama", "History"] if expected.genres != ["Drama", "History"] else ["War"]
+    pick.set_value(corrected)
+    app.button(key=f"add-btn-{key}").click().run()
+    assert_clean(app)
+    assert any("Stored" in s.value for s in app.success)
+
+    db = reopen(store, model_dir)
+    (stored,) = [p for p in db.posters() if p["sha256"] == hashlib.sha256(data).hexdigest()]
+    assert stored["genres"] == corrected and stored["reviewed"]
+    assert stored["year"] == int(row["year"]) and stored["title"] == row["title"].rsplit(" (", 1)[0]
+    assert Path(stored["image"]).read_bytes() == data
+    # the rerun after the write already knows the poster is in the catalogue
+    assert any(f"#{stored['id']}" in i.value for i in app.info)
+
+
+def test_classify_several_uploads_and_a_bad_file(app, label_rows, posters_dir):
+    rows = outside_poster(label_rows, 3)[1:]
+    files = [(Path(r["file"]).name, (posters_dir / r["file"]).read_bytes(), "image/jpeg")
+             for r in rows]
+    files.append(("notes.jpg", b"these are not pixels", "image/jpeg"))
+    files.append(("empty.png", b"", "image/png"))
+    app.file_uploader(key="classify-upload").set_value(files).run()
+    assert not app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == 2
+    assert "notes.jpg" in errors[0] and "not an image" in errors[0]
+    assert "empty.png" in errors[1] and "empty file" in errors[1]
+    assert texts(app).count("#### Predicted genres") == 2
+    assert len(headings(app)) == 20  # two evidence grids of 10
+
+
+# -- Search -------------------------------------------------------------------------------------
+
+def test_search_by_stored_poster_with_filters(app, store, model_dir):
+    db = reopen(store, model_dir)
+    seventies = [p for p in db.posters() if p["decade"] == 1970]
+    query = seventies[0]
+    go(app, "Search")
+    app.text_input(key="search-query").input(str(query["id"])).run()
+    assert_clean(app)
+    expected = db.similar(query["id"], 12)
+    assert ids_shown(app) == [query["id"]] + [h.id for h in expected]
+    assert f"#### 12 results for #{query['id']}" in texts(app)
+
+    app.multiselect(key="search-decades").set_value([1970]).run()
+    assert_clean(app)
+    expected = db.similar(query["id"], 12, decades=[1970])
+    shown = ids_shown(app)[1:]
+    assert shown == [h.id for h in expected] and shown
+    assert all(db.poster(i)["decade"] == 1970 for i in shown)
+
+    app.multiselect(key="search-decades").set_value([])
+    app.multiselect(key="search-genres").set_value(["Drama"])
+    app.number_input(key="search-k").set_value(5).run()
+    assert_clean(app)
+    shown = ids_shown(app)[1:]
+    assert shown == [h.id for h in db.similar(query["id"], 5, genres=["Drama"])]
+    assert len(shown) == 5 and all("Drama" in db.poster(i)["genres"] for i in shown)
+
+
+def test_search_by_title_and_by_uploaded_image(app, store, model_dir, label_rows, posters_dir):
+    db = reopen(store, model_dir)
+    go(app, "Search")
+    target = db.posters()[10]
+    word = max(target["title"].split(), key=len)
+    app.text_input(key="search-query").input(word).run()
+    assert_clean(app)
+    assert ids_shown(app)[0] == db.find(word)[0]["id"]
+
+    app.text_input(key="search-query").input("no such title zzzz").run()
+    assert not app.exception and app.warning
+
+    app.radio(key="search-mode").set_value("Uploaded image").run()
+    data = Path(target["image"]).read_bytes()
+    app.file_uploader(key="search-upload").set_value(("q.jpg", data, "image/jpeg")).run()
+    assert_clean(app)
+    assert ids_shown(app)[0] == target["id"]  # the stored copy itself comes first
+    assert "Text" not in app.radio(key="search-mode").options  # MobileNet has no text tower
+
+
+class _TextCapable:
+    """The store's MobileNet embedder plus a stand-in text tower (CLIP weights are not to be had
+    offline): every text maps to one stored poster's vector."""
+
+    supports_text = True
+
+    def __init__(self, inner, vector):
+        self._inner, self._vector = inner, vector
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def embed_text(self, texts):
+        import numpy as np
+
+        return np.repeat(self._vector[None, :], len(texts), axis=0)
+
+
+def test_search_by_text_when_the_model_supports_it(store, model_dir, monkeypatch, tmp_path):
+    import posterdb.embedders as embedders
+
+    own = tmp_path / "store"  # its own path: the page opens (and caches) a PosterDB per path
+    shutil.copytree(store, own)
+    db = reopen(own, model_dir)
+    target = db.posters()[20]
+    vector = db.vectors([target["id"]])[0]
+    real = embedders.get_embedder
+    monkeypatch.setattr(embedders, "get_embedder",
+                        lambda *a, **kw: _TextCapable(real(*a, **kw), vector))
+    monkeypatch.setenv("POSTERDB_STORE", str(own))
+    monkeypatch.setenv("POSTERDB_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    go(at, "Search")
+    assert at.radio(key="search-mode").options[-1] == "Text"
+    at.radio(key="search-mode").set_value("Text").run()
+    at.multiselect(key="search-genres").set_value(target["genres"][:1])
+    at.text_input(key="search-text").input("a cowboy at sunset").run()
+    assert_clean(at)
+    expected = db.similar(vector, 12, genres=target["genres"][:1])
+    assert ids_shown(at) == [h.id for h in expected] and expected[0].id == target["id"]
+    assert "#### 12 results for “a cowboy at sunset”" in texts(at)
+
+
+# -- Browse & curate ----------------------------------------------------------------------------
+
+def test_browse_by_genre_and_decade_paginated(app, store, model_dir):
+    db = reopen(store, model_dir)
+    go(app, "Browse & curate")
+    assert len(headings(app)) == 24  # first page of everything
+    app.selectbox(key="browse-genre").set_value("Drama").run()
+    assert_clean(app)
+    drama = [p for p in db.posters() if "Drama" in (p["genres"] or p["predicted"])]
+    assert ids_shown(app) == [p["id"] for p in drama[:24]]
+    app.number_input(key="browse-page").set_value(2).run()
+    assert ids_shown(app) == [p["id"] for p in drama[24:48]]
+    app.selectbox(key="browse-decade").set_value(1970).run()
+    assert_clean(app)
+    both = [p["id"] for p in drama if p["decade"] == 1970]
+    assert ids_shown(app) == both[:24] and both
+
+
+def test_review_queue_accept_and_correct_persist(app, store, model_dir):
+    db = reopen(store, model_dir)
+    queue = db.review_queue(limit=50)
+    assert queue and queue[0]["suspicion"] >= queue[-1]["suspicion"]
+    go(app, "Browse & curate")
+    app.radio(key="curate-view").set_value("Review queue").run()
+    assert_clean(app)
+    first, second = queue[0], queue[1]
+    assert ids_shown(app)[:2] == [first["id"], second["id"]]  # most suspicious first
+    assert any(first["reason"] == c.value for c in app.caption)
+
+    # one click accepts the genres as shown
+    keep = first["genres"] or first["predicted"]
+    assert app.multiselect(key=f"review-pick-{first['id']}").value == keep
+    app.button(key=f"review-accept-{first['id']}").click().run()
+    assert_clean(app)
+    assert any("Reviewed" in s.value for s in app.success)
+    # a correction: change the genres, then accept
+    app.multiselect(key=f"review-pick-{second['id']}").set_value(["Western", "Comedy"])
+    app.button(key=f"review-accept-{second['id']}").click().run()
+    assert_clean(app)
+
+    db = reopen(store, model_dir)  # DuckDB reopened: the reviews were committed
+    a, b = db.poster(first["id"]), db.poster(second["id"])
+    assert a["reviewed"] and a["genres"] == keep
+    assert b["reviewed"] and b["genres"] == ["Comedy", "Western"]
+    # reviewed posters leave the queue, on the page as in the library
+    shown = ids_shown(app)
+    assert first["id"] not in shown and second["id"] not in shown
+    assert {first["id"], second["id"]}.isdisjoint(p["id"] for p in db.review_queue(50))
+
+
+def test_review_with_no_genre_is_refused_readably(app, store, model_dir):
+    db = reopen(store, model_dir)
+    item = db.review_queue(limit=1)[0]
+    go(app, "Browse & curate")
+    app.radio(key="curate-view").set_value("Review queue").run()
+    app.multiselect(key=f"review-pick-{item['id']}").set_value([])
+    app.button(key=f"review-accept-{item['id']}").click().run()
+    assert not app.exception
+    assert app.error and "genre" in app.error[0].value
+    assert not reopen(store, model_dir).poster(item["id"])["reviewed"]
+
+
+def test_near_duplicate_pairs_side_by_side(app, store, model_dir):
+    db = reopen(store, model_dir)
+    pairs = db.near_duplicates(0.97)
+    (reprint,) = [p for p in db.posters() if p["path"].endswith("reprint.jpg")]
+    assert any(reprint["id"] in (a, b) for a, b, _ in pairs)
+    go(app, "Browse & curate")
+    app.radio(key="curate-view").set_value("Near-duplicates").run()
+    assert_clean(app)
+    shown = ids_shown(app)
+    assert shown[:2] == list(pairs[0][:2])
+    assert reprint["id"] in shown
+    assert app.metric[0].value == f"{pairs[0][2]:.4f}"
+    app.slider(key="dup-threshold").set_value(1.0).run()
+    assert_clean(app)
+    assert len(ids_shown(app)) < len(shown)
+
+
+# -- Stats --------------------------------------------------------------------------------------
+
+def test_stats_renders_counts_charts_and_eval(app, store, model_dir):
+    db = reopen(store, model_dir)
+    info = db.info()
+    go(app, "Stats")
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["posters"] == f"{info['posters']:,}"
+    assert metrics["labelled"] == f"{info['labelled']:,}"
+    charts = app.get("vega_lite_chart")
+    report = db.latest_eval()
+    assert report is not None  # the fixture ran db.evaluate()
+    assert len(charts) == 3  # genres, decades, per-genre F1 of the eval
+    tables = app.dataframe
+    methods = tables[0].value
+    assert list(methods.index) == [r["method"] for r in ui.eval_averages(report)]
+    assert methods.loc["posterdb: blend", "weighted"] == pytest.approx(
+        report["methods"]["blend"]["averages"]["weighted"])
+    if report.get("png"):
+        assert app.get("imgs")
+
+
+# -- keeping up with the store ------------------------------------------------------------------
+
+def test_new_posters_show_up_without_restart(store, model_dir, monkeypatch, tmp_path,
+                                             label_rows, posters_dir):
+    # a store of its own: the module store's counts stay as the other tests expect them
+    own = tmp_path / "store"
+    shutil.copytree(store, own)
+    monkeypatch.setenv("POSTERDB_STORE", str(own))
+    monkeypatch.setenv("POSTERDB_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    db = reopen(own, model_dir)
+    before = db.count()
+    assert f"**{before:,}** posters" in at.sidebar.markdown[0].value
+    go(at, "Browse & curate")
+    more = copy_slice(label_rows, posters_dir, tmp_path / "more", 12, start=5, every=EVERY)
+    assert db.ingest(more, more / "labels.csv").added == 12  # another writer, same process
+    at.run()  # any interaction reruns the script
+    assert_clean(at)
+    assert f"**{before + 12:,}** posters" in at.sidebar.markdown[0].value
+    at.selectbox(key="browse-per-page").set_value(96).run()
+    at.number_input(key="browse-page").set_value(2).run()
+    assert len(headings(at)) == before + 12 - 96
+
+
+def test_store_busy_is_a_message_and_a_retry_never_a_traceback(app, monkeypatch):
+    """Should the library ever give up waiting for the DuckDB lock, the page says so and retries."""
+    calls = {"n": 0}
+    real = PosterDB.generation
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StoreBusyError("catalog.duckdb stayed locked by another process for 30 s")
+        return real(self)
+
+    monkeypatch.setattr(PosterDB, "generation", flaky)
+    go(app, "Search")  # busy once: warning, pause, automatic rerun, then the page as usual
+    assert calls["n"] >= 2
+    assert not app.exception and not app.error
+    assert app.text_input(key="search-query") is not None
+    monkeypatch.setattr(PosterDB, "generation", lambda self: (_ for _ in ()).throw(
+        StoreBusyError("still locked")))
+    app.session_state["busy_retries"] = 99  # retries used up: the message stays, with a button
+    app.run()
+    assert not app.exception and not app.error
+    assert app.warning[0].value == ui.BUSY_MESSAGE
+    assert app.button[-1].label == "Try again"
+
+
+def test_missing_store_is_a_readable_message(tmp_path, model_dir, monkeypatch):
+    monkeypatch.setenv("POSTERDB_STORE", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("POSTERDB_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert "no posterdb store" in at.error[0].value
+    assert "posterdb ingest" in at.info[0].value
+    assert not (tmp_path / "nowhere").exists()  # the page never creates a store
+
+
+def test_untrained_store_still_shows_evidence(tmp_path, model_dir, monkeypatch, poster_slice,
+                                              label_rows, posters_dir):
+    src = poster_slice(30, every=90)
+    db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
+    db.ingest(src, src / "labels.csv")
+    monkeypatch.setenv("POSTERDB_STORE", str(db.root))
+    monkeypatch.setenv("POSTERDB_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    data = (posters_dir / label_rows[5]["file"]).read_bytes()
+    at.file_uploader(key="classify-upload").set_value(("p.jpg", data, "image/jpeg")).run()
+    assert_clean(at)
+    assert any("No genre classifier" in i.value for i in at.info)
+    assert len(headings(at)) == 10
+    go(at, "Browse & curate")
+    at.radio(key="curate-view").set_value("Review queue").run()
+    assert_clean(at)
+    assert any("posterdb train" in i.value for i in at.info)
+
+
+# -- the pure helpers ---------------------------------------------------------------------------
+
+def test_page_config_argv_then_env_then_default():
+    env = {"POSTERDB_STORE": "/env/store", "POSTERDB_MODEL_DIR": "/env/models"}
+    cfg = ui.page_config(["--store", "/cli/store"], env)
+    assert cfg.store == Path("/cli/store") and cfg.model_dir == Path("/env/models")
+    cfg = ui.page_config(["-ra", "--timeout=900", "tests/test_app.py", "--st"], env)
+    assert cfg.store == Path("/env/store")  # pytest's argv is ignored, no abbreviations
+    cfg = ui.page_config([], {})
+    assert cfg.store == Path("posterdb-store") and cfg.model_dir is None
+    assert ui.page_config(["--model-dir", "m"], {}).model_dir == Path("m")
+
+
+def test_title_and_year_from_upload_names():
+    assert ui.title_from_filename("Jaws (1975).jpg") == ("Jaws", 1975)
+    assert ui.title_from_filename("the_thing-1982.png") == ("the thing", 1982)
+    assert ui.title_from_filename("tt0073195.jpg") == ("tt0073195", None)
+    assert ui.title_from_filename("2001.jpg") == ("2001", 2001)
+
+
+def test_probability_rows_keep_predicted_then_likeliest():
+    probs = {g: 0.01 for g in GENRES} | {"Drama": 0.9, "War": 0.4, "Crime": 0.2, "Horror": 0.05}
+    rows = ui.probability_rows(probs, ["Drama", "War"], top=3)
+    assert rows == [("Drama", 0.9, True), ("War", 0.4, True), ("Crime", 0.2, False)]
+    rows = ui.probability_rows(probs, ["Western"], top=2)  # a predicted genre is always shown
+    assert [g for g, _, _ in rows] == ["Drama", "Western"]
+
+
+def test_paging_filtering_badges_and_errors():
+    items = list(range(50))
+    assert ui.page_count(50, 24) == 3 and ui.page_count(0, 24) == 1
+    assert ui.paginate(items, 3, 24) == [48, 49] and ui.paginate(items, 9, 24) == [48, 49]
+    posters = [{"id": 1, "decade": 1970, "genres": ["Drama"], "predicted": []},
+               {"id": 2, "decade": 1970, "genres": [], "predicted": ["Drama"]},
+               {"id": 3, "decade": 1980, "genres": ["Horror"], "predicted": []}]
+    assert [p["id"] for p in ui.filter_posters(posters, "Drama", 1970)] == [1, 2]
+    assert [p["id"] for p in ui.filter_posters(posters, None, 1980)] == [3]
+    assert ui.badges(["Drama", "War"], ["War"]) == ":gray-badge[Drama] :green-badge[✓ War]"
+    assert ui.by_probability(["Action", "Drama", "War"], {"Drama": 0.9, "War": 0.9,
+                                                          "Action": 0.2}) == ["Drama", "War",
+                                                                              "Action"]
+    assert ui.poster_heading("Jaws", 1975, 7) == "**Jaws** (1975) · #7"
+    assert ui.poster_heading(None, None, 8, "/in/scan-01.jpg") == "**scan-01.jpg** · #8"
+    assert ui.share_text(0.25) == "heads 25 % · neighbour vote 75 %"
+    assert ui.friendly_error(ImageError("/x/a.jpg", "empty file (0 bytes)")) == \
+        "a.jpg: empty file (0 bytes)"
+    assert "busy" in ui.friendly_error(StoreBusyError("locked"))
+    assert "posterdb train" in ui.friendly_error(NotTrainedError("x"))
+    assert "Traceback" not in ui.friendly_error(RuntimeError("boom"))
+
+
+def test_eval_report_helpers():
+    per = {g: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 0} for g in GENRES}
+    report = {
+        "setup": {"n_train": 80, "n_test": 20},
+        "methods": {
+            "study_svm": {"label": "study", "averages": {"weighted": 0.3, "macro": None,
+                                                         "micro": 0.2, "samples": 0.1},
+                          "per_genre": per | {"Drama": {"f1": 0.6, "support": 9}}},
+            "blend": {"label": "posterdb: blend", "averages": {"weighted": 0.5},
+                      "per_genre": per | {"Drama": {"f1": 0.7, "support": 9}}}},
+        "per_decade": {"blend": {"1970": {"weighted": 0.4, "n": 3}, "1920": {"weighted": 0.1}}},
+        "cross_decade": {"decades": [1970, 1980], "methods": {
+            "blend": {"weighted": [[0.5, None], [0.2, 0.6]]}}},
+        "png": None}
+    assert ui.eval_averages(report) == [
+        {"method": "study", "weighted": 0.3, "macro": None, "micro": 0.2, "samples": 0.1},
+        {"method": "posterdb: blend", "weighted": 0.5, "macro": None, "micro": None,
+         "samples": None}]
+    assert ui.eval_per_genre_f1(report) == {"study": {"Drama": 0.6},
+                                            "posterdb: blend": {"Drama": 0.7}}
+    assert ui.eval_cross_decade(report) == {"posterdb: blend": {
+        "decades": ["1970s", "1980s"], "matrix": [[0.5, None], [0.2, 0.6]]}}
+    assert ui.eval_per_decade(report) == [{"decade": "1920s", "posterdb: blend": 0.1},
+                                          {"decade": "1970s", "posterdb: blend": 0.4,
+                                           "test posters": 3}]
+    empty = {"cross_decade": {"decades": [], "methods": {}}}
+    assert (ui.eval_averages(empty), ui.eval_per_genre_f1(empty), ui.eval_cross_decade(empty),
+            ui.eval_per_decade(empty)) == ([], {}, {}, [])
