@@ -375,6 +375,29 @@ class Catalog:
         order = {g: i for i, g in enumerate(GENRES)}
         return {pid: sorted(gs, key=order.__getitem__) for pid, gs in out.items()}
 
+    @classmethod
+    def labels_of(cls, con, ids: Sequence[int] | None) -> dict:
+        """{"effective": {id: genres}, "prediction": {id: genres}, "review": set(ids)} for the ids
+        (or for every poster when ids is None), reading only those posters' labels."""
+        order = {g: i for i, g in enumerate(GENRES)}
+        if ids is not None:
+            con.register("_ids", pa.table({"id": pa.array([int(i) for i in ids], pa.int32())}))
+        try:
+            where = "WHERE poster_id IN (SELECT id FROM _ids)" if ids is not None else ""
+            rows = con.execute(f"SELECT poster_id, genre, origin FROM genre_labels {where}").fetchall()
+        finally:
+            if ids is not None:
+                con.unregister("_ids")
+        by_origin: dict[str, dict[int, list[str]]] = {o: {} for o in ORIGINS}
+        for pid, g, origin in rows:
+            by_origin[origin].setdefault(int(pid), []).append(g)
+        for d in by_origin.values():
+            for gs in d.values():
+                gs.sort(key=order.__getitem__)
+        effective = dict(by_origin["file"]) | by_origin["review"]
+        return {"effective": effective, "prediction": by_origin["prediction"],
+                "review": set(by_origin["review"])}
+
     @staticmethod
     def filter_ids(con, *, decades: Sequence[int] | None = None, genres: Sequence[str] | None = None,
                    labelled: bool | None = None) -> np.ndarray:

@@ -52,6 +52,18 @@ def training_data(db, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return ids, X, Y, dec
 
 
+def unlabelled_data(db, model: str) -> tuple[np.ndarray | None, list[int | None] | None]:
+    """Vectors and decades of posters without labels: the classifier uses them (features only,
+    never labels) to centre each decade's features, so a decade without labels adapts too."""
+    with db.catalog.read() as con:
+        unl = db.catalog.filter_ids(con, labelled=False)
+        if not len(unl):
+            return None, None
+        ids, X = db.catalog.vectors(con, embedding_table(model), unl)
+        decades = dict(con.execute("SELECT id, decade FROM posters").fetchall())
+    return X, [decades.get(int(i)) for i in ids]
+
+
 def _decades_arg(decades: np.ndarray) -> list[int | None]:
     return [None if d < 0 else int(d) for d in decades]
 
@@ -64,8 +76,10 @@ def train(db, model: str, **params) -> dict:
     ids, X, Y, decades = training_data(db, model)
     if len(ids) < 20:
         raise StoreError(f"only {len(ids)} labelled posters with {model} vectors: need ≥ 20 to train")
+    X_unl, dec_unl = unlabelled_data(db, model)
     t0 = time.perf_counter()
-    clf = GenreClassifier(**params).fit(X, Y, decades=_decades_arg(decades), ids=ids)
+    clf = GenreClassifier(**params).fit(X, Y, decades=_decades_arg(decades), ids=ids,
+                                        X_unlabelled=X_unl, decades_unlabelled=dec_unl)
     seconds = time.perf_counter() - t0
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     rel = f"classifiers/{embedding_table(model).removeprefix('embeddings_')}-{stamp}.joblib"
@@ -125,7 +139,7 @@ def classify(db, images, years=None, *, model: str, n_evidence: int = 10) -> lis
     in_store = [shas.get(p.sha256) for p in posters]
     vectors = db.embedder(model).embed_images([p.image for p in posters])
     preds = clf.explain(vectors, decades=[decade_of(y) for y in years],
-                        exclude_ids=[i if i is not None else -1 for i in in_store],
+                        exclude_ids=in_store,
                         n_evidence=n_evidence)
     wanted = sorted({n.id for p in preds for n in p.evidence})
     meta = {p["id"]: p for p in db.posters(wanted)}
@@ -134,7 +148,8 @@ def classify(db, images, years=None, *, model: str, n_evidence: int = 10) -> lis
     out = []
     for poster, year, pid, pred in zip(posters, years, in_store, preds):
         hits = [Hit(n.id, float(n.similarity), m["title"], m["year"], m["decade"],
-                    m["genres"] or n.genres, m["image"], m["path"])
+                    m["genres"] or m["predicted"] or n.genres, m["image"], m["path"],
+                    bool(m["genres"]))
                 for n in pred.evidence if (m := meta.get(n.id)) is not None]
         out.append(Classification(poster.path, year, pred.genres, pred.probabilities, pred.heads,
                                   pred.vote, float(pred.alpha), pred.decade_head, hits, pid))
@@ -156,7 +171,7 @@ def evaluate(db, model: str, *, train_decades=None, test_decades=None, test_labe
     kwargs = {}
     if test_labels is not None:
         X_test, Y_test, dec_test = _external_test_set(db, model, Path(test_labels))
-        kwargs.update(X_test=X_test, Y_test=Y_test, decades_test=dec_test)
+        kwargs.update(X_test=X_test, Y_test=Y_test, test_years_or_decades=dec_test)
     report = run_eval(X, Y, decades, train_decades=train_decades, test_decades=test_decades,
                       seed=seed, cross_decade=cross_decade, **kwargs)
     out = db.root / "eval"

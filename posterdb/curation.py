@@ -20,13 +20,11 @@ def review_queue(db, model: str, limit: int = 50) -> list[dict]:
     with db.catalog.read() as con:
         labels = db.catalog.labels(con)
         reviewed = set(db.catalog.labels(con, origin="review"))
-        ids, X = db.catalog.vectors(con, embedding_table(model))
-        decades = dict(con.execute("SELECT id, decade FROM posters").fetchall())
-    keep = np.asarray([int(i) not in reviewed for i in ids], dtype=bool)
-    ids, X = ids[keep], X[keep]
+        ids = db.catalog.vector_ids(con, embedding_table(model))
+    ids = np.asarray([i for i in ids.tolist() if i not in reviewed], dtype=np.int64)
     if not len(ids):
         return []
-    proba = clf.predict_proba(X, decades=[decades.get(int(i)) for i in ids], exclude_ids=ids)
+    proba = _probabilities(db, model, clf, ids)
     scored = []
     for pid, p in zip(ids.tolist(), proba):
         probs = dict(zip(GENRES, map(float, p)))
@@ -49,6 +47,23 @@ def review_queue(db, model: str, limit: int = 50) -> list[dict]:
     return [meta[pid] | {"suspicion": round(s, 4), "reason": reason,
                          "predicted_probabilities": probs}
             for s, pid, reason, probs in top if pid in meta]
+
+
+def _probabilities(db, model: str, clf, ids: np.ndarray) -> np.ndarray:
+    """Blend probabilities of stored posters (self excluded from the vote), cached per classifier:
+    labels and reviews do not change them, so only posters new since the last call are scored."""
+    key = (model, id(clf))
+    cache: dict[int, np.ndarray] = db._proba_cache.setdefault(key, {})
+    for other in [k for k in db._proba_cache if k[0] == model and k != key]:
+        del db._proba_cache[other]
+    todo = np.asarray([i for i in ids.tolist() if i not in cache], dtype=np.int64)
+    if len(todo):
+        with db.catalog.read() as con:
+            got, X = db.catalog.vectors(con, embedding_table(model), todo)
+            decades = dict(con.execute("SELECT id, decade FROM posters").fetchall())
+        proba = clf.predict_proba(X, decades=[decades.get(int(i)) for i in got], exclude_ids=got)
+        cache.update(zip(got.tolist(), proba))
+    return np.stack([cache[int(i)] for i in ids])
 
 
 def add_poster(db, poster: PosterImage, genres: list[str], *, title: str | None = None,

@@ -55,6 +55,7 @@ class Hit:
     genres: list[str]
     image: str            # absolute path of the stored copy
     path: str             # original path at ingest
+    labelled: bool = True  # False: `genres` are the classifier's predictions, not labels
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -78,6 +79,7 @@ class PosterDB:
         self._embedders: dict[str, Embedder] = {}
         self._indexes: dict[str, _CachedIndex] = {}
         self._classifiers: dict[str, tuple[str, object]] = {}
+        self._proba_cache: dict[tuple[str, int], dict[int, np.ndarray]] = {}
 
     @classmethod
     def open(cls, root: str | Path | None = None, *, create: bool = True,
@@ -244,21 +246,26 @@ class PosterDB:
         """Metadata + effective genres (+ predicted ones) of the given posters, in the given order."""
         with self.catalog.read() as con:
             rows = self._poster_rows(con, ids)
-            labels = self.catalog.labels(con)
-            predicted = self.catalog.labels(con, origin="prediction")
-            reviewed = set(self.catalog.labels(con, origin="review"))
+            labels = self.catalog.labels_of(con, None if ids is None else [r["id"] for r in rows])
         out = []
         for r in rows:
             pid = r["id"]
-            r["genres"] = labels.get(pid, [])
-            r["predicted"] = predicted.get(pid, [])
-            r["reviewed"] = pid in reviewed
+            r["genres"] = labels["effective"].get(pid, [])
+            r["predicted"] = labels["prediction"].get(pid, [])
+            r["reviewed"] = pid in labels["review"]
             r["image"] = str(self.image_file(r["image_path"]))
             out.append(r)
         if ids is not None:
             by_id = {r["id"]: r for r in out}
             out = [by_id[int(i)] for i in ids if int(i) in by_id]
         return out
+
+    def browse(self, *, genres: Sequence[str] | None = None, decades: Sequence[int] | None = None,
+               offset: int = 0, limit: int = 24) -> tuple[int, list[dict]]:
+        """The shop's view: (total, one page of posters) with any of the genres, in the decades."""
+        with self.catalog.read() as con:
+            ids = self.catalog.filter_ids(con, decades=decades, genres=genres)
+        return len(ids), self.posters(ids[offset:offset + limit].tolist())
 
     def poster(self, poster_id: int) -> dict:
         found = self.posters([poster_id])
@@ -352,7 +359,8 @@ class PosterDB:
                 if p is None:
                     continue
                 hits.append(Hit(p["id"], float(sim), p["title"], p["year"], p["decade"],
-                                p["genres"] or p["predicted"], p["image"], p["path"]))
+                                p["genres"] or p["predicted"], p["image"], p["path"],
+                                bool(p["genres"])))
                 if len(hits) == k:
                     break
             out.append(hits)

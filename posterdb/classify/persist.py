@@ -1,0 +1,81 @@
+"""Saving and loading a fitted classifier: pickle, written atomically, verified by sha256.
+
+Unpickling runs code chosen by whoever wrote the file, so `load_classifier` reads the bytes,
+checks their sha256 against the hash the store recorded (DuckDB) and only then unpickles.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+from posterdb.errors import StoreError
+
+PICKLE_PROTOCOL = 5
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_classifier(clf, path: str | Path) -> str:
+    """Pickle `clf` to `path` atomically (temp file in the same folder, fsync, os.replace).
+    Returns the sha256 (hex) of the bytes written: record it, loading needs it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = pickle.dumps(clf, protocol=PICKLE_PROTOCOL)
+    digest = sha256_bytes(data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable too (best effort; not all platforms allow opening a folder)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return digest
+
+
+def load_classifier(path: str | Path, expected_sha256: str):
+    """Unpickle the classifier at `path` only if its bytes hash to `expected_sha256`.
+    Raises StoreError when the file is missing/unreadable, the hash is absent or differs."""
+    path = Path(path)
+    expected = (expected_sha256 or "").strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise StoreError(f"{path}: refusing to load a classifier without a valid recorded sha256")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read the classifier file ({e.strerror or e})") from e
+    actual = sha256_bytes(data)
+    if not hmac.compare_digest(actual, expected):
+        raise StoreError(f"{path}: sha256 {actual} does not match the recorded {expected}; "
+                         "the file was modified or replaced - refusing to unpickle it")
+    try:
+        return pickle.loads(data)
+    except Exception as e:  # hash matched but the content is not loadable (e.g. version skew)
+        raise StoreError(f"{path}: classifier file matches its hash but cannot be unpickled ({e})") from e
