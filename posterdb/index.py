@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from .embedders.base import ModelSpec
+from .faults import crash_point
 
 EXACT_MAX = 100_000        # up to this many vectors the index is exact (Flat)
 IVF_NPROBE = 16
@@ -129,10 +130,12 @@ class VectorIndex:
         os.close(fd)
         try:
             faiss.write_index(self.index, tmp)
+            crash_point("index_tmp_written")
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        crash_point("index_renamed")
         _atomic_write_text(sidecar(path), json.dumps(meta, indent=1))
 
     @classmethod
