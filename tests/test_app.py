@@ -344,7 +344,7 @@ def test_stats_renders_counts_charts_and_eval(app, store, model_dir):
     assert methods.loc["posterdb: blend", "weighted"] == pytest.approx(
         report["methods"]["blend"]["averages"]["weighted"])
     if report.get("png"):
-        assert app.get("imgs")
+        assert app.get("image")
 
 
 # -- keeping up with the store ------------------------------------------------------------------
