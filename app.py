@@ -62,26 +62,11 @@ def load_info(_db: PosterDB, store: str, generation: int) -> dict:
     return _db.info()
 
 
-@st.cache_data(show_spinner=False, max_entries=2)
-def load_posters(_db: PosterDB, store: str, generation: int) -> list[dict]:
-    return _db.posters()
-
-
-@st.cache_resource(show_spinner="Ranking suspicious labels…", max_entries=4)
-def rank_review_queue(_db: PosterDB, store: str, classifier: tuple, n_posters: int,
-                      n_labelled: int, limit: int) -> list[dict]:
-    """The library's ranking, kept until the classifier or the posters change. Ranking every
-    poster takes seconds on a large store, and a review does not move the others (it only takes
-    the reviewed poster out of the queue), so it is not redone after each click."""
-    return _db.review_queue(limit=limit)
-
-
-def load_review_queue(db: PosterDB, store: str, info: dict, limit: int) -> list[dict]:
-    clf = tuple(sorted(info["classifiers"][-1].items())) if info["classifiers"] else ()
-    ranked = rank_review_queue(db, store, clf, info["posters"], info["labelled"], limit)
-    fresh = {p["id"]: p for p in db.posters([p["id"] for p in ranked])}
-    return [p | {k: fresh[p["id"]][k] for k in ("genres", "predicted", "reviewed")}
-            for p in ranked if p["id"] in fresh and not fresh[p["id"]]["reviewed"]]
+def load_review_queue(db: PosterDB, limit: int) -> list[dict]:
+    """The library's ranking (it caches each poster's probabilities per classifier, so a review
+    click only re-scores labels, not images)."""
+    with st.spinner("Ranking suspicious labels…"):
+        return db.review_queue(limit=limit)
 
 
 @st.cache_data(show_spinner="Looking for near-duplicates…", max_entries=8)
@@ -100,7 +85,6 @@ def refresh_if_changed(db: PosterDB, store: str) -> tuple[PosterDB, int]:
     seen = generation_seen(store)
     if seen["generation"] is not None and gen < seen["generation"]:
         open_store.clear()
-        rank_review_queue.clear()
         db = open_store(store, str(db.model_dir) if db.model_dir else None)
     if seen["generation"] is not None and seen["generation"] != gen:
         st.cache_data.clear()
@@ -356,12 +340,17 @@ def browse(db: PosterDB, store: str, generation: int, info: dict) -> None:
     decade = c2.selectbox("Decade", [None, *ui.decades_of(info)], key="browse-decade",
                           format_func=lambda d: "All decades" if d is None else ui.decade_label(d))
     per_page = c3.selectbox("Per page", [24, 48, 96], key="browse-per-page")
-    posters = ui.filter_posters(load_posters(db, store, generation), genre, decade)
-    pages = ui.page_count(len(posters), per_page)
+    total, _ = db.browse(genres=[genre] if genre else None, decades=[decade] if decade else None,
+                         limit=0)
+    pages = ui.page_count(total, per_page)
     page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1,
                            key="browse-page")
-    st.caption(f"{len(posters):,} posters · page {min(page, pages)} of {pages}")
-    poster_grid(ui.paginate(posters, page, per_page), columns=GRID_COLUMNS, key="browse-grid")
+    page = min(int(page), pages)
+    _, posters = db.browse(genres=[genre] if genre else None,
+                           decades=[decade] if decade else None,
+                           offset=(page - 1) * per_page, limit=per_page)
+    st.caption(f"{total:,} posters · page {page} of {pages}")
+    poster_grid(posters, columns=GRID_COLUMNS, key="browse-grid")
 
 
 def _review(db: PosterDB, poster_id: int, pick_key: str, title: str) -> None:
@@ -378,7 +367,7 @@ def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
     st.caption("The labels the classifier doubts most come first. Keep the genres shown to accept "
                "them, or change them and save: reviewed genres win over file labels in training.")
     try:
-        queue = load_review_queue(db, store, info, 60)
+        queue = load_review_queue(db, 60)
     except NotTrainedError:
         st.info("The review queue needs a trained classifier: run `posterdb train`.")
         return

@@ -398,18 +398,22 @@ class Catalog:
         return {"effective": effective, "prediction": by_origin["prediction"],
                 "review": set(by_origin["review"])}
 
-    @staticmethod
-    def filter_ids(con, *, decades: Sequence[int] | None = None, genres: Sequence[str] | None = None,
+    @classmethod
+    def filter_ids(cls, con, *, decades: Sequence[int] | None = None, genres: Sequence[str] | None = None,
                    labelled: bool | None = None) -> np.ndarray:
         """Ids of posters matching every given filter (genre = any effective or predicted label)."""
         where, params = [], []
         if decades:
             where.append(f"decade IN ({','.join('?' * len(decades))})")
             params += [int(d) for d in decades]
-        if genres:
-            where.append("id IN (SELECT poster_id FROM genre_labels WHERE genre IN "
-                         f"({','.join('?' * len(genres))}))")
-            params += list(genres)
+        if genres:  # a poster's labels (review > file), or its predictions when it has none
+            marks = ",".join("?" * len(genres))
+            where.append(
+                f"(id IN (SELECT poster_id FROM ({cls.effective_labels_sql()}) WHERE genre IN "
+                f"({marks})) OR (id IN (SELECT poster_id FROM genre_labels WHERE origin = "
+                f"'prediction' AND genre IN ({marks})) AND id NOT IN (SELECT poster_id FROM "
+                "genre_labels WHERE origin IN ('file', 'review'))))")
+            params += list(genres) * 2
         if labelled is not None:
             op = "IN" if labelled else "NOT IN"
             where.append(f"id {op} (SELECT poster_id FROM genre_labels "

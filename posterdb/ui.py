@@ -119,19 +119,6 @@ def title_from_filename(name: str) -> tuple[str, int | None]:
 
 # -- lists -------------------------------------------------------------------------------------
 
-def filter_posters(posters: Iterable[dict], genre: str | None = None,
-                   decade: int | None = None) -> list[dict]:
-    """The shop's browse view: posters carrying `genre` (effective, else predicted) in `decade`."""
-    out = []
-    for p in posters:
-        if decade is not None and p.get("decade") != decade:
-            continue
-        if genre and genre not in (p.get("genres") or p.get("predicted") or []):
-            continue
-        out.append(p)
-    return out
-
-
 def page_count(n: int, per_page: int) -> int:
     return max(1, math.ceil(n / max(1, per_page)))
 

@@ -460,11 +460,6 @@ def test_paging_filtering_badges_and_errors():
     items = list(range(50))
     assert ui.page_count(50, 24) == 3 and ui.page_count(0, 24) == 1
     assert ui.paginate(items, 3, 24) == [48, 49] and ui.paginate(items, 9, 24) == [48, 49]
-    posters = [{"id": 1, "decade": 1970, "genres": ["Drama"], "predicted": []},
-               {"id": 2, "decade": 1970, "genres": [], "predicted": ["Drama"]},
-               {"id": 3, "decade": 1980, "genres": ["Horror"], "predicted": []}]
-    assert [p["id"] for p in ui.filter_posters(posters, "Drama", 1970)] == [1, 2]
-    assert [p["id"] for p in ui.filter_posters(posters, None, 1980)] == [3]
     assert ui.badges(["Drama", "War"], ["War"]) == ":gray-badge[Drama] :green-badge[✓ War]"
     assert ui.by_probability(["Action", "Drama", "War"], {"Drama": 0.9, "War": 0.9,
                                                           "Action": 0.2}) == ["Drama", "War",

@@ -183,6 +183,24 @@ def test_unlabelled_folder_and_reviews(tmp_path, poster_slice, model_dir):
     assert set(GENRES) >= set(db.info()["by_genre"])
 
 
+def test_browse_by_genre_and_decade_uses_labels_else_predictions(tmp_path, poster_slice,
+                                                                 model_dir):
+    src = poster_slice(8, start=15)
+    db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
+    db.ingest(src / "images")
+    a, b, c = (int(i) for i in db.index().ids()[:3])
+    with db.catalog.write() as con:
+        db.catalog.set_labels(con, [a, b], [["Drama"], ["Drama"]], "prediction")
+        con.execute("UPDATE posters SET year = 1974, decade = 1970 WHERE id IN (?, ?, ?)", [a, b, c])
+    db.set_review(b, ["Horror"])  # a person's labels win over the old prediction
+    db.set_review(c, ["Drama", "War"])
+    total, page = db.browse(genres=["Drama"], decades=[1970])
+    assert total == 2 and [p["id"] for p in page] == [a, c]
+    total, page = db.browse(decades=[1970], offset=1, limit=1)
+    assert total == 3 and [p["id"] for p in page] == [b]
+    assert db.browse(genres=["Western"]) == (0, [])
+
+
 def test_open_missing_store_without_create(tmp_path):
     with pytest.raises(StoreError):
         PosterDB.open(tmp_path / "nothing", create=False)
