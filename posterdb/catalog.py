@@ -258,7 +258,13 @@ class Catalog:
     def add_paths(con, pairs: Sequence[tuple[int, str]]) -> None:
         """Remember other file names seen for already stored bytes."""
         if pairs:
-            con.executemany("INSERT OR IGNORE INTO poster_paths VALUES (?, ?)", list(pairs))
+            con.register("_paths", pa.table({
+                "poster_id": pa.array([int(p) for p, _ in pairs], pa.int32()),
+                "path": pa.array([str(f) for _, f in pairs], pa.string())}))
+            try:
+                con.execute("INSERT OR IGNORE INTO poster_paths SELECT * FROM _paths")
+            finally:
+                con.unregister("_paths")
 
     @staticmethod
     def insert_vectors(con, table: str, ids: np.ndarray, vectors: np.ndarray) -> None:

@@ -61,6 +61,7 @@ class IngestReport:
 @dataclass
 class _Loaded:
     path: Path
+    row: LabelRow | None
     poster: PosterImage
     array: np.ndarray
 
@@ -68,6 +69,7 @@ class _Loaded:
 @dataclass
 class _Known:
     path: Path
+    row: LabelRow | None
     sha256: str
 
 
@@ -84,9 +86,11 @@ def _resolve(p: Path) -> Path:
         return p.absolute()
 
 
-def collect_sources(path: Path, labels: Path | None) -> tuple[list[Path], dict[Path, LabelRow],
-                                                              list[dict], list[dict]]:
-    """Files to ingest, label rows by resolved path, failures and warnings from the labels."""
+Source = tuple[Path, "LabelRow | None"]
+
+
+def collect_sources(path: Path, labels: Path | None) -> tuple[list[Source], list[dict], list[dict]]:
+    """(file, its label row or None) to ingest, failures and warnings from the labels file."""
     rows, problems = read_labels(labels, root=path if path.is_dir() else None) if labels else ([], [])
     by_path = {_resolve(r.path): r for r in rows}
     kept = {r.file for r in rows}
@@ -97,20 +101,24 @@ def collect_sources(path: Path, labels: Path | None) -> tuple[list[Path], dict[P
     files = list(iter_image_files(path)) if path.exists() else []
     if not path.exists():
         failed.append({"path": str(path), "reason": "no such file or folder"})
-    seen = {_resolve(f) for f in files}
-    files += [r.path for p, r in by_path.items() if p not in seen]
-    return files, by_path, failed, warnings
+    sources: list[Source] = []
+    for f in files:
+        resolved = _resolve(f)
+        sources.append((f, by_path.pop(resolved, None)))
+    sources += [(r.path, r) for r in by_path.values()]  # labelled files outside the folder
+    return sources, failed, warnings
 
 
-def _load(path: Path, skip: frozenset[str] | set[str], preprocess) -> _Loaded | _Known | _Failed:
+def _load(source: Source, skip: frozenset[str] | set[str], preprocess) -> _Loaded | _Known | _Failed:
     """Worker: hash first (skip stored bytes), then decode and preprocess."""
+    path, row = source
     try:
         data = read_bytes(path)
         sha = sha256_bytes(data)
         if sha in skip:
-            return _Known(path, sha)
+            return _Known(path, row, sha)
         poster = decode(data, str(path))
-        return _Loaded(path, poster, preprocess(poster.image))
+        return _Loaded(path, row, poster, preprocess(poster.image))
     except ImageError as e:
         return _Failed(path, e.reason)
     except Exception as e:  # never let one file stop the run
@@ -150,18 +158,14 @@ class _Writer:
     Runs in its own thread so that the commit of batch n overlaps the embedding of batch n+1.
     """
 
-    def __init__(self, db, model: str, table: str, index, stored: dict, rows: dict,
-                 labels: Path | None, path: Path, report: IngestReport, classifier,
+    def __init__(self, db, model: str, table: str, index, stored: dict, labels: Path | None, path: Path, report: IngestReport, classifier,
                  near_duplicate_threshold: float, save_every: float):
         self.db, self.model, self.table, self.index = db, model, table, index
-        self.stored, self.rows, self.labels, self.path = stored, rows, labels, path
+        self.stored, self.labels, self.path = stored, labels, path
         self.report, self.classifier = report, classifier
         self.threshold, self.save_every = near_duplicate_threshold, save_every
         self.pending_aliases: list[tuple[str, str]] = []
         self.last_save = time.monotonic()
-
-    def _row(self, item: _Loaded) -> LabelRow | None:
-        return self.rows.get(_resolve(item.path))
 
     def write(self, batch: list[_Loaded], vectors: np.ndarray, errors: list[tuple[str, str]],
               aliases: list[tuple[str, str]]) -> None:
@@ -169,15 +173,14 @@ class _Writer:
         new = [i for i, b in enumerate(batch) if b.poster.sha256 not in self.stored]
         records = []
         for i in new:
-            p, row = batch[i].poster, self._row(batch[i])
+            p, row = batch[i].poster, batch[i].row
             rel = self.db.image_relpath(p.sha256, p.suffix)
             _write_copy(self.db.root, rel, p.data)
             records.append(PosterRecord(
                 p.sha256, str(batch[i].path), rel, row.title if row else None,
                 row.year if row else None, p.width, p.height, p.format,
                 str(self.labels) if row else str(self.path)))
-        unlabelled = [k for k, i in enumerate(new) if not (self._row(batch[i]) and
-                                                           self._row(batch[i]).genres)]
+        unlabelled = [k for k, i in enumerate(new) if not (batch[i].row and batch[i].row.genres)]
         preds = []
         if self.classifier is not None and unlabelled:
             preds = self.db.predict_vectors(vectors[[new[k] for k in unlabelled]],
@@ -190,7 +193,7 @@ class _Writer:
             ids = np.asarray([self.stored[b.poster.sha256][0] for b in batch], dtype=np.int64)
             if new:
                 cat.insert_posters(con, new_ids, records)
-                labelled = [(int(new_ids[k]), self._row(batch[i]).genres)
+                labelled = [(int(new_ids[k]), batch[i].row.genres)
                             for k, i in enumerate(new) if k not in set(unlabelled)]
                 cat.set_labels(con, [p for p, _ in labelled], [list(g) for _, g in labelled],
                                "file")
@@ -266,10 +269,10 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
     labels = Path(labels) if labels else None
     report = IngestReport(run_id=uuid.uuid4().hex[:12], model=model)
     embedder = db.embedder(model)
-    files, rows, failed, warnings = collect_sources(path, labels)
+    sources, failed, warnings = collect_sources(path, labels)
     report.failed += failed
     report.label_warnings += warnings
-    report.scanned = len(files)
+    report.scanned = len(sources)
 
     cat: Catalog = db.catalog
     with cat.write() as con:
@@ -278,11 +281,12 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
             "SELECT id, sha256, title, year FROM posters").fetchall()}
         with_vector = set(cat.vector_ids(con, table).tolist())
         file_labels = cat.labels(con, origin="file")
+        known_paths = {r[0] for r in con.execute("SELECT path FROM poster_paths").fetchall()}
         cat.record_errors(con, report.run_id, [(f["path"], f["reason"]) for f in failed])
     done_shas = frozenset(sha for sha, (pid, _, _) in stored.items() if pid in with_vector)
     initial = dict(stored)
     writer = _WriterThread(_Writer(
-        db, model, table, db.index(model), stored, rows, labels, path, report,
+        db, model, table, db.index(model), stored, labels, path, report,
         db.classifier(model) if auto_classify else None, near_duplicate_threshold, save_every))
 
     batch: list[_Loaded] = []
@@ -303,7 +307,7 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
     load = lambda p: _load(p, done_shas, embedder.preprocess)  # noqa: E731
     try:
         with ThreadPoolExecutor(n_workers, thread_name_prefix="posterdb-decode") as pool:
-            for done, item in enumerate(_ordered(pool, load, files, max(4 * bs, 64)), start=1):
+            for done, item in enumerate(_ordered(pool, load, sources, max(4 * bs, 64)), start=1):
                 if isinstance(item, _Failed):
                     report.failed.append({"path": str(item.path), "reason": item.reason})
                     errors.append((str(item.path), item.reason))
@@ -311,8 +315,9 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
                     sha = item.sha256 if isinstance(item, _Known) else item.poster.sha256
                     report.skipped += isinstance(item, _Known)
                     report.duplicates += not isinstance(item, _Known)
-                    aliases.append((sha, str(item.path)))
-                    row = rows.get(_resolve(item.path))
+                    if str(item.path) not in known_paths:
+                        aliases.append((sha, str(item.path)))
+                    row = item.row
                     if row is not None and sha in initial:
                         pid = initial[sha][0]
                         if _changed(row, initial[sha], file_labels.get(pid, [])):
@@ -323,7 +328,7 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
                 if len(batch) >= bs:
                     flush()
                 if progress:
-                    progress(done, len(files))
+                    progress(done, len(sources))
             flush()
     finally:
         writer.close()
