@@ -378,6 +378,9 @@ def eval_(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     no_matrix: Annotated[bool, typer.Option(
         "--no-matrix", help="Skip the cross-decade matrix (faster).")] = False,
+    no_transductive: Annotated[bool, typer.Option(
+        "--no-transductive", help="Do not centre decades with the test posters' features.")]
+    = False,
     model: ModelOpt = None,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
@@ -389,7 +392,8 @@ def eval_(
             report = db.evaluate(model, train_decades=[d // 10 * 10 for d in train_decades or []]
                                  or None,
                                  test_decades=[d // 10 * 10 for d in test_decades or []] or None,
-                                 test_labels=test_labels, seed=seed, cross_decade=not no_matrix)
+                                 test_labels=test_labels, seed=seed, cross_decade=not no_matrix,
+                                 transductive=not no_transductive)
     except PosterDBError as e:
         raise _fail(e, as_json) from e
     data = report.to_json() if hasattr(report, "to_json") else report

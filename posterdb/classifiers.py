@@ -163,7 +163,7 @@ def predict_vectors(db, vectors: np.ndarray, years, model: str):
 
 
 def evaluate(db, model: str, *, train_decades=None, test_decades=None, test_labels=None,
-             seed: int = 0, cross_decade: bool = True):
+             seed: int = 0, cross_decade: bool = True, transductive: bool = True):
     """Run the study-vs-posterdb evaluation on the store's labelled posters; saves JSON + PNG."""
     from .classify.evaluate import evaluate as run_eval
 
@@ -173,7 +173,7 @@ def evaluate(db, model: str, *, train_decades=None, test_decades=None, test_labe
         X_test, Y_test, dec_test = _external_test_set(db, model, Path(test_labels))
         kwargs.update(X_test=X_test, Y_test=Y_test, test_years_or_decades=dec_test)
     report = run_eval(X, Y, decades, train_decades=train_decades, test_decades=test_decades,
-                      seed=seed, cross_decade=cross_decade, **kwargs)
+                      seed=seed, cross_decade=cross_decade, transductive=transductive, **kwargs)
     out = db.root / "eval"
     out.mkdir(parents=True, exist_ok=True)
     report.save_json(out / "latest.json")
