@@ -54,13 +54,15 @@ def _fail(e: Exception, as_json: bool) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _hits_table(title: str, hits) -> Table:
+def _hits_table(title: str, hits, predicted: list[str] | None = None) -> Table:
+    """Neighbours as a table; with `predicted`, genres shared with the prediction are marked ✓."""
     t = Table(title=title)
-    for c in ("id", "similarity", "title", "year", "genres", "image"):
+    for c in ("id", "similarity", "title", "year", "genres"):
         t.add_column(c, overflow="fold")
     for h in hits:
-        t.add_row(str(h.id), f"{h.similarity:.3f}", h.title or "", str(h.year or ""),
-                  ", ".join(h.genres), h.image)
+        genres = ", ".join(f"[green]✓ {g}[/]" if predicted and g in predicted else g
+                           for g in h.genres)
+        t.add_row(str(h.id), f"{h.similarity:.3f}", h.title or "", str(h.year or ""), genres)
     return t
 
 
@@ -355,7 +357,7 @@ def classify(
             out.print(f"[bold]{r.name}[/]{f' ({r.year})' if r.year else ''}: [green]{probs}[/]  "
                       f"(heads {r.alpha:.0%} / vote {1 - r.alpha:.0%}"
                       f"{f', {r.decade_head}s head' if r.decade_head else ''})")
-            t = _hits_table("evidence: most similar stored posters", r.evidence)
+            t = _hits_table("evidence: most similar stored posters", r.evidence, r.genres)
             out.print(t)
         for f in failed:
             out.print(f"[red]failed[/] {f['path']}: {f['reason']}")

@@ -76,3 +76,32 @@ def test_remove_then_check_clean(cli_store):
     assert code == 0 and report["ok"] and report["posters"] == 58
     code, data = run("reindex", "--store", str(store), "--json")
     assert code == 0 and data["indexes"][0]["ntotal"] == 58
+
+
+def test_train_classify_save_and_eval(cli_store, tmp_path, posters_dir, label_rows):
+    src, store, common, _ = cli_store
+    code, trained = run("train", *common, "--json")
+    assert code == 0 and trained["n_train"] >= 50 and trained["sha256"]
+    row = label_rows[1000]
+    img = posters_dir / row["file"]
+    code, out = run("classify", str(img), "--year", row["year"], "-n", "6", *common, "--json")
+    assert code == 0, out
+    (res,) = out["results"]
+    assert res["genres"] and set(res["probabilities"]) >= set(res["genres"])
+    assert 0 <= res["alpha"] <= 1 and res["year"] == int(row["year"])
+    assert len(res["evidence"]) == 6
+    ev = res["evidence"][0]
+    assert {"id", "similarity", "title", "year", "genres", "image", "shared"} <= set(ev)
+    assert all(set(e["shared"]) <= set(res["genres"]) for e in res["evidence"])
+    # --save stores the new poster with its predictions; a bad file fails with exit 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    code, out = run("classify", str(img), str(bad), "--save", *common, "--json")
+    assert code == 1 and out["failed"][0]["path"].endswith("bad.jpg") and len(out["saved"]) == 1
+    code, info = run("info", *common, "--json")
+    assert sum(info["predicted_by_genre"].values()) >= 1
+    code, report = run("eval", "--no-matrix", "--seed", "1", *common, "--json")
+    assert code == 0, report
+    assert set(report["methods"]) == {"study_svm", "study_svm_balanced", "heads", "vote", "blend"}
+    assert set(report["methods"]["blend"]["averages"]) >= {"micro", "macro", "weighted", "samples"}
+    assert (store / "eval" / "latest.json").exists() and (store / "eval" / "latest.png").exists()
