@@ -7,6 +7,7 @@ file only for the few milliseconds of each batch commit, and the page keeps answ
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
@@ -113,11 +114,21 @@ class Catalog:
     def __init__(self, path: str | Path, *, busy_timeout: float = 60.0):
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self._local = threading.local()  # this thread's open session: (connection, read_only)
 
     # -- connections --------------------------------------------------------------------------
 
     @contextmanager
     def _connect(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file (retrying while another process holds the lock), or reuse the session
+        this thread already has open: nested `read()`/`write()` calls share one connection."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            con, session_read_only = session
+            if session_read_only and not read_only:
+                raise StoreError("a write was asked for inside a read-only session")
+            yield con
+            return
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.01
         with _process_lock:
@@ -134,22 +145,30 @@ class Catalog:
                             f"{self.busy_timeout:.0f} s") from e
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.5)
+            self._local.session = (con, read_only)
             try:
                 yield con
             finally:
+                self._local.session = None
                 con.close()
 
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection (many processes may hold one at once)."""
-        if not self.path.exists():
+        """A read-only connection (many processes may hold one at once); nested calls share it."""
+        if getattr(self._local, "session", None) is None and not self.path.exists():
             raise StoreError(f"no catalogue at {self.path}: ingest something first")
         with self._connect(read_only=True) as con:
             yield con
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection inside one transaction, committed on success."""
+        """A read-write connection inside one transaction, committed on success.
+
+        Nested inside another `write()` on this thread it joins that transaction."""
+        if getattr(self._local, "session", None) is not None:
+            with self._connect(read_only=False) as con:
+                yield con
+            return
         with self._connect(read_only=False) as con:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -157,8 +176,9 @@ class Catalog:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            con.execute("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
-                        "WHERE key = 'generation'")
+            new = max(self.generation(con), self.generation_hint() or 0) + 1
+            con.execute("UPDATE meta SET value = ? WHERE key = 'generation'", [str(new)])
+            self._write_generation_file(new)  # before COMMIT: the file may run ahead, never behind
             crash_point("before_commit")
             con.execute("COMMIT")
             crash_point("after_commit")
@@ -177,12 +197,30 @@ class Catalog:
                 con.execute(sql)
                 con.execute("INSERT INTO schema_migrations (version) VALUES (?)", [version])
                 con.execute("COMMIT")
+            if self.generation_hint() is None:  # stores made before the file existed
+                self._write_generation_file(self.generation(con))
         return SCHEMA_VERSION
 
     def schema_version(self, con: duckdb.DuckDBPyConnection) -> int:
         return con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
 
     # -- meta ---------------------------------------------------------------------------------
+
+    @property
+    def generation_file(self) -> Path:
+        return self.path.with_name("generation")
+
+    def generation_hint(self) -> int | None:
+        """The generation from the small file beside the catalogue (no DuckDB open), if any."""
+        try:
+            return int(self.generation_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_generation_file(self, generation: int) -> None:
+        tmp = self.generation_file.with_name(f".generation.{os.getpid()}.tmp")
+        tmp.write_text(str(generation))
+        os.replace(tmp, self.generation_file)
 
     @staticmethod
     def generation(con) -> int:

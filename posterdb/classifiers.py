@@ -98,9 +98,9 @@ def train(db, model: str, **params) -> dict:
 
 def load_latest(db, model: str):
     """The newest classifier recorded for `model` (cached by its row), or None."""
-    with db.catalog.read() as con:
-        rows = con.execute("SELECT id, file, sha256 FROM classifiers WHERE model_name = ? "
-                           "ORDER BY id DESC LIMIT 1", [model]).fetchall()
+    rows = db._cached(f"classifier-row:{model}", lambda con: con.execute(
+        "SELECT id, file, sha256 FROM classifiers WHERE model_name = ? ORDER BY id DESC LIMIT 1",
+        [model]).fetchall())
     if not rows:
         return None
     row_id, rel, sha = rows[0]
@@ -129,21 +129,24 @@ def classify(db, images, years=None, *, model: str, n_evidence: int = 10) -> lis
     """Genres + evidence for PosterImage objects or image paths (validated like ingest)."""
     from .images import PosterImage, open_poster
 
-    clf = require(db, model)
+    from .store import Hit
+
     posters = [im if isinstance(im, PosterImage) else open_poster(im) for im in images]
     years = list(years) if years is not None else [None] * len(posters)
     if len(years) != len(posters):
         raise ValueError("one year (or None) per image")
-    with db.catalog.read() as con:
-        shas = dict(con.execute("SELECT sha256, id FROM posters").fetchall()) if posters else {}
-    in_store = [shas.get(p.sha256) for p in posters]
+    if not posters:
+        return []
+    # In steady state nothing here opens DuckDB: the classifier, the stored hashes and the
+    # evidence posters' metadata are cached until the store's generation moves.
+    clf = require(db, model)
+    stored = db._cached("sha-to-id", lambda con: dict(
+        con.execute("SELECT sha256, id FROM posters").fetchall()))
+    in_store = [stored.get(p.sha256) for p in posters]
     vectors = db.embedder(model).embed_images([p.image for p in posters])
-    preds = clf.explain(vectors, decades=[decade_of(y) for y in years],
-                        exclude_ids=in_store,
+    preds = clf.explain(vectors, decades=[decade_of(y) for y in years], exclude_ids=in_store,
                         n_evidence=n_evidence)
-    wanted = sorted({n.id for p in preds for n in p.evidence})
-    meta = {p["id"]: p for p in db.posters(wanted)}
-    from .store import Hit
+    meta = {p["id"]: p for p in db.posters(sorted({n.id for p in preds for n in p.evidence}))}
 
     out = []
     for poster, year, pid, pred in zip(posters, years, in_store, preds):

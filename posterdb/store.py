@@ -24,6 +24,7 @@ from .index import VectorIndex, choose_factory
 DEFAULT_STORE = "posterdb-store"
 DEFAULT_MODEL = "mobilenet-v2"
 REBUILD_CHUNK = 50_000
+PRELOAD_MAX = 200_000  # stores up to this size keep every poster's metadata in memory
 
 
 def default_store_dir() -> Path:
@@ -80,6 +81,8 @@ class PosterDB:
         self._indexes: dict[str, _CachedIndex] = {}
         self._classifiers: dict[str, tuple[str, object]] = {}
         self._proba_cache: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+        self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
+        self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
 
     @classmethod
     def open(cls, root: str | Path | None = None, *, create: bool = True,
@@ -113,8 +116,18 @@ class PosterDB:
     # -- models -------------------------------------------------------------------------------
 
     def models(self) -> list[ModelSpec]:
+        return self._cached("models", lambda con: self.catalog.model_specs(con))
+
+    def _cached(self, key: str, load):
+        """A value derived from DuckDB, recomputed only when the store's generation moved."""
+        gen = self.generation()
+        hit = self._derived.get(key)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
         with self.catalog.read() as con:
-            return self.catalog.model_specs(con)
+            value = load(con)
+        self._derived[key] = (gen, value)
+        return value
 
     def default_model(self) -> str:
         """The store's model when it has exactly one; else mobilenet-v2 if present."""
@@ -147,7 +160,11 @@ class PosterDB:
     # -- the index ----------------------------------------------------------------------------
 
     def generation(self) -> int:
-        """Bumped by every committed write: compare to know whether cached views are stale."""
+        """Bumped by every committed write: compare to know whether cached views are stale.
+        Read from the small `generation` file beside the catalogue (no DuckDB open) when present."""
+        hint = self.catalog.generation_hint()
+        if hint is not None:
+            return hint
         with self.catalog.read() as con:
             return self.catalog.generation(con)
 
@@ -159,11 +176,11 @@ class PosterDB:
         return self._index_entry(model or self.default_model()).state
 
     def _index_entry(self, model: str) -> _CachedIndex:
+        gen = self.generation()
+        cached = self._indexes.get(model)
+        if cached is not None and cached.generation == gen:
+            return cached
         with self.catalog.read() as con:
-            gen = self.catalog.generation(con)
-            cached = self._indexes.get(model)
-            if cached is not None and cached.generation == gen:
-                return cached
             spec = self.catalog.model_spec(con, model)
             if spec is None:
                 raise StoreError(f"this store has no vectors from model {model!r}")
@@ -239,11 +256,26 @@ class PosterDB:
     # -- reads --------------------------------------------------------------------------------
 
     def count(self) -> int:
-        with self.catalog.read() as con:
-            return con.execute("SELECT count(*) FROM posters").fetchall()[0][0]
+        return self._cached("count", lambda con: con.execute(
+            "SELECT count(*) FROM posters").fetchall()[0][0])
 
     def posters(self, ids: Sequence[int] | None = None) -> list[dict]:
-        """Metadata + effective genres (+ predicted ones) of the given posters, in the given order."""
+        """Metadata + effective genres (+ predicted ones) of the given posters, in the given order.
+
+        Rows asked for by id are kept in memory until the store's generation moves."""
+        if ids is not None:
+            gen = self.generation()
+            if self._poster_cache[0] != gen:
+                self._poster_cache = (gen, {})
+            cache = self._poster_cache[1]
+            missing = [int(i) for i in ids if int(i) not in cache]
+            if missing:  # small stores: all rows at once, so later lookups stay in memory
+                whole = not cache and self.count() <= PRELOAD_MAX
+                cache.update((p["id"], p) for p in self._load_posters(None if whole else missing))
+            return [dict(cache[int(i)]) for i in ids if int(i) in cache]
+        return self._load_posters(None)
+
+    def _load_posters(self, ids: Sequence[int] | None) -> list[dict]:
         with self.catalog.read() as con:
             rows = self._poster_rows(con, ids)
             labels = self.catalog.labels_of(con, None if ids is None else [r["id"] for r in rows])
@@ -323,17 +355,18 @@ class PosterDB:
                 genres: Sequence[str] | None = None, model: str | None = None,
                 exclude: Sequence[int] = ()) -> list[Hit]:
         """Nearest stored posters to a poster id, an image (path or PosterImage) or a vector."""
-        model = model or self.default_model()
-        exclude = {int(e) for e in exclude}
-        if isinstance(query, (int, np.integer)):
-            vec = self.vectors([int(query)], model)
-            exclude.add(int(query))
-        elif isinstance(query, np.ndarray):
-            vec = np.atleast_2d(query).astype(np.float32)
-        else:
-            vec = self.embed([query], model)
-        return self.similar_to_vectors(vec, k, decades=decades, genres=genres, model=model,
-                                       exclude=exclude)[0]
+        with self.catalog.read():  # one DuckDB connection for the whole lookup
+            model = model or self.default_model()
+            exclude = {int(e) for e in exclude}
+            if isinstance(query, (int, np.integer)):
+                vec = self.vectors([int(query)], model)
+                exclude.add(int(query))
+            elif isinstance(query, np.ndarray):
+                vec = np.atleast_2d(query).astype(np.float32)
+            else:
+                vec = self.embed([query], model)
+            return self.similar_to_vectors(vec, k, decades=decades, genres=genres, model=model,
+                                           exclude=exclude)[0]
 
     def similar_to_vectors(self, vectors: np.ndarray, k: int = 10, *,
                            decades: Sequence[int] | None = None,

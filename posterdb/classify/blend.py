@@ -281,15 +281,16 @@ class GenreClassifier(BaseEstimator):
     def explain(self, X, decades=None, exclude_ids=None, n_evidence: int = 10) -> list[Prediction]:
         """One Prediction per row: genres, blended probabilities, head and vote parts, the decade
         head used (None = global), and the `n_evidence` nearest labelled posters (sims desc)."""
-        dec, H, used, V, _, _, _ = self._parts(X, decades, exclude_ids)
+        dec, H, used, V, _, rows, sims = self._parts(X, decades, exclude_ids)
         P = self.alpha_ * H + (1 - self.alpha_) * V
         Yhat = apply_thresholds(P, self.thresholds_, self.min_genres)
-        Xq = np.asarray(X, dtype=np.float32)
-        if Xq.ndim == 1:
-            Xq = Xq[None, :]
-        Zq = self.centering_.transform(Xq, dec) if self.vote_space == "centered" else Xq
-        ev_rows, ev_sims = self.vote_.neighbours(Zq, n_evidence, exclude_ids) if n_evidence > 0 else (
-            np.zeros((len(P), 0), np.int64), np.zeros((len(P), 0), np.float32))
+        if n_evidence <= rows.shape[1]:  # the vote's own neighbours (sorted by similarity)
+            ev_rows, ev_sims = rows[:, :n_evidence], sims[:, :n_evidence]
+        else:
+            Xq = np.asarray(X, dtype=np.float32)
+            Xq = Xq[None, :] if Xq.ndim == 1 else Xq
+            Zq = self.centering_.transform(Xq, dec) if self.vote_space == "centered" else Xq
+            ev_rows, ev_sims = self.vote_.neighbours(Zq, n_evidence, exclude_ids)
         thr = {g: float(t) for g, t in zip(self.genres_, self.thresholds_)}
         out = []
         for i in range(len(P)):

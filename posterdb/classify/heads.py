@@ -57,12 +57,15 @@ def l2n(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def rbf_kernel(A: np.ndarray, B: np.ndarray, gamma: float) -> np.ndarray:
-    """exp(-gamma * |a - b|^2) as float64 (n_a, n_b); inner products in float32 for speed."""
+def rbf_kernel(A: np.ndarray, B: np.ndarray, gamma: float,
+               B_sq: np.ndarray | None = None) -> np.ndarray:
+    """exp(-gamma * |a - b|^2) as float64 (n_a, n_b); inner products in float32 for speed.
+    `B_sq`: the rows of B's squared norms, when the caller keeps them (B fixed across calls)."""
     A = np.asarray(A, dtype=np.float32)
     B = np.asarray(B, dtype=np.float32)
-    sq = (np.einsum("ij,ij->i", A, A)[:, None] + np.einsum("ij,ij->i", B, B)[None, :]
-          - 2.0 * (A @ B.T))
+    if B_sq is None:
+        B_sq = np.einsum("ij,ij->i", B, B)
+    sq = (np.einsum("ij,ij->i", A, A)[:, None] + B_sq[None, :] - 2.0 * (A @ B.T))
     return np.exp(-gamma * np.maximum(sq, 0.0), dtype=np.float64)
 
 
@@ -316,7 +319,15 @@ class SVMHeads:
 
     # -- prediction --------------------------------------------------------------------------
     def kernel(self, X: np.ndarray) -> np.ndarray:
-        return rbf_kernel(np.asarray(X, dtype=np.float32), self.X_, self.gamma_)
+        sq = getattr(self, "_X_sq", None)  # computed once per fitted/loaded model, not pickled
+        if sq is None or len(sq) != len(self.X_):
+            sq = self._X_sq = np.einsum("ij,ij->i", self.X_, self.X_)
+        return rbf_kernel(np.asarray(X, dtype=np.float32), self.X_, self.gamma_, sq)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_X_sq", None)
+        return state
 
     def predict_proba(self, X: np.ndarray, decades=None, K: np.ndarray | None = None,
                       return_heads: bool = False):
