@@ -204,3 +204,21 @@ def test_browse_by_genre_and_decade_uses_labels_else_predictions(tmp_path, poste
 def test_open_missing_store_without_create(tmp_path):
     with pytest.raises(StoreError):
         PosterDB.open(tmp_path / "nothing", create=False)
+
+
+def test_generation_moves_forward_even_after_a_crash_before_commit(tmp_path):
+    db = PosterDB.open(tmp_path / "s")
+    g0 = db.generation()
+    with db.catalog.read() as con:
+        assert db.catalog.generation(con) == g0  # the file and DuckDB agree
+    db.catalog._write_generation_file(g0 + 5)  # as if killed after the file write, before COMMIT
+    with db.catalog.write():
+        pass
+    with db.catalog.read() as con:
+        assert db.generation() == db.catalog.generation(con) == g0 + 6
+    with pytest.raises(RuntimeError):
+        with db.catalog.write():
+            raise RuntimeError("rolled back")
+    assert db.generation() == g0 + 6
+    db.catalog.generation_file.unlink()  # an older store without the file: DuckDB answers
+    assert db.generation() == g0 + 6
