@@ -1,8 +1,9 @@
-"""`posterdb ingest`: read → decode (worker threads) → embed (batched) → write (one commit a batch).
+"""`posterdb ingest`: read → decode (worker threads) → embed (batched) → write (writer thread).
 
 Idempotent and incremental: a file is hashed before it is decoded, and bytes already stored with
-a vector for this model are skipped. Each batch is one DuckDB transaction (posters, labels,
-vectors, errors together), so a crash loses at most the batch in flight and a re-run resumes.
+a vector for this model are skipped. Each commit (≥ 256 posters, or every 2 s) is one DuckDB
+transaction (posters, labels, vectors, errors together), so a crash loses at most the commit in
+flight and a re-run resumes.
 Image copies are written before the commit that references them; the FAISS index is a cache
 saved at the end (and every `save_every` seconds) and synced from DuckDB on open.
 """
@@ -262,7 +263,8 @@ def _changed(row: LabelRow, stored: tuple, file_genres: list[str]) -> bool:
 def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: int | None = None,
            workers: int | None = None, progress: Progress | None = None,
            near_duplicate_threshold: float = 0.97, save_every: float = 60.0,
-           auto_classify: bool = True) -> IngestReport:
+           auto_classify: bool = True, commit_every: int = 256,
+           commit_interval: float = 2.0) -> IngestReport:
     """Ingest the images under `path` (a folder, recursively, or one file) into the store `db`."""
     t0 = time.perf_counter()
     path = Path(path)
@@ -295,12 +297,28 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
     errors: list[tuple[str, str]] = []
     relabel: dict[int, LabelRow] = {}
 
-    def flush() -> None:
-        if batch or errors or aliases:
-            vectors = (embedder.embed_batch(np.stack([b.array for b in batch])) if batch
-                       else np.zeros((0, embedder.dim), np.float32))
-            writer.submit(list(batch), vectors, list(errors), list(aliases))
-            batch.clear(), errors.clear(), aliases.clear()
+    embedded: list[tuple[list[_Loaded], np.ndarray]] = []  # waiting for the next commit
+    last_commit = time.monotonic()
+
+    def embed() -> None:
+        if batch:
+            embedded.append((list(batch), embedder.embed_batch(np.stack([b.array for b in batch]))))
+            batch.clear()
+
+    def commit(force: bool = False) -> None:
+        """Hand what is embedded to the writer: one transaction per ≥ commit_every posters, or
+        every commit_interval seconds, so a commit's fixed cost is spread over many posters."""
+        nonlocal last_commit
+        waiting = sum(len(b) for b, _ in embedded)
+        due = waiting >= commit_every or time.monotonic() - last_commit >= commit_interval
+        if not (force or due) or not (embedded or errors or aliases):
+            return
+        items = [b for bs_, _ in embedded for b in bs_]
+        vectors = (np.concatenate([v for _, v in embedded]) if embedded
+                   else np.zeros((0, embedder.dim), np.float32))
+        writer.submit(items, vectors, list(errors), list(aliases))
+        embedded.clear(), errors.clear(), aliases.clear()
+        last_commit = time.monotonic()
 
     n_workers = workers or min(4, (os.cpu_count() or 2) + 1)
     bs = batch_size or embedder.batch_size
@@ -326,10 +344,12 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
                     in_run.add(item.poster.sha256)
                     batch.append(item)
                 if len(batch) >= bs:
-                    flush()
+                    embed()
+                    commit()
                 if progress:
                     progress(done, len(sources))
-            flush()
+            embed()
+            commit(force=True)
     finally:
         writer.close()
     if relabel:
