@@ -1,0 +1,1 @@
+"""posterdb benchmarks (not part of the test run): `.venv/bin/python -m bench`."""

@@ -1,0 +1,69 @@
+"""GPU: resnet50 (bf16 autocast, channels_last) ingest posters/s vs the raw forward pass on the
+same device (random uint8 batches already in memory). Skipped without a CUDA device."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+
+import numpy as np
+
+from .common import CACHE, MODELS, Figure, loadavg, poster_folder, warm
+
+NAME = "gpu"
+
+
+def _skip(why: str) -> list[Figure]:
+    return [Figure(NAME, "resnet50 bf16 ingest posters/s", None, "posters/s",
+                   goal="≥ 0.9× raw forward", note=f"skipped: {why}")]
+
+
+def run(quick: bool = False) -> list[Figure]:
+    try:
+        import torch
+    except ImportError:
+        return _skip("torch is not installed (the [torch] extra)")
+    if not torch.cuda.is_available():
+        return _skip("no CUDA device")
+    from posterdb.embedders import get_embedder
+    from posterdb.store import PosterDB
+
+    n = 1000 if quick else 5097
+    emb = get_embedder("resnet50", model_dir=MODELS, device="cuda")
+    bs = emb.batch_size
+    x = np.random.default_rng(0).integers(0, 256, (bs, 224, 224, 3), dtype=np.uint8)
+    for _ in range(3):
+        emb.embed_batch(x)
+    torch.cuda.synchronize()
+    reps = max(4, n // bs)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        emb.embed_batch(x)       # ends with a device->host copy: synchronous
+    raw = reps * bs / (time.perf_counter() - t0)
+
+    folder = poster_folder(n)
+    warm(folder)
+    store = CACHE / "gpu-store"
+    shutil.rmtree(store, ignore_errors=True)
+    db = PosterDB.open(store, model_dir=MODELS)
+    db.set_embedder(emb)
+    load = loadavg()
+    t0 = time.perf_counter()
+    rep = db.ingest(folder, folder / "labels.csv", model="resnet50", auto_classify=False)
+    per_s = rep.added / (time.perf_counter() - t0)
+    return [Figure(NAME, f"resnet50 bf16 ingest posters/s ({rep.added} posters, "
+                         f"{torch.cuda.get_device_name()})", per_s, "posters/s", raw,
+                   f"raw forward, batch {bs} (uint8 in host memory)", "≥ 0.9× raw forward",
+                   per_s / raw >= 0.9, load=f"{load} → {loadavg()}",
+                   note="ingest is bounded by decoding on the CPU cores when ratio < 1")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    for f in run(ap.parse_args().quick):
+        print(f.to_dict())
+
+
+if __name__ == "__main__":
+    main()
