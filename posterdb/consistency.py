@@ -85,5 +85,9 @@ def check_store(db, deep: bool = False) -> dict:
         problems.append(f"{missing_images} stored image copies are missing")
     if corrupt_images:
         problems.append(f"{corrupt_images} stored image copies do not match their sha256")
+    stale = db.temp_files(older_than=600)
+    if stale:
+        warnings.append(f"{len(stale)} temporary files left by interrupted writes "
+                        f"(removed by the next ingest)")
     return {"ok": not problems, "posters": int(len(poster_ids)), "models": models,
             "problems": problems, "warnings": warnings, "deep": deep}

@@ -45,6 +45,7 @@ class IngestReport:
     failed: list[dict] = field(default_factory=list)
     label_warnings: list[dict] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
+    swept_temp_files: int = 0
     seconds: float = 0.0
     added_ids: list[int] = field(default_factory=list)
 
@@ -270,6 +271,7 @@ def ingest(db, path, labels=None, *, model: str = "mobilenet-v2", batch_size: in
     path = Path(path)
     labels = Path(labels) if labels else None
     report = IngestReport(run_id=uuid.uuid4().hex[:12], model=model)
+    report.swept_temp_files = db.sweep_temp_files()
     embedder = db.embedder(model)
     sources, failed, warnings = collect_sources(path, labels)
     report.failed += failed

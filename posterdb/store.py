@@ -555,6 +555,34 @@ class PosterDB:
         """Every poster with metadata, effective and predicted genres."""
         return self.posters()
 
+    def temp_files(self, older_than: float = 0.0) -> list[Path]:
+        """Temporary files a killed write left in the store (`*.tmp`), older than N seconds."""
+        import time
+
+        cutoff = time.time() - older_than
+        found = []
+        for folder in (self.root, self.images_dir, self.root / "index",
+                       self.root / "classifiers", self.root / "eval"):
+            pattern = "*/*.tmp" if folder == self.images_dir else "*.tmp"
+            for f in folder.glob(pattern) if folder.is_dir() else ():
+                try:
+                    if f.stat().st_mtime < cutoff:
+                        found.append(f)
+                except OSError:
+                    pass
+        return found
+
+    def sweep_temp_files(self, older_than: float = 600.0) -> int:
+        """Delete stale temporaries; young ones may belong to a live writer in another process."""
+        gone = 0
+        for f in self.temp_files(older_than):
+            try:
+                f.unlink()
+                gone += 1
+            except OSError:
+                pass
+        return gone
+
     def check(self, deep: bool = False) -> dict:
         """Consistency report; `ok` is False when DuckDB, FAISS files and images disagree."""
         from .consistency import check_store

@@ -222,3 +222,22 @@ def test_generation_moves_forward_even_after_a_crash_before_commit(tmp_path):
     assert db.generation() == g0 + 6
     db.catalog.generation_file.unlink()  # an older store without the file: DuckDB answers
     assert db.generation() == g0 + 6
+
+
+def test_stale_temp_files_are_reported_and_swept(tmp_path, poster_slice, model_dir):
+    import os
+    import time
+
+    src = poster_slice(3, start=17)
+    db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
+    db.ingest(src)
+    old = db.root / "images" / "ab" / ".x.jpg.123.tmp"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_bytes(b"half")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    young = db.root / "index" / "mobilenet_v2.faissXYZ.tmp"  # maybe a live writer's
+    young.write_bytes(b"busy")
+    report = db.check()
+    assert report["ok"] and any("temporary" in w for w in report["warnings"])
+    r = db.ingest(src)
+    assert r.swept_temp_files == 1 and not old.exists() and young.exists()
