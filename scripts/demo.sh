@@ -9,13 +9,13 @@ export POSTERDB_MODEL_DIR=${POSTERDB_MODEL_DIR:-../shared/models}
 SHARED_POSTERS=${SHARED_POSTERS:-../shared/posters}
 PDB=.venv/bin/posterdb
 if [ -f "$SHARED_POSTERS/labels.csv" ]; then
+  # exit 1 only means some files failed (they are listed); the rest is stored
   $PDB ingest "$SHARED_POSTERS" --labels "$SHARED_POSTERS/labels.csv" --model mobilenet-v2 || true
-  if $PDB train --help >/dev/null 2>&1; then $PDB train; fi
+  $PDB train
 else
   echo "no $SHARED_POSTERS/labels.csv beside the project: starting with an empty store" >&2
 fi
 $PDB info || true
-if [ -f app.py ]; then
-  exec .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "${PORT:-8501}" \
-    --server.headless true -- --store "$POSTERDB_STORE"
-fi
+echo "serving the page on http://127.0.0.1:${PORT:-8501} (Ctrl-C to stop)" >&2
+exec .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port "${PORT:-8501}" \
+  --server.headless true -- --store "$POSTERDB_STORE" --model-dir "$POSTERDB_MODEL_DIR"
