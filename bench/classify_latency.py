@@ -3,10 +3,9 @@ evidence metadata. Goal p50 ≤ 50 ms on CPU with mobilenet-v2. Reference: decod
 (`db.embed`) of the same posters, measured in the same run."""
 from __future__ import annotations
 
-import argparse
 import time
 
-from .common import MODELS, POSTERS, Figure, api_missing, ensure_store, label_rows, loadavg, \
+from .common import MODELS, POSTERS, Figure, api_missing, ensure_store, label_rows, loadavg, standalone, \
     percentiles
 
 NAME = "classify"
@@ -57,12 +56,5 @@ def run(quick: bool = False) -> list[Figure]:
     ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    for f in run(ap.parse_args().quick):
-        print(f.to_dict())
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run)

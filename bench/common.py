@@ -207,3 +207,13 @@ def api_missing(db, name: str) -> str | None:
     if not hasattr(db, name):
         return f"PosterDB.{name}() does not exist yet"
     return None
+
+
+def standalone(run) -> None:
+    """`python -m bench.NAME [--quick]`: run one benchmark module alone and print its figures."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    for f in run(ap.parse_args().quick):
+        print(f.to_dict())

@@ -2,13 +2,12 @@
 same device (random uint8 batches already in memory). Skipped without a CUDA device."""
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 
 import numpy as np
 
-from .common import CACHE, MODELS, Figure, loadavg, poster_folder, warm
+from .common import CACHE, MODELS, Figure, loadavg, poster_folder, standalone, warm
 
 NAME = "gpu"
 
@@ -58,12 +57,5 @@ def run(quick: bool = False) -> list[Figure]:
                    note="ingest is bounded by decoding on the CPU cores when ratio < 1")]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    for f in run(ap.parse_args().quick):
-        print(f.to_dict())
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run)

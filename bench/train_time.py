@@ -2,10 +2,9 @@
 plotted to artifacts/train_time.png. Stores are built once and cached under the bench cache."""
 from __future__ import annotations
 
-import argparse
 import time
 
-from .common import ARTIFACTS, MODELS, Figure, api_missing, ensure_store, loadavg
+from .common import ARTIFACTS, MODELS, Figure, api_missing, ensure_store, loadavg, standalone
 
 NAME = "train"
 GOAL_S = 60.0
@@ -69,12 +68,5 @@ def run(quick: bool = False) -> list[Figure]:
     return figs
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    for f in run(ap.parse_args().quick):
-        print(f.to_dict())
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run)
