@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .common import write_slice
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("POSTERDB_SHARED", ROOT.parent / "shared"))
 POSTERS = SHARED / "posters"
@@ -51,14 +53,7 @@ def copy_posters(dst: Path, n: int, start: int = 0, every: int = 1,
     """n real posters (labels.csv rows start, start+every, ...) + their labels.csv into dst."""
     with open(posters / "labels.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[start::every][:n]
-    (dst / "images").mkdir(parents=True, exist_ok=True)
-    for r in rows:
-        shutil.copyfile(posters / r["file"], dst / r["file"])
-    with open(dst / "labels.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return dst
+    return write_slice(rows, dst, posters)
 
 
 @dataclass

@@ -370,10 +370,6 @@ class Catalog:
     # -- reads --------------------------------------------------------------------------------
 
     @staticmethod
-    def known_hashes(con) -> dict[str, int]:
-        return dict(con.execute("SELECT sha256, id FROM posters").fetchall())
-
-    @staticmethod
     def vector_ids(con, table: str) -> np.ndarray:
         res = con.sql(f"SELECT poster_id FROM {table} ORDER BY poster_id").fetchnumpy()
         return np.asarray(res["poster_id"], dtype=np.int64)

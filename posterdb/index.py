@@ -22,7 +22,6 @@ from .faults import crash_point
 
 EXACT_MAX = 100_000        # up to this many vectors the index is exact (Flat, ~30 ms at 100k)
 IVF_NPROBE = 6             # IVF2048,SQfp16 at 1M: ~2.5 ms a query on 2 cores (bench/search_latency)
-FILTER_EXACT_MAX = 50_000  # a filtered search over at most this many ids is done exactly
 
 
 def choose_factory(n: int) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog, PosterRecord, embedding_table
+from .catalog import Catalog, PosterRecord
 from .errors import ImageError
 from .faults import crash_point
 from .images import PosterImage, decode, iter_image_files, read_bytes, sha256_bytes
@@ -372,4 +372,4 @@ def _relabel(cat: Catalog, relabel: dict[int, LabelRow]) -> None:
         cat.set_labels(con, list(relabel), [list(r.genres) for r in relabel.values()], "file")
 
 
-__all__ = ["IngestReport", "ingest", "collect_sources", "embedding_table"]
+__all__ = ["IngestReport", "ingest", "collect_sources"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,7 @@ class Hit:
 class _CachedIndex:
     index: VectorIndex
     generation: int
-    state: IndexState = field(default=None)  # type: ignore[assignment]
+    state: IndexState
 
 
 class PosterDB:

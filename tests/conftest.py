@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -42,16 +41,9 @@ def label_rows(posters_dir) -> list[dict]:
 def copy_slice(label_rows: list[dict], src: Path, dst: Path, n: int, start: int = 0,
                every: int = 1) -> Path:
     """Copy n real posters (rows start, start+every, ...) and a matching labels.csv into dst."""
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / "images").mkdir(exist_ok=True)
-    rows = label_rows[start::every][:n]
-    for r in rows:
-        shutil.copyfile(src / r["file"], dst / r["file"])
-    with open(dst / "labels.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-        w.writeheader()
-        w.writerows(rows)
-    return dst
+    from bench.common import write_slice
+
+    return write_slice(label_rows[start::every][:n], dst, src)
 
 
 @pytest.fixture
