@@ -31,7 +31,7 @@ def near_duplicate_pairs(X: np.ndarray, threshold: float = DEFAULT_DUP_THRESHOLD
         index = build_index(Xn, flat_max)
         for s in range(0, n, 4 * block):
             lims, _, J = index.range_search(Xn[s : s + 4 * block], threshold)
-            i = np.repeat(np.arange(s, s + len(lims) - 1), np.diff(lims))
+            i = np.repeat(np.arange(s, s + len(lims) - 1), np.diff(lims).astype(np.int64))
             keep = i < J
             out.append(np.stack([i[keep], J[keep]], axis=1))
         return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
