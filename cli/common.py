@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from posterdb.errors import PosterDBError
@@ -34,8 +35,11 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 
 def open_store(store: Path, model_dir: Path | None = None, create: bool = False):
     """A writer (create=True) initialises or migrates the store; a reader needs it to exist."""
+    from posterdb.errors import UsageError
     from posterdb.store import PosterDB
 
+    if store.exists() and not store.is_dir():
+        raise UsageError(f"--store {store} is a file, not a store folder")
     return PosterDB.open(store, create=create, model_dir=model_dir)
 
 
@@ -52,7 +56,7 @@ def fail(e: BaseException, as_json: bool) -> typer.Exit:
     if as_json:
         sys.stdout.write(json.dumps({"error": str(e), "type": type(e).__name__}) + "\n")
     else:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -26,21 +26,19 @@ classify.register(app)   # train, classify, eval
 
 def main() -> None:  # pragma: no cover - the console script
     """Run the app; a usage error Typer itself finds (a bad option value) is also one JSON
-    object on stdout when --json was given."""
-    import click
-
+    object on stdout when --json was given. (Typer may vendor click: matched by shape.)"""
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(1)
-    except click.exceptions.ClickException as e:
+    except Exception as e:
+        if type(e).__name__ == "Abort":
+            sys.exit(1)
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
         if "--json" in sys.argv[1:]:
             sys.stdout.write(json.dumps({"error": e.format_message(),
                                          "type": type(e).__name__}) + "\n")
         else:
             e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
