@@ -18,7 +18,6 @@ import numpy as np
 
 from . import __version__
 from .catalog import Catalog, embedding_table
-from .classify.publish import DEFAULT_PRECISION
 from .embedders.base import Embedder
 from .errors import NotTrainedError, StoreError, UsageError
 from .genres import GENRES, to_multi_hot
@@ -58,6 +57,8 @@ def publishing_thresholds(clf) -> np.ndarray:
     """The classifier's publishing thresholds; one trained before publishing existed gets them
     from its out-of-fold probabilities at the default precision."""
     if getattr(clf, "publish_thresholds_", None) is None:
+        from .classify.publish import DEFAULT_PRECISION
+
         choose_publishing(clf, DEFAULT_PRECISION)
     return np.asarray(clf.publish_thresholds_, dtype=np.float64)
 
@@ -100,14 +101,16 @@ class GenreService:
 
     # -- training and loading -----------------------------------------------------------------
 
-    def train(self, model: str, publish_precision: float = DEFAULT_PRECISION, **params) -> dict:
+    def train(self, model: str, publish_precision: float | None = None, **params) -> dict:
         """Fit a GenreClassifier on the store's labelled posters and record it (file + hash).
         Also chooses, per genre, the threshold whose out-of-fold precision reaches
         `publish_precision` (classify/publish.py); the result carries the previous classifier's
         validation figures as `before`."""
         from .classify.blend import GenreClassifier
         from .classify.persist import FORMAT_VERSION, save_classifier
+        from .classify.publish import DEFAULT_PRECISION
 
+        publish_precision = DEFAULT_PRECISION if publish_precision is None else publish_precision
         if not 0.0 < publish_precision <= 1.0:
             raise UsageError(f"--publish-precision must be in (0, 1], got {publish_precision}")
         before = self.latest_scores(model)
