@@ -300,6 +300,8 @@ class GenreService:
         emb = self.embedder(model)
         vector = emb.embed_images([poster.image])
         rel = self.images.relpath(poster.sha256, poster.suffix)
+        publish = (dict(zip(GENRES, self.publish_thresholds(model)))
+                   if origin == "prediction" and scores is not None else None)
         with self.catalog.write() as con:
             table = self.catalog.register_model(con, emb.spec)
             pid = self.catalog.id_of_sha(con, poster.sha256)
@@ -312,6 +314,10 @@ class GenreService:
                 self.catalog.insert_vectors(con, table, np.asarray([pid]), vector)
             self.catalog.set_labels(con, [pid], [genres], origin,
                                     None if scores is None else [scores])
+            if publish is not None:   # a prediction's published subset, in the same commit
+                sure = [(g, s) for g, s in zip(genres, scores) if s >= publish[g]]
+                self.catalog.set_labels(con, [pid], [[g for g, _ in sure]], "published",
+                                        [[s for _, s in sure]])
         return pid
 
     # -- evaluation ---------------------------------------------------------------------------
