@@ -21,6 +21,7 @@ BENCHES = {
     "classify": "classify_latency",
     "train": "train_time",
     "gpu": "gpu",
+    "read": "read_speed",        # OCR + identification requests (the `read` extra)
     "crash": "crash_resume",     # not a performance figure: only with --only crash
 }
 DEFAULT = ("ingest", "search", "classify", "train", "gpu")

@@ -86,7 +86,8 @@ def evaluate(cands, truth, probs, seed=0, precision=0.97):
         te = [n for n, k in zip(names, half) if k == h]
         G1, T1 = groups_for(tr, cands, truth, probs, True)
         G0, T0 = groups_for(tr, cands, truth, probs, False)
-        scorer = FilmScorer(precision=precision).fit(G1 + G0, T1 + T0)
+        scorer = FilmScorer(precision=precision).fit(G1 + G0, T1 + T0,
+                                                     [True] * len(G1) + [False] * len(G0))
         for known in (True, False):
             G, T = groups_for(te, cands, truth, probs, known)
             for n, X, t in zip(te, G, T):
@@ -94,9 +95,9 @@ def evaluate(cands, truth, probs, seed=0, precision=0.97):
                 if not len(X):
                     rows.append((n, known, False, False, False, 0.0))
                     continue
-                p = scorer._proba(X)
+                p = scorer.scores(X)
                 j = int(np.argmax(p))
-                acc = bool(p[j] >= scorer.threshold_)
+                acc = bool(p[j] >= scorer.threshold(1 if known else None))
                 right = t == j
                 exact = films[j].genres == truth[n]["genres"]
                 rows.append((n, known, acc, right, exact, float(p[j])))
@@ -154,7 +155,8 @@ def main(argv=None):
         names = sorted(cands)
         G1, T1 = groups_for(names, cands, truth, probs, True)
         G0, T0 = groups_for(names, cands, truth, probs, False)
-        s = FilmScorer(precision=a.precision).fit(G1 + G0, T1 + T0).save(a.save)
+        s = FilmScorer(precision=a.precision).fit(
+            G1 + G0, T1 + T0, [True] * len(G1) + [False] * len(G0)).save(a.save)
         print(f"saved {s}", file=sys.stderr)
 
 

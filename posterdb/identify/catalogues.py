@@ -218,12 +218,12 @@ class TMDbCatalogue:
                    **_: object) -> list[Film]:
         from posterdb.tmdb import TMDbAuthError, TMDbError
         sent: list[str] = []
-        for q in queries:
-            text = q.search_text
-            if len(q.key) >= 3 and text not in sent:
-                sent.append(text)
-            if len(sent) >= self.max_queries:
-                break
+        for q in queries:  # tallest first; words split apart first, then as read
+            if len(q.key) < 3:
+                continue
+            for text in (q.search_text, q.text):
+                if text not in sent and len(sent) < self.max_queries:
+                    sent.append(text)
         try:
             names = self.client.movie_genres() if sent else {}
             found: dict[int, Film] = {}

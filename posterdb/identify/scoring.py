@@ -117,9 +117,12 @@ class FilmScorer:
         lr = LogisticRegression(C=self.C, max_iter=2000).fit((X - mean) / scale, y)
         return lr.coef_[0], float(lr.intercept_[0]), mean, scale
 
-    def fit(self, groups: Sequence[np.ndarray], truth: Sequence[int | None]) -> "FilmScorer":
+    def fit(self, groups: Sequence[np.ndarray], truth: Sequence[int | None],
+            year_known: Sequence[bool] | None = None) -> "FilmScorer":
         """`groups[i]`: feature rows of poster i's candidates; `truth[i]`: the index of the right
-        film among them, or None when the right film is not a candidate."""
+        film among them, or None when the right film is not a candidate; `year_known[i]`:
+        whether the poster's year was given (each case gets its own threshold: a known year
+        rules out remakes, an unknown one does not)."""
         rng = np.random.default_rng(self.seed)
         fold = rng.integers(0, 2, len(groups))
         top = np.zeros(len(groups))
@@ -130,10 +133,14 @@ class FilmScorer:
             self.coef_, self.intercept_, self.mean_, self.scale_ = self._fit_lr(X, y)
             for i in range(len(groups)):
                 if fold[i] == k and len(groups[i]):
-                    p = self._proba(groups[i])
+                    p = self.scores(groups[i])
                     j = int(np.argmax(p))
                     top[i], right[i] = p[j], truth[i] == j
-        self.threshold_ = choose_threshold(top, right, self.precision)
+        known = np.ones(len(groups), bool) if year_known is None else np.asarray(year_known, bool)
+        self.thresholds_ = {
+            "year known": choose_threshold(top[known], right[known], self.precision),
+            "year unknown": choose_threshold(top[~known], right[~known], self.precision)
+            if (~known).any() else choose_threshold(top, right, self.precision)}
         X, y = self._stack(groups, truth, [i for i in range(len(groups)) if len(groups[i])])
         self.coef_, self.intercept_, self.mean_, self.scale_ = self._fit_lr(X, y)
         return self
@@ -146,21 +153,32 @@ class FilmScorer:
         return X, y
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
+        """Each candidate's probability of being the poster's film, on its own."""
         z = ((X - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
         return 1.0 / (1.0 + np.exp(-z))
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities shared out among the candidates (at most one is the poster's film):
+        two equally good candidates (a remake, year unknown) get at most 0.5 each."""
+        p = self._proba(X)
+        return p / max(1.0, float(p.sum()))
 
     # -- use ----------------------------------------------------------------------------------
     def match(self, reading: Reading, films: Sequence[Film]) -> Match:
         if not films:
             return Match(None, 0.0, False, 0)
-        p = self._proba(features(reading, films))
+        p = self.scores(features(reading, films))
         j = int(np.argmax(p))
-        return Match(films[j], float(p[j]), bool(p[j] >= self.threshold_), len(films))
+        return Match(films[j], float(p[j]), bool(p[j] >= self.threshold(reading.year)),
+                     len(films))
+
+    def threshold(self, year: int | None) -> float:
+        return self.thresholds_["year unknown" if year is None else "year known"]
 
     def to_dict(self) -> dict:
         return {"features": list(FEATURES), "coef": self.coef_.tolist(),
                 "intercept": self.intercept_, "mean": self.mean_.tolist(),
-                "scale": self.scale_.tolist(), "threshold": self.threshold_,
+                "scale": self.scale_.tolist(), "thresholds": self.thresholds_,
                 "precision": self.precision}
 
     def save(self, path: str | Path) -> Path:
@@ -176,7 +194,7 @@ class FilmScorer:
         s = cls(precision=d.get("precision", 0.97))
         s.coef_, s.intercept_ = np.array(d["coef"]), float(d["intercept"])
         s.mean_, s.scale_ = np.array(d["mean"]), np.array(d["scale"])
-        s.threshold_ = float(d["threshold"])
+        s.thresholds_ = {k: float(v) for k, v in d["thresholds"].items()}
         return s
 
 
@@ -186,6 +204,8 @@ def choose_threshold(top: np.ndarray, right: np.ndarray, precision: float,
     time, counting at least `min_accepted` posters (1.0, accept nothing, when none reaches it)."""
     order = np.argsort(-top, kind="stable")
     prec = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    if len(top) < min_accepted:
+        return 1.0
     ok = np.flatnonzero(prec[min_accepted - 1:] >= precision) + min_accepted - 1
     if not len(ok):
         return 1.0

@@ -80,7 +80,7 @@ class Query:
     @property
     def search_text(self) -> str:
         """Words for a word-based search engine (run-together words split)."""
-        return " ".join(spaced(squash(w)) if len(w) > 12 else w for w in self.text.split())
+        return " ".join(spaced(squash(w)) if len(w) >= 6 else w for w in self.text.split())
 
 
 def useful_lines(lines: list[ReadLine], min_confidence: float = MIN_CONFIDENCE) -> list[ReadLine]:
