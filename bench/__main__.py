@@ -20,10 +20,11 @@ BENCHES = {
     "search": "search_latency",
     "classify": "classify_latency",
     "train": "train_time",
+    "fetch": "fetch_speed",
     "gpu": "gpu",
     "crash": "crash_resume",     # not a performance figure: only with --only crash
 }
-DEFAULT = ("ingest", "search", "classify", "train", "gpu")
+DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch")
 
 
 def _fmt(x, unit: str = "") -> str:

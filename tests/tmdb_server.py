@@ -419,3 +419,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(200, data, ctype)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.tmdb_server [--films shared|generated] [--latency S]``: serve until killed.
+
+    Prints the API root on the first line, then the environment a posterdb command needs.
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m tests.tmdb_server", description=main.__doc__)
+    ap.add_argument("--films", choices=("shared", "generated"), default="shared")
+    ap.add_argument("--decades", default="1970,2010", help="generated films: these decades")
+    ap.add_argument("--per-decade", type=int, default=300, help="generated films per decade")
+    ap.add_argument("--distractors", type=int, default=0, help="extra poster-less films")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds slept per request")
+    a = ap.parse_args(argv)
+    films = (shared_films() if a.films == "shared" else
+             generated_films(tuple(int(d) for d in a.decades.split(",")), a.per_decade))
+    films += distractor_films(a.distractors)
+    with TMDbServer(films, latency=a.latency) as server:
+        print(server.url)
+        for k, v in server.env().items():
+            print(f"export {k}={v}")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
