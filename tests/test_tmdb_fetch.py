@@ -223,6 +223,22 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
         assert report["downloaded"] == 200 - len(on_disk)
 
 
+def test_unreachable_or_malformed_api_root_is_a_clear_error(tmp_path):
+    import socket
+
+    from posterdb.tmdb import TMDbError, TMDbUsageError
+
+    with pytest.raises(TMDbUsageError, match="not an http"):
+        TMDbClient("localhost:8080/3", Credentials(api_key="k"))
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with TMDbClient(f"http://127.0.0.1:{port}/3", Credentials(api_key="k"), retries=2,
+                    backoff=0.01) as c, pytest.raises(TMDbError, match="ConnectError after 3 tries"):
+        c.configuration()
+    assert c.requests == 3
+
+
 def test_retry_after_accepts_seconds_and_http_dates():
     from email.utils import formatdate
 
