@@ -97,6 +97,11 @@ def test_fetch_writes_labels_in_tmdb_order_and_a_rerun_downloads_nothing(server,
         assert rows_of(out) == rows
         more = fetch_tmdb(out, FetchOptions((1970, 2010), 45, max_genres=2), c)
         assert more.downloaded == 10 and len(rows_of(out)) == 90
+        short = fetch_tmdb(out, FetchOptions((1970, 2010), 60, max_genres=2), c)  # 52 exist
+        assert short.short == {1970: 8, 2010: 8} and short.exit_code == 0
+        assert [d.pages for d in short.decades] == [3, 3] and len(rows_of(out)) == 104
+    for p in out.rglob("*"):
+        assert not p.is_file() or server.api_key.encode() not in p.read_bytes()
 
 
 def test_faults_429_503_dropped_and_truncated(server, films, tmp_path):

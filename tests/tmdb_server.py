@@ -219,6 +219,8 @@ class TMDbServer:
         with self._lock:
             self.films = list(films)
             self._by_poster = {f.poster_path: f for f in self.films if f.poster_path}
+            self._words = {f.id: [normalise(t) for t in dict.fromkeys(
+                [f.title, f.original_title or f.title])] for f in self.films}
 
     def poster_bytes(self, film: Film) -> bytes:
         if isinstance(film.poster, bytes):
@@ -329,8 +331,7 @@ class TMDbServer:
             if year and str(f.year) != year:
                 continue
             best = None
-            for t in {f.title, f.original_title or f.title}:
-                tw = normalise(t)
+            for tw in self._words[f.id]:
                 if all(any(w.startswith(x) for w in tw) for x in words):
                     score = (tw == words, len(words) / max(len(tw), 1))
                     best = max(best or score, score)
