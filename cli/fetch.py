@@ -24,6 +24,11 @@ out = Console()
 err = Console(stderr=True)
 
 
+@app.callback()
+def fetch() -> None:
+    """Build a labelled training set from an online catalogue (TMDb)."""
+
+
 def _decades(text: str) -> tuple[int, ...]:
     try:
         values = tuple(dict.fromkeys(int(p.strip().removesuffix("s")) for p in text.split(",")
@@ -144,3 +149,7 @@ def tmdb(
     else:
         _human(report)
     raise typer.Exit(report.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -405,11 +405,6 @@ def eval_(
                                             f"{db.root / 'eval' / 'latest.png'}")))
 
 
-from cli.fetch import app as fetch_app  # noqa: E402  (posterdb fetch tmdb)
-
-app.add_typer(fetch_app, name="fetch")
-
-
 def main() -> None:  # pragma: no cover
     app()
 
