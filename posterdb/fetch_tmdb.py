@@ -266,7 +266,9 @@ class Fetcher:
                    "primary_release_date.lte": f"{d.decade + 9}-12-31",
                    "sort_by": self.opt.sort_by, "include_adult": "false", "include_video": "false",
                    "vote_count.gte": self.opt.min_votes, "language": self.opt.language}
-        skipped, folder = self.report.skipped, _folder(self.out, d.decade)
+        skipped = self.report.skipped
+        on_disk = {p.stem: p for p in _folder(self.out, d.decade).iterdir()
+                   if p.is_file() and p.stem.isdigit()}  # a killed run's images, by tmdb id
         page, total = 1, 1
         while page <= min(total, MAX_PAGE):
             listing = self.client.discover_movies(page, **filters)
@@ -285,8 +287,7 @@ class Fetcher:
                 elif not names:
                     skipped["no_genres"] += 1
                 else:
-                    existing = next((p for p in folder.glob(f"{m.id}.*") if p.is_file()), None)
-                    yield _Job(m, d.decade, names, base(m.poster_path), existing)
+                    yield _Job(m, d.decade, names, base(m.poster_path), on_disk.get(str(m.id)))
             page += 1
 
     # -- one poster (worker thread) ----------------------------------------------------------

@@ -173,7 +173,9 @@ class TMDbClient:
                  max_connections: int = 8, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, max_retry_after: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep):
-        self.base_url = (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        self.base_url = (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise TMDbUsageError(f"{URL_ENV}={self.base_url!r}: not an http(s) URL")
         self.credentials = credentials if credentials is not None else Credentials.from_env()
         self.retries, self.backoff, self.max_retry_after = retries, backoff, max_retry_after
         self._sleep = sleep

@@ -6,6 +6,7 @@ labels file is read back with posterdb's own labels reader.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -96,6 +97,11 @@ def test_fetch_writes_labels_in_tmdb_order_and_a_rerun_downloads_nothing(server,
         assert rows_of(out) == rows
         more = fetch_tmdb(out, FetchOptions((1970, 2010), 45, max_genres=2), c)
         assert more.downloaded == 10 and len(rows_of(out)) == 90
+        short = fetch_tmdb(out, FetchOptions((1970, 2010), 60, max_genres=2), c)  # 52 exist
+        assert short.short == {1970: 8, 2010: 8} and short.exit_code == 0
+        assert [d.pages for d in short.decades] == [3, 3] and len(rows_of(out)) == 104
+    for p in out.rglob("*"):
+        assert not p.is_file() or server.api_key.encode() not in p.read_bytes()
 
 
 def test_faults_429_503_dropped_and_truncated(server, films, tmp_path):
@@ -155,11 +161,34 @@ def test_a_second_fetch_into_the_same_folder_is_refused(server, tmp_path):
             fetch_tmdb(out, FetchOptions((1970,), 5), c)
 
 
-FETCH_SCRIPT = """
-import sys
-from posterdb.fetch_tmdb import FetchOptions, fetch_tmdb
-fetch_tmdb(sys.argv[1], FetchOptions((1970, 2010), 100, concurrency=2))
-"""
+def test_cli_json_summary_and_exit_codes(server, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.fetch import app   # TODO(issue 8 landed): `posterdb fetch tmdb` via cli.main
+
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    runner = CliRunner()
+    out = tmp_path / "set"
+    res = runner.invoke(app, ["tmdb", str(out), "--decades", "1970s,2010",
+                              "--per-decade", "5", "--json"])
+    data = json.loads(res.stdout)
+    assert res.exit_code == 0 and data["downloaded"] == 10 and data["posters"] == 10
+    assert [d["have"] for d in data["decades"]] == [5, 5]
+    monkeypatch.setenv("TMDB_API_KEY", "not-the-key")
+    res = runner.invoke(app, ["tmdb", str(out), "--per-decade", "5"])
+    assert res.exit_code == 3 and "not-the-key" not in res.output
+    assert res.stderr.strip().count("\n") == 0 and "401" in res.stderr
+    res = runner.invoke(app, ["tmdb", str(out), "--per-decade", "5", "--json"])
+    assert res.exit_code == 3 and json.loads(res.stdout)["type"] == "TMDbAuthError"
+    monkeypatch.setenv("TMDB_API_KEY", server.api_key)
+    for bad in (["--decades", "1975"], ["--size", "w999"], ["--per-decade", "0"]):
+        args = ["tmdb", str(out), "--per-decade", "5", *bad]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (bad, res.output)
+        assert "Traceback" not in res.output
+
+
 
 
 def test_kill_9_mid_fetch_then_resume(tmp_path):
@@ -167,7 +196,9 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
     out = tmp_path / "set"
     with TMDbServer(films, latency=0.05) as server:   # ~40 posters/s: about 5 s to kill it in
         env = os.environ | server.env()
-        proc = subprocess.Popen([sys.executable, "-c", FETCH_SCRIPT, str(out)], env=env)
+        cmd = [sys.executable, "-m", "cli.fetch", "tmdb", str(out), "--decades",
+               "1970,2010", "--per-decade", "100", "--concurrency", "2", "--json"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and proc.poll() is None:
@@ -183,9 +214,9 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
         on_disk = {int(p.stem) for p in out.rglob("*") if p.is_file() and p.stem.isdigit()}
         hits_before = dict(server.image_hits)
         server.latency = 0.0
-        with client_for(server) as c:
-            report = fetch_tmdb(out, FetchOptions((1970, 2010), 100, concurrency=4), c)
-        assert report.exit_code == 0
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
         rows = rows_of(out)
         ids = [r["tmdb_id"] for r in rows]
         assert len(rows) == 200 and len(set(ids)) == 200
@@ -193,8 +224,24 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
         assert len(images) == 200 and {r["file"] for r in rows} == \
             {p.relative_to(out).as_posix() for p in images}
         assert all(server.image_hits[i] == hits_before[i] for i in on_disk)   # no re-download
-        assert report.adopted == len(on_disk) - len(labelled)
-        assert report.downloaded == 200 - len(on_disk)
+        assert report["adopted"] == len(on_disk) - len(labelled)
+        assert report["downloaded"] == 200 - len(on_disk)
+
+
+def test_unreachable_or_malformed_api_root_is_a_clear_error(tmp_path):
+    import socket
+
+    from posterdb.tmdb import TMDbError, TMDbUsageError
+
+    with pytest.raises(TMDbUsageError, match="not an http"):
+        TMDbClient("localhost:8080/3", Credentials(api_key="k"))
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with TMDbClient(f"http://127.0.0.1:{port}/3", Credentials(api_key="k"), retries=2,
+                    backoff=0.01) as c, pytest.raises(TMDbError, match="ConnectError after 3 tries"):
+        c.configuration()
+    assert c.requests == 3
 
 
 def test_retry_after_accepts_seconds_and_http_dates():

@@ -219,6 +219,8 @@ class TMDbServer:
         with self._lock:
             self.films = list(films)
             self._by_poster = {f.poster_path: f for f in self.films if f.poster_path}
+            self._words = {f.id: [normalise(t) for t in dict.fromkeys(
+                [f.title, f.original_title or f.title])] for f in self.films}
 
     def poster_bytes(self, film: Film) -> bytes:
         if isinstance(film.poster, bytes):
@@ -329,8 +331,7 @@ class TMDbServer:
             if year and str(f.year) != year:
                 continue
             best = None
-            for t in {f.title, f.original_title or f.title}:
-                tw = normalise(t)
+            for tw in self._words[f.id]:
                 if all(any(w.startswith(x) for w in tw) for x in words):
                     score = (tw == words, len(words) / max(len(tw), 1))
                     best = max(best or score, score)
@@ -419,3 +420,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(200, data, ctype)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.tmdb_server [--films shared|generated] [--latency S]``: serve until killed.
+
+    Prints the API root on the first line, then the environment a posterdb command needs.
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m tests.tmdb_server", description=main.__doc__)
+    ap.add_argument("--films", choices=("shared", "generated"), default="shared")
+    ap.add_argument("--decades", default="1970,2010", help="generated films: these decades")
+    ap.add_argument("--per-decade", type=int, default=300, help="generated films per decade")
+    ap.add_argument("--distractors", type=int, default=0, help="extra poster-less films")
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds slept per request")
+    a = ap.parse_args(argv)
+    films = (shared_films() if a.films == "shared" else
+             generated_films(tuple(int(d) for d in a.decades.split(",")), a.per_decade))
+    films += distractor_films(a.distractors)
+    with TMDbServer(films, latency=a.latency) as server:
+        print(server.url)
+        for k, v in server.env().items():
+            print(f"export {k}={v}")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
