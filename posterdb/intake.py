@@ -81,6 +81,7 @@ class Intake:
             after = self.catalog.sha_to_id(con)
             ids = [after[s] for s in shas.values() if s in after]
             labels = self.catalog.labels_of(con, ids)
+        counted: set[str] = set()    # the same bytes twice in one batch: one new poster
         for path, sha in shas.items():
             pid = after.get(sha)
             if pid is None:
@@ -90,7 +91,8 @@ class Intake:
             published = own or labels["by_origin"].get("published", {}).get(pid, [])
             predicted = labels["prediction"].get(pid, [])
             suggested = [] if own else [g for g in predicted if g not in published]
-            outcomes[path] = Outcome(path, True, pid, sha not in before,
+            counted.add(sha)
+            outcomes[path] = Outcome(path, True, pid, sha not in before and sha not in counted,
                                      published=tuple(published), suggested=tuple(suggested))
         return [outcomes[p] for p, _ in batch]
 
