@@ -13,6 +13,7 @@ from synthetic import make_posters
 from typer.testing import CliRunner
 
 from cli.main import app
+from posterdb.genres import GENRES
 from posterdb.inbox import Inbox
 from posterdb.store import PosterDB
 from posterdb.watch import Watcher
@@ -124,3 +125,16 @@ def test_train_reports_publishing_and_before_after(store):
     assert "blend" in out["before"]["validation"] and "blend" in out["validation"]
     code, out = run("train", "--publish-precision", "1.5", "--json", "--store", store)
     assert code == 2 and "publish-precision" in out["error"]
+
+
+def test_classify_save_records_the_published_subset(store, tmp_path):
+    img = sorted((make_posters(tmp_path / "one", 1, seed=9, labelled=0) / "images").iterdir())[0]
+    code, out = run("classify", img, "--save", "--json", "--store", store)
+    assert code == 0, out
+    db = PosterDB.open(store)
+    saved = [p for p in db.export() if p["path"] == str(img) or p["path"].endswith(img.name)]
+    assert len(saved) == 1 and saved[0]["predicted"]
+    assert set(saved[0]["published"]) <= set(saved[0]["predicted"])
+    thresholds = dict(zip(GENRES, db.genres.publish_thresholds(db.default_model())))
+    probs = (out if isinstance(out, list) else out["results"])[0]["probabilities"]
+    assert saved[0]["published"] == [g for g in saved[0]["predicted"] if probs[g] >= thresholds[g]]
