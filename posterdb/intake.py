@@ -91,9 +91,9 @@ class Intake:
             published = own or labels["by_origin"].get("published", {}).get(pid, [])
             predicted = labels["prediction"].get(pid, [])
             suggested = [] if own else [g for g in predicted if g not in published]
-            counted.add(sha)
             outcomes[path] = Outcome(path, True, pid, sha not in before and sha not in counted,
                                      published=tuple(published), suggested=tuple(suggested))
+            counted.add(sha)
         return [outcomes[p] for p, _ in batch]
 
     # -- the shop feed ------------------------------------------------------------------------

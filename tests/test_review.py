@@ -138,3 +138,16 @@ def test_classify_save_records_the_published_subset(store, tmp_path):
     thresholds = dict(zip(GENRES, db.genres.publish_thresholds(db.default_model())))
     probs = (out if isinstance(out, list) else out["results"])[0]["probabilities"]
     assert saved[0]["published"] == [g for g in saved[0]["predicted"] if probs[g] >= thresholds[g]]
+
+
+def test_the_same_bytes_twice_in_one_batch_count_once(store, tmp_path):
+    db = PosterDB.open(store)
+    img = sorted((make_posters(tmp_path / "twice", 1, seed=21, labelled=0) / "images").iterdir())[0]
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    shutil.copy(img, inbox / "a.png")
+    shutil.copy(img, inbox / "b.png")
+    [rep] = Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
+    assert (rep.files, rep.added, rep.already, rep.failed) == (2, 1, 1, 0)
+    [d] = [d for d in db.intake.duplicates(db.export()[-1]["id"]) if d["tier"] == "exact copy"]
+    assert d["path"].endswith("b.png")
