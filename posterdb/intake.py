@@ -100,7 +100,7 @@ class Intake:
 
     def feed(self) -> list[FeedRow]:
         """Every poster with the genres the shop may show: labels, else published predictions."""
-        return [FeedRow(p["id"], p["title"], p["year"], p["image"],
+        return [FeedRow(p["id"], p["title"], p["year"], str(Path(p["image"]).absolute()),
                         tuple(p["genres"] or p.get("published") or ()))
                 for p in self.posters()]
 
