@@ -221,6 +221,9 @@ def test_classifier_of_another_format_says_retrain(tmp_path, fake_store):
         img = next((store / "images").rglob("*.png"))
         code, out, raw = run("classify", str(img), "--store", str(store), "--json")
         assert code == 3 and out["type"] == "ClassifierFormatError" and "retrain" in out["error"]
+        more = make_posters(tmp_path / "more", 2, seed=9)   # ingest goes on, without predicting
+        report = PosterDB.open(store).ingest(more, model=FAKE)
+        assert report.added == 2 and "retrain" in report.warnings[0] and report.predicted == 0
     finally:
         with db.catalog.write() as con:
             con.execute("DELETE FROM classifiers WHERE file = ?", [rel])
