@@ -68,6 +68,8 @@ def ingest(
             out.print(t)
             if len(report.failed) > 50:
                 out.print(f"... and {len(report.failed) - 50} more (posterdb info --json)")
+        for w in report.warnings:
+            out.print(f"[yellow]warning:[/] {w}")
         for w in report.label_warnings[:20]:
             out.print(f"[yellow]labels row {w['row']}[/] ({w['file']}): {w['reason']}")
         if report.near_duplicates:

@@ -120,6 +120,7 @@ class IngestReport:
     failed: list[dict] = field(default_factory=list)
     label_warnings: list[dict] = field(default_factory=list)
     near_duplicates: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     swept_temp_files: int = 0
     seconds: float = 0.0
     added_ids: list[int] = field(default_factory=list)

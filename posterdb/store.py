@@ -18,7 +18,7 @@ import numpy as np
 
 from .catalog import Catalog, embedding_table
 from .embedders.base import Embedder, ModelSpec
-from .errors import ModelMismatchError, StoreError
+from .errors import ClassifierFormatError, ModelMismatchError, StoreError
 from .genre_service import GenreService
 from .image_store import ImageStore
 from .images import PosterImage, open_poster
@@ -292,12 +292,18 @@ class PosterDB:
         model = model or DEFAULT_MODEL
         embedder = self.embedder(model)
         predict = publish = None
-        if auto_classify and self.genres.load_latest(model) is not None:
-            predict = lambda vectors, years: self.genres.predict_vectors(  # noqa: E731
-                vectors, years, model)
-            publish = self.genres.published_of(model)
-        return run_ingest(self.catalog, self.images, self.indexes, embedder, path, labels,
-                          predict=predict, publish=publish, **options)
+        warnings = []
+        try:
+            if auto_classify and self.genres.load_latest(model) is not None:
+                predict = lambda vectors, years: self.genres.predict_vectors(  # noqa: E731
+                    vectors, years, model)
+                publish = self.genres.published_of(model)
+        except ClassifierFormatError as e:  # ingest anyway; auto-classification waits
+            warnings.append(f"not auto-classifying: {e}")
+        report = run_ingest(self.catalog, self.images, self.indexes, embedder, path, labels,
+                            predict=predict, publish=publish, **options)
+        report.warnings += warnings
+        return report
 
     def remove(self, ids: Sequence[int]) -> list[int]:
         """Remove posters from DuckDB, every FAISS index and the image folder; returns removed ids."""
