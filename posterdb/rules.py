@@ -14,9 +14,11 @@ from pathlib import Path
 from .errors import UsageError
 from .genres import GENRE_INDEX, GENRES, decade_of, normalize_genre
 
-ORIGINS: tuple[str, ...] = ("review", "file", "prediction")   # strongest first
+ORIGINS: tuple[str, ...] = ("review", "file", "prediction", "published")   # strongest first
 LABEL_ORIGINS: tuple[str, ...] = ("review", "file")           # ground truth: trained on, shown
 PREDICTION_ORIGINS: tuple[str, ...] = ("prediction",)         # shown only when no labels
+# 'published': the subset of a poster's predictions confident enough for the shop feed
+# (classify/publish.py); the rest of its predictions are *suggested*, for a person to review.
 
 MIN_YEAR, MAX_YEAR = 1850, 2100
 

@@ -12,13 +12,15 @@ from ..records import PosterRecord
 from ..rules import ORIGINS
 from .connection import Connections
 from .genre_labels import LabelQueries
+from .intake import IntakeQueries
 from .posters import PosterQueries
 from .reports import ReportQueries
 from .schema import MIGRATIONS, SCHEMA_VERSION, Migration, embedding_table
 from .vectors import VectorQueries
 
 
-class Catalog(Connections, PosterQueries, LabelQueries, VectorQueries, ReportQueries):
+class Catalog(Connections, PosterQueries, LabelQueries, VectorQueries, ReportQueries,
+              IntakeQueries):
     """A handle on `catalog.duckdb`; opens short-lived connections on demand."""
 
 
