@@ -170,3 +170,13 @@ def test_a_labels_file_in_the_inbox_gives_title_year_and_genres(store, tmp_path)
     feed = {r.title: r.genres for r in db.intake.feed()}
     assert feed["Metropolis"] == ("Drama", "Science Fiction")
     assert (inbox / "batch.csv").exists() and not any(inbox.glob("*.png"))
+
+
+def test_watch_refuses_a_store_or_feed_inside_the_inbox(tmp_path):
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    for extra, needle in ((["--store", inbox / "store"], "the store"),
+                          (["--feed", inbox / "feed.csv", "--store", tmp_path / "s"], "--feed")):
+        code, out = run("watch", inbox, "--once", "--json", *extra)
+        assert code == 2 and needle in out["error"] and "inside" in out["error"], out
+    assert not (inbox / "store").exists() and not (tmp_path / "s").exists()
