@@ -25,7 +25,7 @@ BENCHES = {
     "read": "read_speed",        # OCR + identification requests (the `read` extra)
     "crash": "crash_resume",     # not a performance figure: only with --only crash
 }
-DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch")
+DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch", "read")
 
 
 def _fmt(x, unit: str = "") -> str:
