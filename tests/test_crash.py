@@ -2,7 +2,7 @@
 crash points (posterdb/faults.py), re-run it, and check nothing is lost, doubled or out of step.
 
 20 seeded trials on 300 real posters (ingest commits every ≥ 256 posters or 2 s, so a fresh run
-makes 2–3 commits); the machinery and a longer loop live in bench/crash_resume.py
+makes 2–3 commits); the machinery is posterdb/testing/crash.py, a longer loop bench/crash_resume.py
 (`.venv/bin/python -m bench.crash_resume --trials 30 --seed 11`).
 Set POSTERDB_CRASH_TRIALS to run more or fewer here.
 """
@@ -14,9 +14,10 @@ import subprocess
 
 import pytest
 
-from bench.crash_resume import (KINDS, _env, _ingest_args, calibrate, copy_posters, plan,
-                                run_trial, source_truth, verify)
 from posterdb import faults
+from posterdb.testing.crash import (KINDS, _env, _ingest_args, calibrate, plan, run_trial,
+                                    source_truth, verify)
+from posterdb.testing.slices import copy_posters
 
 N_POSTERS = 300
 BATCH = 16

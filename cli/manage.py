@@ -1,0 +1,91 @@
+"""`posterdb remove`, `export`, `reindex` and `migrate`: keeping the store in order."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from posterdb.errors import UsageError
+from posterdb.rules import check_model_name
+
+from .common import DEFAULT_STORE, JsonOpt, ModelOpt, StoreOpt, command, emit, err, open_store, out
+
+EXPORT_COLUMNS = ["id", "title", "year", "decade", "genres", "predicted", "reviewed", "sha256",
+                  "path", "image_path", "width", "height", "format", "source", "added_at"]
+
+
+@command
+def remove(
+    ids: Annotated[list[int], typer.Argument(help="Poster ids.")],
+    store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
+):
+    """Remove posters from DuckDB, the FAISS indexes and the image folder together."""
+    if any(i < 1 for i in ids):
+        raise UsageError(f"poster ids are positive integers, not {[i for i in ids if i < 1]}")
+    removed = open_store(store).remove(ids)
+    missing = sorted(set(ids) - set(removed))
+    emit(as_json, {"removed": removed, "not_found": missing},
+         lambda: out.print(f"removed {len(removed)} posters"
+                           + (f"; not found: {missing}" if missing else "")))
+    raise typer.Exit(1 if missing else 0)
+
+
+@command
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
+    store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
+):
+    """Every poster with metadata, labels and predictions, as CSV or JSON."""
+    if fmt not in ("csv", "json"):
+        raise UsageError(f"--format must be csv or json, not {fmt!r}")
+    if output is not None and not output.parent.is_dir():
+        raise UsageError(f"--output: folder {output.parent} does not exist")
+    rows = open_store(store).export()
+    if fmt == "json" or as_json:
+        text = json.dumps(rows, indent=1, default=str) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"])})
+        text = buf.getvalue()
+    if output:
+        output.write_text(text, encoding="utf-8")
+        if not as_json:
+            err.print(f"wrote {len(rows)} posters to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@command
+def reindex(model: ModelOpt = None, store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
+    """Rebuild the FAISS index from DuckDB."""
+    check_model_name(model)
+    db = open_store(store)
+    models = [model] if model else [m.name for m in db.models()]
+    states = [db.reindex(m).to_dict() for m in models]
+    emit(as_json, {"indexes": states}, lambda: [
+        out.print(f"{s['model']}: rebuilt {s['factory']} with {s['ntotal']} vectors")
+        for s in states])
+
+
+@command
+def migrate(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
+    """Bring a store written by an older posterdb up to this version's schema."""
+    if not (store / "catalog.duckdb").exists():
+        raise UsageError(f"no posterdb store at {store}")
+    version = open_store(store, create=True).catalog.migrate()
+    emit(as_json, {"store": str(store), "schema_version": version},
+         lambda: out.print(f"{store}: schema version {version}"))
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (remove, export, reindex, migrate):
+        app.command()(fn)
