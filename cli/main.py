@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from . import classify, info, ingest, manage, search
+from . import classify, info, ingest, manage, read, search
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="posterdb: an embedding store + genre classifier for movie posters.")
@@ -22,6 +22,7 @@ info.register(app)       # info, check
 search.register(app)     # similar
 manage.register(app)     # remove, export, reindex, migrate
 classify.register(app)   # train, classify, eval
+read.register(app)       # read, identify, search-text
 
 
 def main() -> None:  # pragma: no cover - the console script

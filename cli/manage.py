@@ -16,7 +16,9 @@ from posterdb.rules import check_model_name
 from .common import DEFAULT_STORE, JsonOpt, ModelOpt, StoreOpt, command, emit, err, open_store, out
 
 EXPORT_COLUMNS = ["id", "title", "year", "decade", "genres", "predicted", "reviewed", "sha256",
-                  "path", "image_path", "width", "height", "format", "source", "added_at"]
+                  "path", "image_path", "width", "height", "format", "source", "added_at",
+                  "identified_source", "identified_film_id", "identified_title",
+                  "identified_year", "identified_score"]
 
 
 @command
@@ -54,7 +56,9 @@ def export(
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"])})
+            ident = {f"identified_{k}": v for k, v in (r.get("identified") or {}).items()}
+            w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"])}
+                       | ident)
         text = buf.getvalue()
     if output:
         output.write_text(text, encoding="utf-8")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from posterdb.errors import ImageError, PosterDBError
+from posterdb.errors import ImageError, RefusedError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ ENGINE = "rapidocr-onnxruntime"
 DET_SIDE = 480
 
 
-class ReaderUnavailableError(PosterDBError):
+class ReaderUnavailableError(RefusedError):
     """The OCR engine is not installed (the ``read`` extra)."""
 
 

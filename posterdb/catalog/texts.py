@@ -1,6 +1,6 @@
 """What was read on each poster (lines, boxes, confidences) and which film it was identified as.
 
-Tables (migration 3): `poster_reads` (one row per poster read: engine, the text as one string
+Tables (migration 3 in schema.py): `poster_reads` (one row per poster read: engine, the text as one string
 for search), `poster_text_lines` (each line with its confidence and box, in reading order) and
 `poster_identifications` (status identified / unidentified / pending, the best film with its
 source, id, title, year, genres and score). A poster without a `poster_reads` row is unread; a
@@ -12,38 +12,6 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-MIGRATION_SQL = """
-CREATE TABLE poster_reads (
-    poster_id INTEGER PRIMARY KEY,
-    engine VARCHAR NOT NULL,
-    n_lines INTEGER NOT NULL,
-    text VARCHAR NOT NULL,
-    text_key VARCHAR NOT NULL,
-    read_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-);
-CREATE TABLE poster_text_lines (
-    poster_id INTEGER NOT NULL,
-    line_no INTEGER NOT NULL,
-    text VARCHAR NOT NULL,
-    confidence DOUBLE NOT NULL,
-    box DOUBLE[8] NOT NULL,
-    PRIMARY KEY (poster_id, line_no)
-);
-CREATE TABLE poster_identifications (
-    poster_id INTEGER PRIMARY KEY,
-    status VARCHAR NOT NULL,
-    source VARCHAR NOT NULL,
-    film_id VARCHAR,
-    title VARCHAR,
-    year INTEGER,
-    genres VARCHAR[],
-    score DOUBLE,
-    candidates INTEGER,
-    error VARCHAR,
-    identified_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-);
-"""
-TABLES = ("poster_reads", "poster_text_lines", "poster_identifications")
 
 
 def _ids_table(con, name: str, ids: Sequence[int]) -> None:
@@ -203,10 +171,3 @@ class TextQueries:
     def identification_counts(con) -> dict[str, int]:
         return {s: int(n) for s, n in con.execute(
             "SELECT status, count(*) FROM poster_identifications GROUP BY status").fetchall()}
-
-    @staticmethod
-    def delete_texts(con, table_of_ids: str) -> None:
-        """Forget what was read and identified for the posters in a registered id table."""
-        for table in TABLES:
-            con.execute(f"DELETE FROM {table} WHERE poster_id IN (SELECT id FROM {table_of_ids})")
-

@@ -8,6 +8,7 @@ from posterdb.errors import ImageError, PosterDBError
 from posterdb.images import decode
 from posterdb.store import PosterDB
 
+from . import read as read_section
 from .common import GRID_COLUMNS, THUMB, decade_filter, genre_filter, hit_grid, poster_card
 
 
@@ -22,7 +23,10 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
             modes.append("Text")
     except PosterDBError as e:  # missing weights etc.: image search still works by id
         st.warning(ui.friendly_error(e))
+    modes.append("Printed text")  # what OCR read on the posters (posterdb read)
     mode = st.radio("Search by", modes, horizontal=True, key="search-mode")
+    if mode == "Printed text":
+        return read_section.render_text_search(db, key="search-read")
     c1, c2, c3 = st.columns([2, 3, 1])
     with c1:
         decades = decade_filter(info, "search-decades")
