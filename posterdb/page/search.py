@@ -17,13 +17,12 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
     st.header("Search")
     st.caption("Find look-alikes of an uploaded image or a stored poster (or describe one in words "
                "when the store's model understands text), narrowed by decade and genre.")
-    modes = ["Stored poster", "Uploaded image"]
+    modes = ["Stored poster", "Uploaded image", "Printed text"]  # printed: what OCR read
     try:
         if db.embedder().supports_text:
             modes.append("Text")
     except PosterDBError as e:  # missing weights etc.: image search still works by id
         st.warning(ui.friendly_error(e))
-    modes.append("Printed text")  # what OCR read on the posters (posterdb read)
     mode = st.radio("Search by", modes, horizontal=True, key="search-mode")
     if mode == "Printed text":
         return read_section.render_text_search(db, key="search-read")
