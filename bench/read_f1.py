@@ -7,8 +7,10 @@ test, near-duplicates kept on one side, test near-duplicates of training posters
 
 * **with identification**: a test poster identified in the catalogue (year known, the image
   probabilities as the genre feature) takes the film's genres; every other poster keeps the
-  image prediction. The scorer is calibrated on the training side only (its genre feature from
-  the classifier's out-of-fold probabilities). This uses an outside catalogue: it is not a
+  image prediction. The scorer is calibrated on every read poster outside the test set (its
+  genre feature: the classifier's out-of-fold probabilities on its training posters, its
+  predictions on the rest); the identifier is not a genre model, so in the 2010s -> 1970s
+  set-up it may learn from the 1920s-60s and 80s-2000s posters too, never from the 1970s. This uses an outside catalogue: it is not a
   better image classifier, it is looking the answer up.
 * **with text feature**: character n-gram TF-IDF of the read text → class-balanced logistic
   regression per genre, blended with the image probabilities; the weight and the per-genre
@@ -98,11 +100,14 @@ def run_setup(name, X, Y, dec, files, tr, te, texts, cands, truth, read_mask, sa
     P_oof, P_te = clf.oof_proba_, clf.predict_proba(Xte, dte)
     img = clf.predict(Xte, dte)
 
-    say(f"[{name}] identification: scorer calibrated on the training side")
+    say(f"[{name}] identification: scorer calibrated on every read poster outside the test set")
     ntr, nte = [files[i] for i in tr], [files[i] for i in te]
-    rd_tr = [n for n in ntr if n in cands]
-    Gtr, Ttr = identify_rows(rd_tr, cands, truth, P_oof[[ntr.index(n) for n in rd_tr]])
-    scorer = FilmScorer().fit(Gtr, Ttr)
+    other = np.setdiff1d(np.arange(len(files)), np.concatenate([tr, te]))
+    P_other = clf.predict_proba(X[other], dec[other]) if len(other) else np.zeros((0, Y.shape[1]))
+    prob_of = dict(zip(ntr, P_oof)) | dict(zip([files[i] for i in other], P_other))
+    calib = [n for n in prob_of if n in cands]
+    Gc, Tc = identify_rows(calib, cands, truth, [prob_of[n] for n in calib])
+    scorer = FilmScorer().fit(Gc, Tc)
     Gte, _ = identify_rows(nte, cands, truth, P_te)
     ident = img.copy()
     n_ident = n_right = 0
