@@ -128,6 +128,7 @@ def test_identify_from_a_catalogue_file(store, films_csv):
 
 def test_review_beats_catalogue_beats_prediction(store, films_csv):
     db = PosterDB.open(store)
+    run("read", "--all", "--store", str(store))
     run("identify", "--all", "--catalogue", str(films_csv), "--store", str(store))
     pid = next(p["id"] for p in db.posters() if p["title"] == "The Kid")
     db.set_review(pid, ["Western"])
@@ -202,3 +203,33 @@ def test_page_shows_what_was_read_and_the_film(store, films_csv, monkeypatch):
     at.text_input(key="search-read-query").set_value("griffith").run()
     assert not at.exception and not at.error
     assert any("posters say" in m.value for m in at.markdown)
+
+
+def test_catalogue_genres_the_image_doubts_are_a_review_signal(tmp_path):
+    """An identified poster's catalogue genres are labels: when the image classifier disagrees,
+    the poster ranks up in the review queue. (Synthetic pictures carry no text, so the lines
+    read off this one are written to the catalogue directly.)"""
+    from synthetic import make_posters
+
+    from posterdb.identify import Film, LocalCatalogue
+
+    src = make_posters(tmp_path / "src", 40, seed=3, labelled=39)
+    db = PosterDB.open(tmp_path / "s")
+    db.ingest(src, src / "labels.csv", model=FAKE)
+    db.train()
+    (p,) = [p for p in db.posters() if not p["genres"]]
+    queue = {q["id"]: q for q in db.review_queue(limit=40)}
+    assert queue[p["id"]]["reason"].startswith("unlabelled")
+    line = {"text": "THE WILD BUNCH", "confidence": 0.99,
+            "box": [[10, 20], [170, 20], [170, 60], [10, 60]]}
+    with db.catalog.write() as con:
+        db.catalog.save_reads(con, [p["id"]], [[line]], "test", ["THE WILD BUNCH"],
+                              ["THEWILDBUNCH"])
+    genres = ["War"] if "War" not in p["predicted"] else ["Western"]
+    cat = LocalCatalogue([Film("file", "wb", "The Wild Bunch", p["year"], tuple(genres))])
+    r = db.reading.identify(cat, [p["id"]])
+    assert r["identified"] == 1
+    assert db.poster(p["id"])["genres"] == genres          # catalogue labels, trained on next
+    q = {q["id"]: q for q in db.review_queue(limit=40)}[p["id"]]
+    assert q["reason"].startswith(f"labelled {genres[0]}")
+    assert q["predicted_probabilities"][genres[0]] < 0.5
