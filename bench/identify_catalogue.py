@@ -90,6 +90,7 @@ def build(labels: Path, movies: Path, seed: int = 0, near_miss_share: float = 0.
             pool = by_decade[dec]
             films.append({"id": f"imdb-ggplot2-{row['']}", "title": title, "year": year,
                           "genres": pool[rng.integers(len(pool))], "kind": "imdb"})
+    rng = np.random.default_rng(seed + 1)  # near-misses: independent of the list's filtering
     for f in shared:
         if rng.random() < near_miss_share:
             shift = int(rng.integers(5, 41)) * (1 if rng.random() < 0.6 else -1)
