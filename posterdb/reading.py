@@ -17,7 +17,7 @@ import numpy as np
 from .errors import ImageError
 from .identify import IDENTIFIED, PENDING, Identification, Reading, identify
 from .identify.text import squash
-from .ocr import ENGINE, PosterReader, ReadLine
+from .ocr import ENGINE, PosterReader, ReadLine, shared_reader
 
 Progress = Callable[[int, int], None]
 CATALOGUE_ORIGIN = "catalogue"
@@ -33,12 +33,10 @@ class ReadingService:
         self.images = images
         self.posters = posters
         self.probabilities = probabilities
-        self._reader: PosterReader | None = None
 
-    def reader(self, threads: int = 1) -> PosterReader:
-        if self._reader is None or self._reader.threads != threads:
-            self._reader = PosterReader(threads=threads)
-        return self._reader
+    @staticmethod
+    def reader(threads: int = 1) -> PosterReader:
+        return shared_reader(threads)
 
     # -- read ---------------------------------------------------------------------------------
     def read(self, ids: Sequence[int] | None = None, *, redo: bool = False, threads: int = 1,
