@@ -207,16 +207,22 @@ def wilson_lower(hits: np.ndarray, n: np.ndarray, z: float = 1.645) -> np.ndarra
 
 
 def choose_threshold(top: np.ndarray, right: np.ndarray, precision: float,
-                     min_accepted: int = 20) -> float:
+                     min_accepted: int = 20, local: float = 0.75, window: int = 50) -> float:
     """Lowest threshold at which the accepted posters (top score ≥ it) are right ≥ `precision`
     of the time with 95% confidence (Wilson lower bound, so a small or lucky sample does not
-    pass), counting at least `min_accepted` posters; 1.0 (accept nothing) when none does."""
+    pass), counting at least `min_accepted` posters, and at which the last `window` posters
+    accepted are still right ≥ `local` of the time (no long tail of likely-wrong films riding
+    on the good ones); 1.0 (accept nothing) when no threshold qualifies."""
     if len(top) < min_accepted:
         return 1.0
     order = np.argsort(-top, kind="stable")
+    hits = np.cumsum(right[order])
     n = np.arange(1, len(order) + 1)
-    lower = wilson_lower(np.cumsum(right[order]), n)
-    ok = np.flatnonzero(lower[min_accepted - 1:] >= precision) + min_accepted - 1
-    if not len(ok):
+    lower = wilson_lower(hits, n)
+    before = np.concatenate([np.zeros(window), hits])[n - 1]   # hits up to window posters ago
+    recent = (hits - before) / np.minimum(n, window)
+    ok = (lower >= precision) & (recent >= local) & (n >= min_accepted)
+    good = np.flatnonzero(ok)
+    if not len(good):
         return 1.0
-    return float(top[order[ok[-1]]])
+    return float(top[order[good[-1]]])
