@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .slices import posterdb_cmd, subprocess_env
 
+MODEL = "mobilenet-v2"   # the tests pass "fake-pixels": what is tested is storage, not features
 POINTS = ("before_commit", "after_commit", "index_tmp_written", "index_renamed",
           "image_tmp_written")
 KINDS = ("delay",) + POINTS
@@ -91,10 +92,11 @@ def source_truth(src: Path) -> tuple[set[str], dict[str, dict]]:
     return shas, by_sha
 
 
-def _ingest_args(src: Path, store: Path, model_dir: Path, batch_size: int) -> list[str]:
+def _ingest_args(src: Path, store: Path, model_dir: Path, batch_size: int,
+                 model: str = MODEL) -> list[str]:
     return posterdb_cmd() + ["ingest", str(src), "--labels", str(src / "labels.csv"),
                              "--store", str(store), "--model-dir", str(model_dir), "--json",
-                             "--batch-size", str(batch_size)]
+                             "--batch-size", str(batch_size), "--model", model]
 
 
 _env = subprocess_env
@@ -133,7 +135,8 @@ def store_after_kill(store: Path) -> list[str]:
             if not any(m in p for m in INDEX_PROBLEMS)]
 
 
-def verify(store: Path, src_shas: set[str], by_sha: dict[str, dict]) -> list[str]:
+def verify(store: Path, src_shas: set[str], by_sha: dict[str, dict],
+           model: str = MODEL) -> list[str]:
     """The finished store: every source poster once, labelled as in labels.csv, FAISS == DuckDB."""
     import numpy as np
 
@@ -148,12 +151,12 @@ def verify(store: Path, src_shas: set[str], by_sha: dict[str, dict]) -> list[str
         return [f"check printed no JSON (rc {r.returncode}): {r.stdout[-300:]} {r.stderr[-500:]}"]
     if r.returncode != 0 or not rep.get("ok"):
         bad.append(f"check rc {r.returncode}: {rep.get('problems')}")
-    from posterdb.catalog import Catalog
+    from posterdb.catalog import Catalog, embedding_table
 
     cat = Catalog(store / "catalog.duckdb")
     with cat.read() as con:
         rows = [(r["id"], r["sha256"], r["title"], r["year"]) for r in cat.poster_rows(con, None)]
-        vec_ids = cat.vector_ids(con, "embeddings_mobilenet_v2").tolist()
+        vec_ids = cat.vector_ids(con, embedding_table(model)).tolist()
         labels = {pid: set(gs) for pid, gs in cat.labels(con, origin="file").items()}
     shas = [s for _, s, _, _ in rows]
     if len(shas) != len(set(shas)):
@@ -183,17 +186,17 @@ def verify(store: Path, src_shas: set[str], by_sha: dict[str, dict]) -> list[str
 
 
 def calibrate(src: Path, store: Path, model_dir: Path, batch_size: int,
-              truth: tuple[set[str], dict[str, dict]]) -> float:
+              truth: tuple[set[str], dict[str, dict]], model: str = MODEL) -> float:
     """Wall time of one uninterrupted ingest (the timer kills are fractions of it); the clean
     store must pass `verify` too."""
     shutil.rmtree(store, ignore_errors=True)
     t0 = time.perf_counter()
-    r = subprocess.run(_ingest_args(src, store, model_dir, batch_size), env=_env(),
+    r = subprocess.run(_ingest_args(src, store, model_dir, batch_size, model), env=_env(),
                        capture_output=True, text=True, timeout=300)
     seconds = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"clean ingest exited {r.returncode}: {r.stdout[-500:]} {r.stderr[-2000:]}")
-    bad = verify(store, *truth)
+    bad = verify(store, *truth, model=model)
     if bad:
         raise RuntimeError(f"clean ingest fails verification: {bad}")
     shutil.rmtree(store, ignore_errors=True)
@@ -202,11 +205,11 @@ def calibrate(src: Path, store: Path, model_dir: Path, batch_size: int,
 
 def run_trial(i: int, kills: list[Kill], src: Path, store: Path, model_dir: Path,
               batch_size: int, truth: tuple[set[str], dict[str, dict]],
-              clean_seconds: float) -> TrialResult:
+              clean_seconds: float, model: str = MODEL) -> TrialResult:
     t0 = time.perf_counter()
     res = TrialResult(i, [k.label for k in kills])
     shutil.rmtree(store, ignore_errors=True)
-    args = _ingest_args(src, store, model_dir, batch_size)
+    args = _ingest_args(src, store, model_dir, batch_size, model)
     for kill in kills:
         res.killed.append(run_killed(args, kill, clean_seconds))
         res.failures += store_after_kill(store)
@@ -222,7 +225,7 @@ def run_trial(i: int, kills: list[Kill], src: Path, store: Path, model_dir: Path
         res.failures.append(f"resume reported failures: {report['failed'][:3]}")
     res.resumed_added = int(report.get("added", 0))
     if not res.failures:
-        res.failures += verify(store, *truth)
+        res.failures += verify(store, *truth, model=model)
     res.seconds = time.perf_counter() - t0
     return res
 
