@@ -21,7 +21,7 @@ import streamlit as st
 
 from posterdb import ui
 from posterdb.errors import PosterDBError, StoreBusyError
-from posterdb.page import classify, curate, read, search, stats
+from posterdb.page import classify, curate, inbox, read, search, stats
 from posterdb.page.common import load_info, open_store, refresh_if_changed, store_lock
 
 log = logging.getLogger("posterdb.app")
@@ -31,6 +31,7 @@ SECTIONS = {
     "Search": search.render,
     "Browse & curate": curate.render,
     "Read & identify": read.render,
+    "Inbox": inbox.render,
     "Stats": stats.render,
 }
 BUSY_RETRIES = 8

@@ -11,19 +11,26 @@ import typer
 from posterdb.errors import PosterDBError, UsageError
 from posterdb.rules import check_decades, check_model_name, check_path, check_year
 
+from .intake_output import train_report
 from .common import (DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, emit, err,
                      hits_table, open_store, out)
 
 
 @command
-def train(model: ModelOpt = None, store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None,
+def train(model: ModelOpt = None,
+          publish_precision: Annotated[float, typer.Option(
+              "--publish-precision", help="Per genre, publish predictions only above the "
+              "threshold reaching this out-of-fold precision; the rest are suggestions.")] = 0.8,
+          store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None,
           as_json: JsonOpt = False):
     """Fit the genre classifier on the labelled posters (review labels win over file labels)."""
     check_model_name(model)
+    if not 0.0 < publish_precision <= 1.0:
+        raise UsageError(f"--publish-precision must be in (0, 1], not {publish_precision}")
     db = open_store(store, model_dir)
     with err.status("training: SVM heads + neighbour vote, tuning thresholds...",
                     spinner="dots") if not as_json else nullcontext():
-        result = db.train(model)
+        result = db.train(model, publish_precision=publish_precision)
 
     def human():
         out.print(f"trained on [bold]{result['n_train']}[/] posters in {result['seconds']:.1f} s "
@@ -32,6 +39,7 @@ def train(model: ModelOpt = None, store: StoreOpt = DEFAULT_STORE, model_dir: Mo
         if val:
             out.print("validation (out-of-fold): " + ", ".join(
                 f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, (int, float))))
+        train_report(out, result)
 
     emit(as_json, result, human)
 

@@ -24,6 +24,7 @@ from .image_store import ImageStore
 from .images import PosterImage, open_poster
 from .index import VectorIndex
 from .index_cache import IndexCache
+from .intake import Intake
 from .records import Classification, Hit, IndexState, IngestReport
 from .rules import validate_genres
 
@@ -51,6 +52,8 @@ class PosterDB:
         self.indexes = IndexCache(self.catalog, self.root, exact_max=exact_max)
         self.genres = GenreService(self.catalog, self.root, self.images, self.embedder,
                                    self.posters)
+        self.intake = Intake(self.catalog, self.genres, ingest=self.ingest, posters=self.posters,
+                             similar=self.similar, default_model=self.default_model)
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
         self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
@@ -182,6 +185,7 @@ class PosterDB:
             pid = r["id"]
             r["genres"] = labels["effective"].get(pid, [])
             r["predicted"] = labels["prediction"].get(pid, [])
+            r["published"] = labels["by_origin"].get("published", {}).get(pid, [])
             r["reviewed"] = pid in labels["review"]
             r["image"] = str(self.images.file(r["image_path"]))
         if ids is not None:
@@ -288,15 +292,17 @@ class PosterDB:
 
         model = model or DEFAULT_MODEL
         embedder = self.embedder(model)
-        predict, warnings = None, []
+        predict = publish = None
+        warnings = []
         try:
             if auto_classify and self.genres.load_latest(model) is not None:
                 predict = lambda vectors, years: self.genres.predict_vectors(  # noqa: E731
                     vectors, years, model)
+                publish = self.genres.published_of(model)
         except ClassifierFormatError as e:  # ingest anyway; auto-classification waits
             warnings.append(f"not auto-classifying: {e}")
         report = run_ingest(self.catalog, self.images, self.indexes, embedder, path, labels,
-                            predict=predict, **options)
+                            predict=predict, publish=publish, **options)
         report.warnings += warnings
         return report
 

@@ -4,6 +4,8 @@ The loop knows nothing of the store: `process(batch)` ingests and classifies a b
 commit or more, with ingest's own crash safety) and returns one Outcome per file. Only after it
 returns — the posters are committed — are the files moved, so a kill -9 at any moment leaves
 unmoved files in the inbox and the next run re-ingests them (dedup by sha256: nothing twice).
+Crash points for tests (POSTERDB_CRASH_AT, see posterdb.faults): `inbox_before_move` (a batch
+committed, no file moved) and `inbox_moved` (after each move).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .faults import crash_point
 from .inbox import Hint, Inbox, Waker
 
 DEFAULT_BATCH = 64
@@ -85,10 +88,12 @@ class Watcher:
                           files=len(files))
         hints, rep.warnings = self.inbox.hints(files)
         outcomes = {o.path: o for o in self.process([(f, hints[f]) for f in files])}
+        crash_point("inbox_before_move")          # crash tests: committed, nothing moved yet
         for f in files:       # committed: now (and only now) file them away
             o = outcomes.get(f) or Outcome(f, False, reason="not processed")
             try:
                 self._file_away(f, o, rep)
+                crash_point("inbox_moved")        # crash tests: some files of the batch moved
             except OSError as e:  # cannot move it (permissions, disk): say so, leave it there
                 rep.warnings.append(f"{f}: cannot move it out of the inbox: {e.strerror or e}")
         rep.seconds = time.perf_counter() - t0

@@ -164,26 +164,27 @@ def test_a_second_fetch_into_the_same_folder_is_refused(server, tmp_path):
 def test_cli_json_summary_and_exit_codes(server, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli.fetch import app   # TODO(issue 8 landed): `posterdb fetch tmdb` via cli.main
+    from cli.main import app
 
     for k, v in server.env().items():
         monkeypatch.setenv(k, v)
     runner = CliRunner()
     out = tmp_path / "set"
-    res = runner.invoke(app, ["tmdb", str(out), "--decades", "1970s,2010",
+    res = runner.invoke(app, ["fetch", "tmdb", str(out), "--decades", "1970s,2010",
                               "--per-decade", "5", "--json"])
     data = json.loads(res.stdout)
     assert res.exit_code == 0 and data["downloaded"] == 10 and data["posters"] == 10
     assert [d["have"] for d in data["decades"]] == [5, 5]
     monkeypatch.setenv("TMDB_API_KEY", "not-the-key")
-    res = runner.invoke(app, ["tmdb", str(out), "--per-decade", "5"])
+    res = runner.invoke(app, ["fetch", "tmdb", str(out), "--per-decade", "5"])
     assert res.exit_code == 3 and "not-the-key" not in res.output
     assert res.stderr.strip().count("\n") == 0 and "401" in res.stderr
-    res = runner.invoke(app, ["tmdb", str(out), "--per-decade", "5", "--json"])
+    res = runner.invoke(app, ["fetch", "tmdb", str(out), "--per-decade", "5", "--json"])
     assert res.exit_code == 3 and json.loads(res.stdout)["type"] == "TMDbAuthError"
     monkeypatch.setenv("TMDB_API_KEY", server.api_key)
-    for bad in (["--decades", "1975"], ["--size", "w999"], ["--per-decade", "0"]):
-        args = ["tmdb", str(out), "--per-decade", "5", *bad]
+    for bad in (["--decades", "3000"], ["--decades", "70s"], ["--size", "w999"],
+                ["--per-decade", "0"], ["--concurrency", "0"]):
+        args = ["fetch", "tmdb", str(out), "--per-decade", "5", *bad]
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (bad, res.output)
         assert "Traceback" not in res.output
@@ -196,7 +197,7 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
     out = tmp_path / "set"
     with TMDbServer(films, latency=0.05) as server:   # ~40 posters/s: about 5 s to kill it in
         env = os.environ | server.env()
-        cmd = [sys.executable, "-m", "cli.fetch", "tmdb", str(out), "--decades",
+        cmd = [sys.executable, "-m", "cli.main", "fetch", "tmdb", str(out), "--decades",
                "1970,2010", "--per-decade", "100", "--concurrency", "2", "--json"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         try:

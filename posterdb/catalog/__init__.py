@@ -13,6 +13,7 @@ from ..records import PosterRecord
 from ..rules import ORIGINS
 from .connection import Connections
 from .genre_labels import LabelQueries
+from .intake import IntakeQueries
 from .posters import PosterQueries
 from .reports import ReportQueries
 from .texts import TextQueries
@@ -21,7 +22,7 @@ from .vectors import VectorQueries
 
 
 class Catalog(Connections, PosterQueries, LabelQueries, VectorQueries, ReportQueries,
-              TextQueries):
+              IntakeQueries, TextQueries):
     """A handle on `catalog.duckdb`; opens short-lived connections on demand."""
 
 

@@ -163,6 +163,12 @@ class PosterQueries:
         return ClassifierRow(*rows[0]) if rows else None
 
     @staticmethod
+    def classifier_scores(con, classifier_id: int) -> str | None:
+        rows = con.execute("SELECT CAST(scores AS VARCHAR) FROM classifiers WHERE id = ?",
+                           [int(classifier_id)]).fetchall()
+        return rows[0][0] if rows else None
+
+    @staticmethod
     def classifier_rows(con) -> list[ClassifierRow]:
         rows = con.execute("SELECT id, model_name, file, sha256, n_train, "
                            "CAST(trained_at AS VARCHAR) FROM classifiers ORDER BY id").fetchall()
