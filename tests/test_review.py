@@ -151,3 +151,22 @@ def test_the_same_bytes_twice_in_one_batch_count_once(store, tmp_path):
     assert (rep.files, rep.added, rep.already, rep.failed) == (2, 1, 1, 0)
     [d] = [d for d in db.intake.duplicates(db.export()[-1]["id"]) if d["tier"] == "exact copy"]
     assert d["path"].endswith("b.png")
+
+
+def test_a_labels_file_in_the_inbox_gives_title_year_and_genres(store, tmp_path):
+    db = PosterDB.open(store)
+    imgs = sorted((make_posters(tmp_path / "lab", 2, seed=23, labelled=0) / "images").iterdir())
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    shutil.copy(imgs[0], inbox / "scan-001.png")
+    shutil.copy(imgs[1], inbox / "Nosferatu (1922).png")
+    (inbox / "batch.csv").write_text("file,title,year,genres\nscan-001.png,Metropolis,1927,"
+                                     "Drama|Science Fiction\n")
+    Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
+    got = {p["title"]: p for p in db.export()[-2:]}
+    assert got["Metropolis"]["year"] == 1927
+    assert got["Metropolis"]["genres"] == ["Drama", "Science Fiction"]     # labelled: published
+    assert got["Nosferatu"]["year"] == 1922 and not got["Nosferatu"]["genres"]
+    feed = {r.title: r.genres for r in db.intake.feed()}
+    assert feed["Metropolis"] == ("Drama", "Science Fiction")
+    assert (inbox / "batch.csv").exists() and not any(inbox.glob("*.png"))
