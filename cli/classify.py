@@ -35,10 +35,6 @@ def train(model: ModelOpt = None,
     def human():
         out.print(f"trained on [bold]{result['n_train']}[/] posters in {result['seconds']:.1f} s "
                   f"-> {result['file']}")
-        val = result.get("validation") or {}
-        if val:
-            out.print("validation (out-of-fold): " + ", ".join(
-                f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, (int, float))))
         train_report(out, result)
 
     emit(as_json, result, human)

@@ -25,6 +25,10 @@ def train_report(console, result: dict) -> None:
                       + (f", {share:.0%} of posters get ≥ 1 published genre" if share is not None
                          else ""), highlight=False)
     before, after = _blend(result.get("before")), _blend(result)
+    if after and not before:
+        console.print("out-of-fold F1 (blend): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in after.items() if isinstance(v, (int, float))),
+            highlight=False)
     if before and after:
         keys = [k for k in ("weighted", "macro", "micro", "samples") if k in before and k in after]
         n0 = (result.get("before") or {}).get("n_train")
