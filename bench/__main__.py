@@ -27,7 +27,7 @@ BENCHES = {
     "publish": "publish_policy",     # published-genre precision (issue 11): --only publish
     "watch-crash": "watch_crash",    # kill -9 of `posterdb watch` (issue 11): --only watch-crash
 }
-DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch")
+DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch", "read")
 
 
 def _fmt(x, unit: str = "") -> str:

@@ -16,8 +16,10 @@ from posterdb.rules import check_model_name
 from .intake_output import shop_export
 from .common import DEFAULT_STORE, JsonOpt, ModelOpt, StoreOpt, command, emit, err, open_store, out
 
-EXPORT_COLUMNS = ["id", "title", "year", "decade", "genres", "predicted", "published", "reviewed", "sha256",
-                  "path", "image_path", "width", "height", "format", "source", "added_at"]
+EXPORT_COLUMNS = ["id", "title", "year", "decade", "genres", "predicted", "published", "reviewed",
+                  "sha256", "path", "image_path", "width", "height", "format", "source",
+                  "added_at", "identified_source", "identified_film_id", "identified_title",
+                  "identified_year", "identified_score"]
 
 
 @command
@@ -59,8 +61,9 @@ def export(
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
+            ident = {f"identified_{k}": v for k, v in (r.get("identified") or {}).items()}
             w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"]),
-                            "published": "|".join(r.get("published", []))})
+                            "published": "|".join(r.get("published", []))} | ident)
         text = buf.getvalue()
     if output:
         output.write_text(text, encoding="utf-8")

@@ -14,8 +14,10 @@ from pathlib import Path
 from .errors import UsageError
 from .genres import GENRE_INDEX, GENRES, decade_of, normalize_genre
 
-ORIGINS: tuple[str, ...] = ("review", "file", "prediction", "published")   # strongest first
-LABEL_ORIGINS: tuple[str, ...] = ("review", "file")           # ground truth: trained on, shown
+# 'catalogue': the genres of the film a poster was identified as (posterdb.reading): facts
+# from a film catalogue, beaten by a person's review and the dealer's own labels file.
+ORIGINS: tuple[str, ...] = ("review", "file", "catalogue", "prediction", "published")  # strongest first
+LABEL_ORIGINS: tuple[str, ...] = ("review", "file", "catalogue")  # ground truth: trained on, shown
 PREDICTION_ORIGINS: tuple[str, ...] = ("prediction",)         # shown only when no labels
 # 'published': the subset of a poster's predictions confident enough for the shop feed
 # (classify/publish.py); the rest of its predictions are *suggested*, for a person to review.

@@ -57,6 +57,7 @@ class PosterDB:
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
         self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
+        self._reading = None
 
     @classmethod
     def open(cls, root: str | Path | None = None, *, create: bool = True,
@@ -379,8 +380,51 @@ class PosterDB:
             return self.catalog.ingest_errors(con, limit)
 
     def export(self) -> list[dict]:
-        """Every poster with metadata, labels and predicted genres."""
-        return self.posters()
+        """Every poster with metadata, labels, predicted genres and, when its film was
+        identified, `identified` (source, film id, title, year, score; else None)."""
+        rows = self.posters()
+        with self.catalog.read() as con:
+            idents = self.catalog.identifications(con)
+        keys = ("source", "film_id", "title", "year", "score")
+        for r in rows:
+            i = idents.get(r["id"])
+            r["identified"] = ({k: i[k] for k in keys} if i and i["status"] == "identified"
+                               else None)
+        return rows
+
+    # -- reading and identification (posterdb.reading; the `read` extra) ----------------------
+
+    @property
+    def reading(self):
+        """The ReadingService: read / identify / search / of (posterdb.reading); imported on
+        first use, since OCR and fuzzy matching are an extra."""
+        if self._reading is None:
+            from .reading import ReadingService
+
+            self._reading = ReadingService(self.catalog, self.images, self.posters,
+                                           self.genre_probabilities)
+        return self._reading
+
+    def genre_probabilities(self, ids: Sequence[int],
+                            model: str | None = None) -> dict[int, np.ndarray] | None:
+        """The image classifier's probabilities (19, GENRES order) for stored posters, or None
+        when no usable classifier is trained."""
+        model = model or self.default_model()
+        try:
+            clf = self.genres.load_latest(model)
+        except (ClassifierFormatError, StoreError):
+            return None
+        if clf is None or not ids:
+            return None
+        rows = self.posters(ids)
+        with self.catalog.read() as con:
+            got, vecs = self.catalog.vectors(con, embedding_table(model), [r["id"] for r in rows])
+        year = {r["id"]: r["year"] for r in rows}
+        if not len(got):
+            return None
+        P = clf.predict_proba(vecs, [None if year[int(i)] is None else year[int(i)] // 10 * 10
+                                     for i in got])
+        return {int(i): P[j] for j, i in enumerate(got)}
 
     def temp_files(self, older_than: float = 0.0) -> list[Path]:
         return self.images.temp_files(older_than)

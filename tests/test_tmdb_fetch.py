@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from posterdb.fetch_tmdb import FetchError, FetchOptions, fetch_tmdb
 from posterdb.images import open_poster
 from posterdb.labels import read_labels
+from posterdb.testing.slices import posterdb_cmd, subprocess_env
 from posterdb.tmdb import Credentials, TMDbAuthError, TMDbClient
 from tests.tmdb_server import GENRE_LIST, TMDbServer, generated_films
 
@@ -150,6 +150,26 @@ def test_an_image_left_without_its_row_is_adopted_not_downloaded(server, tmp_pat
     assert not list(out.rglob("*.part"))
 
 
+def test_hand_edits_to_labels_csv_survive_and_a_foreign_file_is_refused(server, tmp_path):
+    out = tmp_path / "set"
+    with client_for(server) as c:
+        fetch_tmdb(out, FetchOptions((1970,), 5), c)
+        text = (out / "labels.csv").read_text().splitlines()
+        text = [text[0] + ",note"] + [ln + ",checked" for ln in text[1:]] + \
+            ["images/mine.jpg,,My own scan,1974,Drama,hand-added"]
+        (out / "labels.csv").write_text("\n".join(text) + "\n")
+        fetch_tmdb(out, FetchOptions((1970,), 8), c)
+        rows = rows_of(out)
+        assert len(rows) == 9 and rows[-1]["title"] == "My own scan"
+        assert [r["note"] for r in rows[:5]] == ["checked"] * 5 and rows[5]["note"] == ""
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "labels.csv").write_text("file,title\nx.jpg,X\n")
+        with pytest.raises(FetchError, match="not written by"):
+            fetch_tmdb(other, FetchOptions((1970,), 5), c)
+        assert (other / "labels.csv").read_text() == "file,title\nx.jpg,X\n"
+
+
 def test_a_second_fetch_into_the_same_folder_is_refused(server, tmp_path):
     import fcntl
 
@@ -196,8 +216,8 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
     films = generated_films((1970, 2010), 130)
     out = tmp_path / "set"
     with TMDbServer(films, latency=0.05) as server:   # ~40 posters/s: about 5 s to kill it in
-        env = os.environ | server.env()
-        cmd = [sys.executable, "-m", "cli.main", "fetch", "tmdb", str(out), "--decades",
+        env = subprocess_env(server.env())
+        cmd = [*posterdb_cmd(), "fetch", "tmdb", str(out), "--decades",
                "1970,2010", "--per-decade", "100", "--concurrency", "2", "--json"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         try:

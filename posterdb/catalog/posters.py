@@ -69,6 +69,8 @@ class PosterQueries:
             for (table,) in con.execute("SELECT table_name FROM models").fetchall():
                 con.execute(f"DELETE FROM {table} WHERE poster_id IN (SELECT id FROM _gone)")
             con.execute("DELETE FROM genre_labels WHERE poster_id IN (SELECT id FROM _gone)")
+            for table in ("poster_reads", "poster_text_lines", "poster_identifications"):
+                con.execute(f"DELETE FROM {table} WHERE poster_id IN (SELECT id FROM _gone)")
             con.execute("DELETE FROM poster_paths WHERE poster_id IN (SELECT id FROM _gone)")
             con.execute("DELETE FROM posters WHERE id IN (SELECT id FROM _gone)")
         finally:

@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from posterdb.errors import ImageError
+from posterdb.errors import ImageError, UsageError
 from posterdb.images import decode, open_poster
 from posterdb.tmdb import (MAX_PAGE, Movie, TMDbAuthError, TMDbClient, TMDbError,
                            TMDbUsageError)
@@ -177,6 +177,8 @@ class Fetcher:
         if not self.client.credentials:
             raise TMDbAuthError("no TMDb credentials: set TMDB_API_KEY (v3 key) or "
                                 "TMDB_READ_TOKEN (v4 read access token)")
+        if self.out.exists() and not self.out.is_dir():
+            raise UsageError(f"{self.out}: is a file, not a folder")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             lock = open(self.out / LOCK_NAME, "a+b")

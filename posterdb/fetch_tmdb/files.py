@@ -36,11 +36,17 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class LabelsFile:
-    """labels.csv held in memory (tmdb_id → row) and rewritten atomically when `flush`ed."""
+    """labels.csv held in memory (tmdb_id → row) and rewritten atomically when `flush`ed.
+
+    A file that is there already must be one of ours (a ``tmdb_id`` column); columns and rows
+    someone added by hand (no usable tmdb_id) are written back unchanged, after ours.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.rows: dict[int, dict[str, str]] = {}
+        self.columns: tuple[str, ...] = LABEL_COLUMNS
+        self._foreign: list[dict[str, str]] = []
         self._dirty = False
         self._flushed = 0.0
 
@@ -52,18 +58,26 @@ class LabelsFile:
             text = self.path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             raise FetchError(f"{self.path}: cannot read the existing labels file: {e}") from e
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = [c for c in reader.fieldnames or () if c]
+        if header and "tmdb_id" not in header:
+            raise FetchError(f"{self.path}: not written by `posterdb fetch tmdb` (no tmdb_id "
+                             "column); choose another folder")
+        self.columns = LABEL_COLUMNS + tuple(c for c in header if c not in LABEL_COLUMNS)
         dropped = 0
-        for rec in csv.DictReader(io.StringIO(text, newline="")):
+        for rec in reader:
+            rec = {c: rec.get(c) or "" for c in self.columns}
             try:
-                tmdb_id = int(rec.get("tmdb_id") or "")
+                tmdb_id = int(rec["tmdb_id"])
             except ValueError:
-                continue  # not one of ours (hand-added row): kept out of the resume logic
-            file = (rec.get("file") or "").strip()
+                self._foreign.append(rec)  # hand-added: kept as it is, out of the resume logic
+                continue
+            file = rec["file"].strip()
             if not file or not (out_dir / file).is_file():
                 dropped += 1
                 self._dirty = True
                 continue
-            self.rows[tmdb_id] = {c: rec.get(c) or "" for c in LABEL_COLUMNS}
+            self.rows[tmdb_id] = rec
         return dropped
 
     def add(self, row: dict[str, str]) -> None:
@@ -78,8 +92,9 @@ class LabelsFile:
         if not self._dirty or (not force and time.monotonic() - self._flushed < FLUSH_SECONDS):
             return
         buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=LABEL_COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=self.columns, restval="", lineterminator="\n")
         w.writeheader()
         w.writerows(self.rows.values())
+        w.writerows(self._foreign)
         write_atomic(self.path, buf.getvalue().encode("utf-8"))
         self._dirty, self._flushed = False, time.monotonic()
