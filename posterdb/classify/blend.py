@@ -21,8 +21,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.metrics import f1_score
 
+from posterdb.classify.ann import single_thread_if_small
 from posterdb.classify.heads import UNKNOWN, DecadeCentering, SVMHeads, as_decades, f1_objective, l2n
 from posterdb.classify.nystroem import NystroemHeads
+from posterdb.classify.progress import as_progress
 from posterdb.classify.splits import DEFAULT_DUP_THRESHOLD, near_duplicate_groups
 from posterdb.classify.thresholds import apply_thresholds, tune_thresholds
 from posterdb.classify.vote import KNNVote, vote_from_neighbours
@@ -129,11 +131,13 @@ class GenreClassifier(BaseEstimator):
         self.random_state = random_state
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X, Y, decades=None, ids=None, X_unlabelled=None, decades_unlabelled=None) -> "GenreClassifier":
+    def fit(self, X, Y, decades=None, ids=None, X_unlabelled=None, decades_unlabelled=None,
+            progress=None) -> "GenreClassifier":
         """X (n, d) image vectors; Y (n, 19) multi-hot in GENRES order; decades: years or decades
         per poster (None / -1 = unknown); ids: int id per poster (returned as evidence; default
         0..n-1). X_unlabelled / decades_unlabelled: optional features of posters without labels,
-        used only for the decade means of the centring (transductive)."""
+        used only for the decade means of the centring (transductive). progress: optional
+        callable(stage, done, total) called as work units finish (see classify/progress.py)."""
         t0 = time.perf_counter()
         X = np.asarray(X, dtype=np.float32)
         Y = np.asarray(Y)
@@ -167,12 +171,18 @@ class GenreClassifier(BaseEstimator):
         else:
             self.centering_.fit(X, dec)
             self.transductive_ = False
+        self.heads_kind_ = self._heads_kind(n)
+        counts = np.bincount(dec[dec != UNKNOWN] // 10) if (dec != UNKNOWN).any() else np.zeros(0)
+        n_blocks = 1 + int(((counts >= self.min_decade_size) & (counts < n)).sum())
+        prog = as_progress(progress)
+        prog.add(2 + len(GENRES) * n_blocks + 3)
         Z = self.centering_.transform(X, dec)
+        prog.step("centring by decade")
         groups = near_duplicate_groups(X, self.dup_threshold)
+        prog.step("near-duplicate groups")
 
         # heads
         t1 = time.perf_counter()
-        self.heads_kind_ = self._heads_kind(n)
         common = dict(gamma=self.gamma, n_folds=self.n_folds, min_positives=self.min_positives,
                       min_decade_size=self.min_decade_size, decade_weight=self.decade_weight,
                       random_state=self.random_state)
@@ -180,7 +190,7 @@ class GenreClassifier(BaseEstimator):
             heads = SVMHeads(C=self.C, n_jobs=self.n_jobs, **common)
         else:
             heads = NystroemHeads(C=self.nystroem_C, n_components=self.n_components, **common)
-        self.heads_ = heads.fit(Z, Y, dec, groups)
+        self.heads_ = heads.fit(Z, Y, dec, groups, progress=prog)
         H = self.heads_.oof_proba_
         t2 = time.perf_counter()
 
@@ -192,8 +202,10 @@ class GenreClassifier(BaseEstimator):
         Ts = (self.temperature,) if self.temperature is not None else tuple(self.temperature_grid)
         alphas = (self.alpha,) if self.alpha is not None else tuple(self.alpha_grid)
         kmax = max(ks)
+        prog.step("vote: index")
         rows, sims = self.vote_.neighbours(Xv, kmax, exclude_groups=(groups, groups))
         del Xv, Z
+        prog.step("vote: out-of-fold neighbours")
 
         # selection on out-of-fold predictions: mean of weighted and macro F1
         results = []
@@ -217,6 +229,7 @@ class GenreClassifier(BaseEstimator):
         P = self.alpha_ * H + (1 - self.alpha_) * V_best
         Vonly = best_vote[3]
 
+        prog.step("choosing alpha, k, T")
         # per-genre thresholds, per component
         rare = Y.sum(0) < self.min_positives  # too few examples to learn a threshold: never predicted
 
@@ -268,7 +281,10 @@ class GenreClassifier(BaseEstimator):
             X = X[None, :]
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the classifier was fitted on {self.n_features_in_}")
-        dec = as_decades(decades, len(X))
+        with single_thread_if_small(len(X)):
+            return self._parts_of(X, as_decades(decades, len(X)), exclude_ids, need_vote)
+
+    def _parts_of(self, X, dec, exclude_ids, need_vote):
         Z = self.centering_.transform(X, dec)
         H, used = self.heads_.predict_proba(Z, dec, return_heads=True)
         if need_vote:

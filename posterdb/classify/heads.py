@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from sklearn.svm import SVC
 
+from posterdb.classify.progress import as_progress
 from posterdb.classify.splits import group_kfold
 from posterdb.classify.thresholds import best_f1_threshold
 
@@ -282,7 +283,7 @@ class SVMHeads(DecadeMixture):
 
     # -- fitting -----------------------------------------------------------------------------
     def _fit_block(self, K: np.ndarray, Y: np.ndarray, rows: np.ndarray, groups: np.ndarray,
-                   pool: ThreadPoolExecutor) -> tuple[_Block, np.ndarray]:
+                   pool: ThreadPoolExecutor, prog=None, label: str = "global") -> tuple[_Block, np.ndarray]:
         """Fit heads on training rows `rows` (K restricted to them); returns block and OOF proba."""
         n, g = len(rows), Y.shape[1]
         Yb = Y[rows]
@@ -320,6 +321,8 @@ class SVMHeads(DecadeMixture):
             return j, (w, float(m.intercept_[0]), (a_, b_), d_oof, valid)
 
         for j, res in pool.map(one, range(g)):
+            if prog is not None:
+                prog.step(f"heads ({label}, exact RBF SVM)")
             if res is None:
                 continue
             w, b0, (a_, b_), d_oof, valid = res
@@ -328,7 +331,8 @@ class SVMHeads(DecadeMixture):
             oof[valid, j] = platt_apply(d_oof[valid, None], ab[j : j + 1])[:, 0]
         return _Block(rows, W, bias, ab, ok, prior), oof
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, decades=None, groups=None) -> "SVMHeads":
+    def fit(self, X: np.ndarray, Y: np.ndarray, decades=None, groups=None, progress=None) -> "SVMHeads":
+        prog = as_progress(progress)
         X = np.asarray(X, dtype=np.float32)
         Y = np.asarray(Y).astype(np.uint8)
         n = len(X)
@@ -342,7 +346,7 @@ class SVMHeads(DecadeMixture):
         K = rbf_kernel(X, X, self.gamma_)
         n_jobs = self.n_jobs or min(os.cpu_count() or 1, 4)
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            self.global_, oof_global = self._fit_block(K, Y, np.arange(n), groups, pool)
+            self.global_, oof_global = self._fit_block(K, Y, np.arange(n), groups, pool, prog, "global")
             self.decade_blocks_: dict[int, _Block] = {}
             oof_dec = {}
             for d in np.unique(dec):
@@ -351,7 +355,7 @@ class SVMHeads(DecadeMixture):
                 rows = np.flatnonzero(dec == d)
                 if len(rows) < self.min_decade_size or len(rows) == n:  # == n: same as global
                     continue
-                blk, oof = self._fit_block(K, Y, rows, groups, pool)
+                blk, oof = self._fit_block(K, Y, rows, groups, pool, prog, f"{d}s")
                 if blk.ok.any():
                     self.decade_blocks_[int(d)] = blk
                     oof_dec[int(d)] = oof
