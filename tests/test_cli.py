@@ -111,7 +111,7 @@ def test_train_max_train_reports_memory_and_eval_compares_heads(cli_store):
     _, store, common, _ = cli_store
     code, trained = run("train", "--max-train", "30", *common, "--json")
     assert code == 0, trained
-    assert trained["n_train"] == 30 and trained["n_labelled"] >= 60 and trained["heads"] == "exact"
+    assert trained["n_train"] == 30 and trained["n_labelled"] > 30 and trained["heads"] == "exact"
     assert trained["peak_rss_mib"] > 50 and trained["seconds"] > 0
     assert set(trained["stage_seconds"]) >= {"heads", "vote_and_selection", "total"}
     code, out = run("train", "--max-train", "5", *common, "--json")
