@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -30,14 +31,19 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from posterdb.embedders.mobilenet_torch import FloatMobileNetV2  # noqa: E402
-from posterdb.finetune import FinetuneConfig, embed, finetune, poster_inputs, square_inputs  # noqa: E402
+from posterdb.finetune import FinetuneConfig, embed, finetune, genre_probabilities, poster_inputs, \
+    square_inputs  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp/ft_out")
 BUDGET = float(os.environ.get("FT_BUDGET", 440))
 LIMIT = int(os.environ.get("FT_LIMIT", 0))          # CPU smoke test: first N posters only
 EPOCHS = int(os.environ.get("FT_EPOCHS", 12))
 MAX_STEPS = int(os.environ.get("FT_MAX_STEPS", 0)) or None
-PART = 16_000_000
+# FT_VARIANTS='[{"name": "top14", "unfreeze_from": 14, "lr": 2e-4}, ...]': instead of the study, run
+# each recipe cross-fit on both setups, saving whole-poster vectors and the network's own OOF
+# genre probabilities (<name>.npz: seed_cf, dec_cf, seed_p, dec_p).
+VARIANTS = json.loads(os.environ.get("FT_VARIANTS", "[]"))
+PART = 16_700_000  # < 16 MiB
 T0 = time.perf_counter()
 log: dict = {"jobs": {}}
 
@@ -48,6 +54,7 @@ def now():
 
 def save_log():
     log["elapsed_s"] = now()
+    print(f"[{now():6.1f}s] jobs done: {[k for k in log['jobs'] if not k.endswith('_config')][-1:]}", flush=True)
     with open(os.path.join(OUT, "timings.json"), "w") as f:
         json.dump(log, f, indent=1)
 
@@ -72,11 +79,15 @@ def main():
     meta = np.load(os.path.join(IN, "meta.npz"))
     pk = np.load(os.path.join(IN, "posters.npz"))
     data, offs = pk["data"], pk["offs"]
-    n = len(offs) - 1 if not LIMIT else LIMIT
-    Y, dec = meta["Y"][:n], meta["dec"][:n]
-    seed_fold, dec_fold = meta["seed_fold"][:n], meta["dec_fold"][:n]
+    rows = np.arange(len(offs) - 1)
+    if LIMIT:  # an evenly spaced subset (all decades)
+        rows = np.unique(np.linspace(0, len(rows) - 1, LIMIT).astype(int))
+    n = len(rows)
+    Y, dec = meta["Y"][rows], meta["dec"][rows]
+    seed_fold, dec_fold = meta["seed_fold"][rows], meta["dec_fold"][rows]
 
-    def load(i):
+    def load(j):
+        i = rows[j]
         im = Image.open(io.BytesIO(data[offs[i]:offs[i + 1]].tobytes())).convert("RGB")
         s, v = poster_inputs(im)
         t, b = square_inputs(im)
@@ -125,23 +136,38 @@ def main():
     save_log()
 
     def cfg(**kw):
-        return FinetuneConfig(epochs=EPOCHS, max_steps=MAX_STEPS, **kw)
+        return FinetuneConfig(**({"epochs": EPOCHS, "max_steps": MAX_STEPS} | kw))
 
-    def crossfit(name, fold_of, config, extra=True):
+    def estimate(n_train, config=None):
+        """Seconds a fine-tune of n_train posters should take, from the last run's time per step
+        (the first run also pays the warm-up, so it overestimates) + the embeds."""
+        runs = [v for v in log["jobs"].values() if isinstance(v, dict) and v.get("steps")]
+        if not runs:
+            return 0.0
+        c = config or cfg()
+        steps = math.ceil(n_train / c.batch_size) * c.epochs
+        return runs[-1]["seconds"] / runs[-1]["steps"] * steps * 1.15 + 5.0
+
+    def crossfit(name, fold_of, config, extra=True, probs=False):
         K = int(fold_of.max()) + 1
         outside = fold_of < 0
         acc = {k: np.zeros((n, 1280), np.float32) for k in (("cf", "cf_flip", "cf_top", "cf_bot") if extra else ("cf",))}
+        if probs:
+            acc["p"] = np.zeros((n, Y.shape[1]), np.float32)
         agree = []
         first_outside = None
         for k in range(K):
-            if now() > BUDGET:
+            if now() + estimate(int(((fold_of >= 0) & (fold_of != k)).sum()), config) > BUDGET:
                 log["jobs"][name + "_skipped_from_fold"] = k
                 return None
             tr = np.flatnonzero((fold_of >= 0) & (fold_of != k))
             net = fresh()
             h = finetune(net, src[tr], Y[tr], dec[tr], config, dev)
+            head = h.pop("head")
             held = fold_of == k
             vecs = {"cf": embed(net, inf, dev)}
+            if probs:
+                vecs["p"] = genre_probabilities(net, head, inf, dev)
             if extra:
                 vecs["cf_flip"] = embed(net, inf, dev, flip=True)
                 vecs["cf_top"] = embed(net, top, dev)
@@ -158,22 +184,45 @@ def main():
             log["jobs"][name + "_config"] = h["config"]
             save_log()
         for key in acc:
+            if key == "p":
+                continue
             acc[key][outside] /= np.maximum(np.linalg.norm(acc[key][outside], axis=1, keepdims=True), 1e-12)
         log["jobs"][name + "_fold_agreement_cos_vs_fold0"] = agree
         return acc
 
     def full(name, train_mask, config):
         tr = np.flatnonzero(train_mask)
+        if now() + estimate(len(tr), config) > BUDGET:
+            log["jobs"][name + "_skipped"] = True
+            return None, None
         net = fresh()
         h = finetune(net, src[tr], Y[tr], dec[tr], config, dev)
+        h.pop("head")
         log["jobs"][name] = {k2: v2 for k2, v2 in h.items() if k2 != "config"}
         save_log()
         return net, embed(net, inf, dev)
 
+    if VARIANTS:
+        for v in VARIANTS:
+            v = dict(v)
+            name = v.pop("name")
+            got = {}
+            for setup, folds in (("seed", seed_fold), ("dec", dec_fold)):
+                r = crossfit(f"{name}_{setup}", folds, cfg(**v), extra=False, probs=True)
+                if r is None:
+                    break
+                got[f"{setup}_cf"], got[f"{setup}_p"] = r["cf"], r["p"]
+            if got:
+                save_arrays(name, got)
+            save_log()
+        return
+
     # 1. seeded split: cross-fit on the training side (+ the naive network trained on all of it)
     seed = crossfit("seed", seed_fold, cfg())
     if seed is not None:
-        _, seed["full"] = full("seed_full", seed_fold >= 0, cfg())
+        _, f = full("seed_full", seed_fold >= 0, cfg())
+        if f is not None:
+            seed["full"] = f
         save_arrays("seed", seed)
     save_log()
     # 2. 2010s -> 1970s
@@ -182,14 +231,13 @@ def main():
         save_arrays("dec", d)
     save_log()
     # 3. the store's network: all labelled posters
-    if now() < BUDGET:
-        net, _ = full("all_labelled", np.ones(n, bool), cfg())
+    net, _ = full("all_labelled", np.ones(n, bool), cfg())
+    if net is not None:
         sd = net.to_checkpoint(run="all-labelled", epochs=EPOCHS)
         sd["state_dict"] = {k: v.half() for k, v in sd["state_dict"].items()}
         torch.save(sd, os.path.join(OUT, "all_labelled_fp16.pt"))
     # 4. a stronger recipe on the seeded split, if time is left
-    per_fold = np.mean([v["seconds"] for k, v in log["jobs"].items() if k.startswith("seed_fold")] or [1e9])
-    if now() + 5 * per_fold * 1.8 < BUDGET:
+    if now() + 5 * estimate(int((seed_fold >= 0).sum() * 0.8)) < BUDGET:
         v = crossfit("seed_v2", seed_fold, cfg(lr=3e-4), extra=False)
         if v is not None:
             save_arrays("seed_v2", {"cf": v["cf"]})

@@ -140,7 +140,8 @@ def resolve_device(device: str | None) -> torch.device:
 def finetune(backbone: FloatMobileNetV2, sources: torch.Tensor, Y: np.ndarray, decades: np.ndarray,
              config: FinetuneConfig | None = None, device: str | None = None, progress=None) -> dict:
     """Fine-tune `backbone` in place on uint8 sources (n,3,336,224) with multi-hot Y (n,g).
-    Returns the run's history (per-epoch loss and seconds, images/s, steps)."""
+    Returns the run's history (per-epoch loss and seconds, images/s, steps; "head": the trained
+    genre head, an nn.Module, for `genre_probabilities`)."""
     cfg = config or FinetuneConfig()
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -209,6 +210,7 @@ def finetune(backbone: FloatMobileNetV2, sources: torch.Tensor, Y: np.ndarray, d
     history.update(steps=step, seconds=secs, images_per_s=step * cfg.batch_size / max(secs, 1e-9))
     backbone.requires_grad_(True)
     model.eval()
+    history["head"] = model.head
     return history
 
 
@@ -230,3 +232,17 @@ def embed(backbone: FloatMobileNetV2, inputs: torch.Tensor, device: str | None =
                 f = f + backbone(torch.flip(x, dims=[3])).float()
         out.append(F.normalize(f, dim=1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, DIM), np.float32)
+
+
+@torch.inference_mode()
+def genre_probabilities(backbone: FloatMobileNetV2, head: nn.Module, inputs: torch.Tensor,
+                        device: str | None = None, batch_size: int = 256) -> np.ndarray:
+    """The fine-tuned network's own genre probabilities (n, g) for uint8 (n,3,224,224) inputs."""
+    dev = resolve_device(device)
+    backbone, head = backbone.eval().to(dev), head.eval().to(dev)
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        x = FloatMobileNetV2.normalise(inputs[i:i + batch_size].to(dev))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            out.append(torch.sigmoid(head(backbone(x)).float()).cpu())
+    return torch.cat(out).numpy()
