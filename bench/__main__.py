@@ -20,10 +20,14 @@ BENCHES = {
     "search": "search_latency",
     "classify": "classify_latency",
     "train": "train_time",
+    "fetch": "fetch_speed",
     "gpu": "gpu",
+    "read": "read_speed",        # OCR + identification requests (the `read` extra)
     "crash": "crash_resume",     # not a performance figure: only with --only crash
+    "publish": "publish_policy",     # published-genre precision (issue 11): --only publish
+    "watch-crash": "watch_crash",    # kill -9 of `posterdb watch` (issue 11): --only watch-crash
 }
-DEFAULT = ("ingest", "search", "classify", "train", "gpu")
+DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch", "read")
 
 
 def _fmt(x, unit: str = "") -> str:

@@ -24,7 +24,7 @@ EXACT_MAX = 100_000        # up to this many vectors the index is exact (Flat, ~
 IVF_NPROBE = 6             # IVF2048,SQfp16 at 1M: ~2.5 ms a query on 2 cores (bench/search_latency)
 
 
-def choose_factory(n: int) -> str:
+def choose_factory(n: int, *, exact_max: int | None = None) -> str:
     """The index type for n vectors: exact Flat while small, IVF + 16-bit scalar quantiser beyond.
 
     nlist ≈ 2·sqrt(n) balances the coarse search (nlist centroids) against the lists scanned
@@ -32,7 +32,7 @@ def choose_factory(n: int) -> str:
     near-tied neighbours (recall@10 stalls at ~0.975 whatever nprobe); fp16 reaches 0.998 at half
     of Flat's memory. Past 4M vectors fp16 codes alone would pass 10 GB: 8-bit there.
     """
-    if n <= EXACT_MAX:
+    if n <= (EXACT_MAX if exact_max is None else exact_max):  # tests lower it to run IVF
         return "Flat"
     nlist = 1 << max(8, min(16, round(math.log2(2 * math.sqrt(n)))))
     return f"IVF{nlist},{'SQfp16' if n <= 4_000_000 else 'SQ8'}"
@@ -67,9 +67,9 @@ class VectorIndex:
 
     @classmethod
     def build(cls, spec: ModelSpec, chunks: Iterable[tuple[np.ndarray, np.ndarray]], n: int,
-              train_sample: np.ndarray | None = None) -> VectorIndex:
+              train_sample: np.ndarray | None = None, factory: str | None = None) -> VectorIndex:
         """Build from (ids, vectors) chunks streamed from the catalogue (never all in memory twice)."""
-        factory = choose_factory(n)
+        factory = factory or choose_factory(n)
         vi = cls.empty(spec, factory)
         if not vi.index.is_trained:
             if train_sample is None or len(train_sample) == 0:
