@@ -32,7 +32,9 @@ def load_setup(folder: str, name: str) -> dict[str, np.ndarray]:
     if not parts:
         return {}
     z = np.load(io.BytesIO(b"".join(open(p, "rb").read() for p in parts)))
-    return {k: l2((z[k].astype(np.float32) / 255.0) ** 2) for k in z.files}
+    # vectors are L2-normalised again; "p" arrays (genre probabilities) are kept as they are
+    return {k: ((z[k].astype(np.float32) / 255.0) ** 2) if k.endswith("p")
+            else l2((z[k].astype(np.float32) / 255.0) ** 2) for k in z.files}
 
 
 def options(int8, base, seed, dec, v2):

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import Catalog, embedding_table
+from .embedders import is_finetuned_name
 from .embedders.base import Embedder, ModelSpec
 from .errors import ClassifierFormatError, ModelMismatchError, StoreError
+from .finetune_service import FinetuneService
 from .genre_service import GenreService
 from .image_store import ImageStore
 from .images import PosterImage, open_poster
@@ -54,6 +56,8 @@ class PosterDB:
                                    self.posters)
         self.intake = Intake(self.catalog, self.genres, ingest=self.ingest, posters=self.posters,
                              similar=self.similar, default_model=self.default_model)
+        self.finetuning = FinetuneService(self.catalog, self.root, self.images, self.indexes,
+                                          model_dir)
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
         self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
@@ -120,6 +124,8 @@ class PosterDB:
         from .embedders import get_embedder
 
         name = name or self.default_model()
+        if name not in self._embedders and is_finetuned_name(name):  # weights inside the store
+            self._embedders[name] = self.finetuning.embedder(name, options.get("device"))
         if name not in self._embedders:
             emb = get_embedder(name, model_dir=self.model_dir, **options)
             with self.catalog.read() as con:
@@ -343,6 +349,17 @@ class PosterDB:
     def evaluate(self, model: str | None = None, **options):
         """The study-vs-posterdb report on this store's labelled posters (saved under eval/)."""
         return self.genres.evaluate(model or self.default_model(), **options)
+
+    def compare_models(self, models: Sequence[str], **options) -> dict:
+        """Heads / vote / blend scores of several stored embedders on the same split."""
+        return self.genres.compare_models(models, **options)
+
+    def finetune(self, **options) -> dict:
+        """Fine-tune MobileNetV2 on the labelled posters, store the weights (hash-checked) and
+        re-embed every poster as a second model; see `posterdb.finetune_service`."""
+        result = self.finetuning.run(**options)
+        self._derived.clear()
+        return result
 
     def latest_eval(self) -> dict | None:
         return self.genres.latest_eval()

@@ -8,7 +8,6 @@ base model and the training run, weights_sha256 the file's full hash.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -17,21 +16,12 @@ import torch
 from PIL import Image
 
 from ..errors import WeightsLoadError
+from . import finetuned_name, is_finetuned_name  # noqa: F401  (torch-free, re-exported)
 from .base import Embedder
 from .mobilenet_torch import DIM, FORMAT, FloatMobileNetV2
 from .weights import sha256_file
 
-PREFIX = "mobilenet-v2-ft-"
-NAME_RE = re.compile(r"^mobilenet-v2-ft-[0-9a-f]{12}$")
 SIZE = 224
-
-
-def finetuned_name(sha256: str) -> str:
-    return PREFIX + sha256[:12]
-
-
-def is_finetuned_name(name: str) -> bool:
-    return bool(NAME_RE.match(str(name)))
 
 
 def save_backbone(backbone: FloatMobileNetV2, folder: str | Path, **meta) -> tuple[Path, str]:
