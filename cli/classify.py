@@ -135,9 +135,9 @@ def eval_(
             check_model_name(m)
         db = open_store(store, model_dir)
         with err.status("comparing models...", spinner="dots") if not as_json else nullcontext():
-            data = db.compare_models(names, train_decades=train_d or None,
-                                     test_decades=test_d or None, seed=seed,
-                                     transductive=not no_transductive)
+            data = db.genres.compare_models(names, train_decades=train_d or None,
+                                            test_decades=test_d or None, seed=seed,
+                                            transductive=not no_transductive)
         emit(as_json, data, lambda: out.print(comparison_table(data)))
         return
     if test_labels is not None:

@@ -40,8 +40,8 @@ def finetune(
         def say(msg: str) -> None:
             if status is not None:
                 status.update(msg)
-        result = db.finetune(epochs=epochs, unfreeze_from=unfreeze_from, device=device,
-                             batch_size=batch_size, limit=limit, progress=say)
+        result = db.finetuning.run(epochs=epochs, unfreeze_from=unfreeze_from, device=device,
+                                   batch_size=batch_size, limit=limit, progress=say)
 
     def human():
         out.print(f"fine-tuned on [bold]{result['n_train']}[/] posters ({result['device']}, "

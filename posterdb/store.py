@@ -56,8 +56,7 @@ class PosterDB:
                                    self.posters)
         self.intake = Intake(self.catalog, self.genres, ingest=self.ingest, posters=self.posters,
                              similar=self.similar, default_model=self.default_model)
-        self.finetuning = FinetuneService(self.catalog, self.root, self.images, self.indexes,
-                                          model_dir)
+        self.finetuning = FinetuneService(self.catalog, self.root, self.images, self.indexes, model_dir)
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
         self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
@@ -349,17 +348,6 @@ class PosterDB:
     def evaluate(self, model: str | None = None, **options):
         """The study-vs-posterdb report on this store's labelled posters (saved under eval/)."""
         return self.genres.evaluate(model or self.default_model(), **options)
-
-    def compare_models(self, models: Sequence[str], **options) -> dict:
-        """Heads / vote / blend scores of several stored embedders on the same split."""
-        return self.genres.compare_models(models, **options)
-
-    def finetune(self, **options) -> dict:
-        """Fine-tune MobileNetV2 on the labelled posters, store the weights (hash-checked) and
-        re-embed every poster as a second model; see `posterdb.finetune_service`."""
-        result = self.finetuning.run(**options)
-        self._derived.clear()
-        return result
 
     def latest_eval(self) -> dict | None:
         return self.genres.latest_eval()
