@@ -21,7 +21,7 @@ import streamlit as st
 
 from posterdb import ui
 from posterdb.errors import PosterDBError, StoreBusyError
-from posterdb.page import classify, curate, search, stats
+from posterdb.page import classify, curate, inbox, read, search, stats
 from posterdb.page.common import load_info, open_store, refresh_if_changed, store_lock
 
 log = logging.getLogger("posterdb.app")
@@ -30,6 +30,8 @@ SECTIONS = {
     "Classify": classify.render,
     "Search": search.render,
     "Browse & curate": curate.render,
+    "Read & identify": read.render,
+    "Inbox": inbox.render,
     "Stats": stats.render,
 }
 BUSY_RETRIES = 8

@@ -12,6 +12,7 @@ from posterdb.errors import UsageError
 from posterdb.rules import check_model_name, check_path
 
 from .common import DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, open_store, out
+from .read import CatalogueOpt, catalogue_for, identify_line, read_line, run_identify, run_read
 
 
 @command
@@ -25,6 +26,11 @@ def ingest(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads.")] = None,
     no_classify: Annotated[bool, typer.Option(
         "--no-classify", help="Do not auto-classify unlabelled posters.")] = False,
+    read: Annotated[bool, typer.Option(
+        "--read", help="Then read the text on the posters (OCR, its own stage).")] = False,
+    identify: Annotated[bool, typer.Option(
+        "--identify", help="Then identify their films (implies --read).")] = False,
+    catalogue: CatalogueOpt = None,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
     """Add posters (and their labels) to the store; re-running adds only what is new."""
@@ -38,6 +44,7 @@ def ingest(
     for name, value in (("--batch-size", batch_size), ("--workers", workers)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, not {value}")
+    cat = catalogue_for(catalogue) if identify else None
     db = open_store(store, model_dir, create=True)
     bar = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]} posters/s"), TimeRemainingColumn(),
@@ -52,6 +59,11 @@ def ingest(
 
         report = db.ingest(path, labels, model=model, batch_size=batch_size, workers=workers,
                            progress=progress, auto_classify=not no_classify)
+    stages = {}  # after ingest, at their own pace: a failure here never undoes the ingest
+    if read or identify:
+        stages["read"] = run_read(db, None, as_json)
+    if identify:
+        stages["identify"] = run_identify(db, cat, None, as_json)
 
     def human():
         out.print(f"[bold]{report.added}[/] added, {report.skipped} already stored, "
@@ -77,7 +89,12 @@ def ingest(
             for d in report.near_duplicates[:5]:
                 out.print(f"  {d['path']} ~ poster {d['similar_to']} (cos {d['similarity']})")
 
-    emit(as_json, report.to_dict(), human)
+        if "read" in stages:
+            out.print(read_line(stages["read"]))
+        if "identify" in stages:
+            out.print(identify_line(stages["identify"]))
+
+    emit(as_json, report.to_dict() | stages, human)
     raise typer.Exit(1 if report.failed else 0)
 
 

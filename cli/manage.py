@@ -13,10 +13,13 @@ import typer
 from posterdb.errors import UsageError
 from posterdb.rules import check_model_name
 
+from .intake_output import shop_export
 from .common import DEFAULT_STORE, JsonOpt, ModelOpt, StoreOpt, command, emit, err, open_store, out
 
-EXPORT_COLUMNS = ["id", "title", "year", "decade", "genres", "predicted", "reviewed", "sha256",
-                  "path", "image_path", "width", "height", "format", "source", "added_at"]
+EXPORT_COLUMNS = ["id", "title", "year", "decade", "genres", "predicted", "published", "reviewed",
+                  "sha256", "path", "image_path", "width", "height", "format", "source",
+                  "added_at", "identified_source", "identified_film_id", "identified_title",
+                  "identified_year", "identified_score"]
 
 
 @command
@@ -37,15 +40,19 @@ def remove(
 
 @command
 def export(
-    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    fmt: Annotated[str, typer.Option(
+        "--format", help="csv, json, or shop (id, title, year, image, published genres; JSON "
+                         "when --output ends in .json or with --json, else CSV)")] = "csv",
     output: Annotated[Optional[Path], typer.Option("--output", "-o")] = None,
     store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
 ):
     """Every poster with metadata, labels and predictions, as CSV or JSON."""
-    if fmt not in ("csv", "json"):
-        raise UsageError(f"--format must be csv or json, not {fmt!r}")
+    if fmt not in ("csv", "json", "shop"):
+        raise UsageError(f"--format must be csv, json or shop, not {fmt!r}")
     if output is not None and not output.parent.is_dir():
         raise UsageError(f"--output: folder {output.parent} does not exist")
+    if fmt == "shop":
+        return shop_export(open_store(store), output, as_json)
     rows = open_store(store).export()
     if fmt == "json" or as_json:
         text = json.dumps(rows, indent=1, default=str) + "\n"
@@ -54,7 +61,9 @@ def export(
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"])})
+            ident = {f"identified_{k}": v for k, v in (r.get("identified") or {}).items()}
+            w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"]),
+                            "published": "|".join(r.get("published", []))} | ident)
         text = buf.getvalue()
     if output:
         output.write_text(text, encoding="utf-8")

@@ -30,6 +30,39 @@ from .rules import check_origin, decade_of, validate_genres, validate_genres_in_
 MIN_TRAIN = 20
 
 
+def choose_publishing(clf, precision: float) -> dict:
+    """Set the classifier's publishing thresholds from its out-of-fold probabilities and return
+    what they achieve out of fold (JSON-friendly)."""
+    from .classify.publish import policy_report, publish_thresholds, published
+    from .classify.thresholds import apply_thresholds
+
+    oof, Y = getattr(clf, "oof_proba_", None), getattr(clf, "Y_", None)
+    if oof is None or Y is None:
+        clf.publish_thresholds_ = np.full(len(GENRES), np.inf)
+    else:
+        clf.publish_thresholds_ = publish_thresholds(oof, Y, precision)
+    clf.publish_precision_ = float(precision)
+    out = {"precision_target": float(precision)}
+    if oof is not None and Y is not None:
+        predicted = apply_thresholds(oof, clf.thresholds_, getattr(clf, "min_genres", 1))
+        rep = policy_report(Y, published(predicted, oof, clf.publish_thresholds_),
+                            clf.publish_thresholds_, list(GENRES))
+        out |= {"oof_" + k: v for k, v in rep.items() if k != "per_genre"}
+        out["thresholds"] = {g["genre"]: g["threshold"] for g in rep["per_genre"]
+                             if g["threshold"] is not None}
+    return out
+
+
+def publishing_thresholds(clf) -> np.ndarray:
+    """The classifier's publishing thresholds; one trained before publishing existed gets them
+    from its out-of-fold probabilities at the default precision."""
+    if getattr(clf, "publish_thresholds_", None) is None:
+        from .classify.publish import DEFAULT_PRECISION
+
+        choose_publishing(clf, DEFAULT_PRECISION)
+    return np.asarray(clf.publish_thresholds_, dtype=np.float64)
+
+
 class GenreService:
     """The genre classifier of one store (see the module docstring for its collaborators)."""
 
@@ -68,10 +101,19 @@ class GenreService:
 
     # -- training and loading -----------------------------------------------------------------
 
-    def train(self, model: str, **params) -> dict:
-        """Fit a GenreClassifier on the store's labelled posters and record it (file + hash)."""
+    def train(self, model: str, publish_precision: float | None = None, **params) -> dict:
+        """Fit a GenreClassifier on the store's labelled posters and record it (file + hash).
+        Also chooses, per genre, the threshold whose out-of-fold precision reaches
+        `publish_precision` (classify/publish.py); the result carries the previous classifier's
+        validation figures as `before`."""
         from .classify.blend import GenreClassifier
         from .classify.persist import FORMAT_VERSION, save_classifier
+        from .classify.publish import DEFAULT_PRECISION
+
+        publish_precision = DEFAULT_PRECISION if publish_precision is None else publish_precision
+        if not 0.0 < publish_precision <= 1.0:
+            raise UsageError(f"--publish-precision must be in (0, 1], got {publish_precision}")
+        before = self.latest_scores(model)
 
         ids, X, Y, decades = self.training_data(model)
         if len(ids) < MIN_TRAIN:
@@ -83,18 +125,40 @@ class GenreService:
             X, Y, decades=[None if d < 0 else int(d) for d in decades], ids=ids,
             X_unlabelled=X_unl, decades_unlabelled=dec_unl)
         seconds = time.perf_counter() - t0
+        publishing = choose_publishing(clf, publish_precision)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         rel = f"classifiers/{embedding_table(model).removeprefix('embeddings_')}-{stamp}.joblib"
         (self.root / "classifiers").mkdir(parents=True, exist_ok=True)
         sha = save_classifier(clf, self.root / rel)
-        scores = {"validation": getattr(clf, "validation_scores_", {}), "seconds": round(seconds, 2)}
+        scores = {"validation": getattr(clf, "validation_scores_", {}), "seconds": round(seconds, 2),
+                  "publishing": publishing, "n_train": int(len(ids))}
         with self.catalog.write() as con:
             self.catalog.insert_classifier(con, model, rel, sha, len(ids),
                                            json.dumps(scores, default=float), FORMAT_VERSION,
                                            __version__)
         self._rows.pop(model, None)
         return {"model": model, "n_train": int(len(ids)), "seconds": round(seconds, 2),
-                "file": rel, "sha256": sha, "validation": scores["validation"]}
+                "file": rel, "sha256": sha, "validation": scores["validation"],
+                "publishing": publishing, "before": before}
+
+    def latest_scores(self, model: str) -> dict | None:
+        """The recorded figures of the newest classifier (validation, publishing), or None."""
+        row = self.latest_row(model)
+        if row is None:
+            return None
+        with self.catalog.read() as con:
+            raw = self.catalog.classifier_scores(con, row.id)
+        out = json.loads(raw) if raw else {}
+        return out | {"n_train": out.get("n_train", row.n_train), "trained_at": row.trained_at}
+
+    def publish_thresholds(self, model: str) -> np.ndarray:
+        """Per-genre publishing thresholds of the newest classifier (inf: never published)."""
+        return publishing_thresholds(self.require(model))
+
+    def published_of(self, model: str):
+        """predictions -> for each, its genres at or above their publishing threshold."""
+        t = dict(zip(GENRES, self.publish_thresholds(model)))
+        return lambda preds: [[g for g in p.genres if p.probabilities[g] >= t[g]] for p in preds]
 
     def latest_row(self, model: str) -> ClassifierRow | None:
         gen = self.catalog.current_generation()
@@ -191,6 +255,15 @@ class GenreService:
                              "predicted_probabilities": probs}
                 for s, pid, reason, probs in top if pid in meta]
 
+    def probabilities(self, model: str, ids) -> np.ndarray:
+        """(n, 19) probabilities of stored posters: out-of-fold for those the classifier was
+        trained on, predicted (itself excluded from the vote) for the others."""
+        clf = self.require(model)
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return np.zeros((0, len(GENRES)))
+        return self._probabilities(model, self.latest_row(model).id, clf, ids)
+
     def _probabilities(self, model: str, row_id: int, clf, ids: np.ndarray) -> np.ndarray:
         """Probabilities of stored posters, cached per classifier: a poster the classifier was
         trained on gets its out-of-fold probabilities (kept at training: in-sample ones would
@@ -227,6 +300,8 @@ class GenreService:
         emb = self.embedder(model)
         vector = emb.embed_images([poster.image])
         rel = self.images.relpath(poster.sha256, poster.suffix)
+        publish = (dict(zip(GENRES, self.publish_thresholds(model)))
+                   if origin == "prediction" and scores is not None else None)
         with self.catalog.write() as con:
             table = self.catalog.register_model(con, emb.spec)
             pid = self.catalog.id_of_sha(con, poster.sha256)
@@ -239,6 +314,10 @@ class GenreService:
                 self.catalog.insert_vectors(con, table, np.asarray([pid]), vector)
             self.catalog.set_labels(con, [pid], [genres], origin,
                                     None if scores is None else [scores])
+            if publish is not None:   # a prediction's published subset, in the same commit
+                sure = [(g, s) for g, s in zip(genres, scores) if s >= publish[g]]
+                self.catalog.set_labels(con, [pid], [[g for g, _ in sure]], "published",
+                                        [[s for _, s in sure]])
         return pid
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -261,6 +340,12 @@ class GenreService:
         report.save_json(out / "latest.json")
         report.render_png(out / "latest.png")
         return report
+
+    def compare_models(self, models, **options) -> dict:
+        """Several embedders side by side on the same posters and split (classify/compare.py)."""
+        from .classify.compare import compare_models
+
+        return compare_models({m: self.training_data(m) for m in models}, **options)
 
     def _external_test_set(self, model: str, labels: Path):
         """Embed (without storing) the posters named in an external labels file."""

@@ -14,9 +14,13 @@ from pathlib import Path
 from .errors import UsageError
 from .genres import GENRE_INDEX, GENRES, decade_of, normalize_genre
 
-ORIGINS: tuple[str, ...] = ("review", "file", "prediction")   # strongest first
-LABEL_ORIGINS: tuple[str, ...] = ("review", "file")           # ground truth: trained on, shown
+# 'catalogue': the genres of the film a poster was identified as (posterdb.reading): facts
+# from a film catalogue, beaten by a person's review and the dealer's own labels file.
+ORIGINS: tuple[str, ...] = ("review", "file", "catalogue", "prediction", "published")  # strongest first
+LABEL_ORIGINS: tuple[str, ...] = ("review", "file", "catalogue")  # ground truth: trained on, shown
 PREDICTION_ORIGINS: tuple[str, ...] = ("prediction",)         # shown only when no labels
+# 'published': the subset of a poster's predictions confident enough for the shop feed
+# (classify/publish.py); the rest of its predictions are *suggested*, for a person to review.
 
 MIN_YEAR, MAX_YEAR = 1850, 2100
 
@@ -97,8 +101,9 @@ def check_path(path: str | Path, what: str = "path") -> Path:
 
 def check_model_name(name: str | None) -> str | None:
     """A known embedder name (or None: the store's), without loading it."""
-    from .embedders import _CLASSES, EMBEDDER_NAMES
+    from .embedders import _CLASSES, EMBEDDER_NAMES, is_finetuned_name
 
-    if name is not None and name not in _CLASSES:
-        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(EMBEDDER_NAMES)}")
+    if name is not None and name not in _CLASSES and not is_finetuned_name(name):
+        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(EMBEDDER_NAMES)} "
+                         "or a fine-tuned mobilenet-v2-ft-<hash> stored in the store")
     return name

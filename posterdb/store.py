@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import Catalog, embedding_table
+from .embedders import is_finetuned_name
 from .embedders.base import Embedder, ModelSpec
 from .errors import ClassifierFormatError, ModelMismatchError, StoreError
+from .finetune_service import FinetuneService
 from .genre_service import GenreService
 from .image_store import ImageStore
 from .images import PosterImage, open_poster
 from .index import VectorIndex
 from .index_cache import IndexCache
+from .intake import Intake
 from .records import Classification, Hit, IndexState, IngestReport
 from .rules import validate_genres
 
@@ -51,9 +54,13 @@ class PosterDB:
         self.indexes = IndexCache(self.catalog, self.root, exact_max=exact_max)
         self.genres = GenreService(self.catalog, self.root, self.images, self.embedder,
                                    self.posters)
+        self.intake = Intake(self.catalog, self.genres, ingest=self.ingest, posters=self.posters,
+                             similar=self.similar, default_model=self.default_model)
+        self.finetuning = FinetuneService(self.catalog, self.root, self.images, self.indexes, model_dir)
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
         self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
+        self._reading = None
 
     @classmethod
     def open(cls, root: str | Path | None = None, *, create: bool = True,
@@ -116,6 +123,8 @@ class PosterDB:
         from .embedders import get_embedder
 
         name = name or self.default_model()
+        if name not in self._embedders and is_finetuned_name(name):  # weights inside the store
+            self._embedders[name] = self.finetuning.embedder(name, options.get("device"))
         if name not in self._embedders:
             emb = get_embedder(name, model_dir=self.model_dir, **options)
             with self.catalog.read() as con:
@@ -181,6 +190,7 @@ class PosterDB:
             pid = r["id"]
             r["genres"] = labels["effective"].get(pid, [])
             r["predicted"] = labels["prediction"].get(pid, [])
+            r["published"] = labels["by_origin"].get("published", {}).get(pid, [])
             r["reviewed"] = pid in labels["review"]
             r["image"] = str(self.images.file(r["image_path"]))
         if ids is not None:
@@ -287,15 +297,17 @@ class PosterDB:
 
         model = model or DEFAULT_MODEL
         embedder = self.embedder(model)
-        predict, warnings = None, []
+        predict = publish = None
+        warnings = []
         try:
             if auto_classify and self.genres.load_latest(model) is not None:
                 predict = lambda vectors, years: self.genres.predict_vectors(  # noqa: E731
                     vectors, years, model)
+                publish = self.genres.published_of(model)
         except ClassifierFormatError as e:  # ingest anyway; auto-classification waits
             warnings.append(f"not auto-classifying: {e}")
         report = run_ingest(self.catalog, self.images, self.indexes, embedder, path, labels,
-                            predict=predict, **options)
+                            predict=predict, publish=publish, **options)
         report.warnings += warnings
         return report
 
@@ -373,8 +385,51 @@ class PosterDB:
             return self.catalog.ingest_errors(con, limit)
 
     def export(self) -> list[dict]:
-        """Every poster with metadata, labels and predicted genres."""
-        return self.posters()
+        """Every poster with metadata, labels, predicted genres and, when its film was
+        identified, `identified` (source, film id, title, year, score; else None)."""
+        rows = self.posters()
+        with self.catalog.read() as con:
+            idents = self.catalog.identifications(con)
+        keys = ("source", "film_id", "title", "year", "score")
+        for r in rows:
+            i = idents.get(r["id"])
+            r["identified"] = ({k: i[k] for k in keys} if i and i["status"] == "identified"
+                               else None)
+        return rows
+
+    # -- reading and identification (posterdb.reading; the `read` extra) ----------------------
+
+    @property
+    def reading(self):
+        """The ReadingService: read / identify / search / of (posterdb.reading); imported on
+        first use, since OCR and fuzzy matching are an extra."""
+        if self._reading is None:
+            from .reading import ReadingService
+
+            self._reading = ReadingService(self.catalog, self.images, self.posters,
+                                           self.genre_probabilities)
+        return self._reading
+
+    def genre_probabilities(self, ids: Sequence[int],
+                            model: str | None = None) -> dict[int, np.ndarray] | None:
+        """The image classifier's probabilities (19, GENRES order) for stored posters, or None
+        when no usable classifier is trained."""
+        model = model or self.default_model()
+        try:
+            clf = self.genres.load_latest(model)
+        except (ClassifierFormatError, StoreError):
+            return None
+        if clf is None or not ids:
+            return None
+        rows = self.posters(ids)
+        with self.catalog.read() as con:
+            got, vecs = self.catalog.vectors(con, embedding_table(model), [r["id"] for r in rows])
+        year = {r["id"]: r["year"] for r in rows}
+        if not len(got):
+            return None
+        P = clf.predict_proba(vecs, [None if year[int(i)] is None else year[int(i)] // 10 * 10
+                                     for i in got])
+        return {int(i): P[j] for j, i in enumerate(got)}
 
     def temp_files(self, older_than: float = 0.0) -> list[Path]:
         return self.images.temp_files(older_than)

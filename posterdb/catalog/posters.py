@@ -69,6 +69,8 @@ class PosterQueries:
             for (table,) in con.execute("SELECT table_name FROM models").fetchall():
                 con.execute(f"DELETE FROM {table} WHERE poster_id IN (SELECT id FROM _gone)")
             con.execute("DELETE FROM genre_labels WHERE poster_id IN (SELECT id FROM _gone)")
+            for table in ("poster_reads", "poster_text_lines", "poster_identifications"):
+                con.execute(f"DELETE FROM {table} WHERE poster_id IN (SELECT id FROM _gone)")
             con.execute("DELETE FROM poster_paths WHERE poster_id IN (SELECT id FROM _gone)")
             con.execute("DELETE FROM posters WHERE id IN (SELECT id FROM _gone)")
         finally:
@@ -159,6 +161,12 @@ class PosterQueries:
                            "CAST(trained_at AS VARCHAR) FROM classifiers WHERE model_name = ? "
                            "ORDER BY id DESC LIMIT 1", [model]).fetchall()
         return ClassifierRow(*rows[0]) if rows else None
+
+    @staticmethod
+    def classifier_scores(con, classifier_id: int) -> str | None:
+        rows = con.execute("SELECT CAST(scores AS VARCHAR) FROM classifiers WHERE id = ?",
+                           [int(classifier_id)]).fetchall()
+        return rows[0][0] if rows else None
 
     @staticmethod
     def classifier_rows(con) -> list[ClassifierRow]:

@@ -85,6 +85,38 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE classifiers ADD COLUMN format_version INTEGER;
     ALTER TABLE classifiers ADD COLUMN posterdb_version VARCHAR;
     """),
+    # what was read on each poster and the film it was identified as (posterdb.reading)
+    Migration(3, "poster_text_and_identification", """
+CREATE TABLE poster_reads (
+    poster_id INTEGER PRIMARY KEY,
+    engine VARCHAR NOT NULL,
+    n_lines INTEGER NOT NULL,
+    text VARCHAR NOT NULL,
+    text_key VARCHAR NOT NULL,
+    read_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE poster_text_lines (
+    poster_id INTEGER NOT NULL,
+    line_no INTEGER NOT NULL,
+    text VARCHAR NOT NULL,
+    confidence DOUBLE NOT NULL,
+    box DOUBLE[8] NOT NULL,
+    PRIMARY KEY (poster_id, line_no)
+);
+CREATE TABLE poster_identifications (
+    poster_id INTEGER PRIMARY KEY,
+    status VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    film_id VARCHAR,
+    title VARCHAR,
+    year INTEGER,
+    genres VARCHAR[],
+    score DOUBLE,
+    candidates INTEGER,
+    error VARCHAR,
+    identified_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+    """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

@@ -24,7 +24,7 @@ from ..image_store import ImageStore
 from ..index_cache import IndexCache
 from ..labels import LabelRow
 from ..records import IngestReport
-from .commit import AddToIndex, Committer, CommitThread, NearDuplicates, Predict
+from .commit import AddToIndex, Committer, CommitThread, NearDuplicates, Predict, Publish
 from .engine import Embedded, Engine, Failed, Item, Known, LocalEngine
 from .plan import IngestPlan, collect_sources, plan
 
@@ -46,6 +46,7 @@ def relabel(catalog: Catalog, rows: dict[int, LabelRow]) -> None:
 
 def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedder: Embedder,
                path, labels=None, *, predict: Predict | None = None,
+               publish: Publish | None = None, sources: list | None = None,
                engine: Engine | None = None, batch_size: int | None = None,
                workers: int | None = None, progress: Progress | None = None,
                near_duplicate_threshold: float = 0.97, save_every: float = 60.0,
@@ -54,7 +55,7 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
     t0 = time.perf_counter()
     report = IngestReport(run_id=uuid.uuid4().hex[:12], model=embedder.name)
     report.swept_temp_files = images.sweep_temp_files()
-    the_plan = plan(catalog, embedder.spec, path, labels, run_id=report.run_id)
+    the_plan = plan(catalog, embedder.spec, path, labels, run_id=report.run_id, sources=sources)
     report.failed += the_plan.failed
     report.label_warnings += the_plan.warnings
     report.scanned = len(the_plan.sources)
@@ -63,7 +64,7 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
     steps = [NearDuplicates(index, report, near_duplicate_threshold),
              AddToIndex(index, indexes.path(embedder.name), save_every)]
     writer = CommitThread(Committer(catalog, images, the_plan, report, predict=predict,
-                                    steps=steps))
+                                    publish=publish, steps=steps))
     engine = engine or LocalEngine(embedder, batch_size=batch_size, workers=workers)
     waiting: list[Embedded] = []
     errors: list[tuple[str, str]] = []

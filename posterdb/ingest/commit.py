@@ -25,6 +25,7 @@ from .engine import Item
 from .plan import IngestPlan
 
 Predict = Callable[[np.ndarray, list], list]  # (vectors, years) -> predictions with genres
+Publish = Callable[[list], list]  # predictions -> the genres of each confident enough to publish
 
 
 class PostCommitStep(Protocol):
@@ -68,9 +69,9 @@ class Committer:
 
     def __init__(self, catalog: Catalog, images: ImageStore, plan: IngestPlan,
                  report: IngestReport, *, predict: Predict | None = None,
-                 steps: Sequence[PostCommitStep] = ()):
+                 publish: Publish | None = None, steps: Sequence[PostCommitStep] = ()):
         self.catalog, self.images, self.plan, self.report = catalog, images, plan, report
-        self.predict, self.steps = predict, list(steps)
+        self.predict, self.publish, self.steps = predict, publish, list(steps)
         self.stored = plan.stored            # sha256 -> (id, title, year), grows with each commit
         self.pending_aliases: list[tuple[str, str]] = []
 
@@ -80,7 +81,7 @@ class Committer:
         self.images.write(rel, p.data)
         return PosterRecord(p.sha256, str(item.path), rel, row.title if row else None,
                             row.year if row else None, p.width, p.height, p.format,
-                            str(self.plan.labels) if row else str(self.plan.path))
+                            str(self.plan.labels) if row and self.plan.labels else str(self.plan.path))
 
     def commit(self, items: list[Item], vectors: np.ndarray, errors: list[tuple[str, str]],
                aliases: list[tuple[str, str]]) -> None:
@@ -111,6 +112,11 @@ class Committer:
                 cat.set_labels(con, [int(new_ids[k]) for k in unlabelled],
                                [p.genres for p in preds], "prediction",
                                [[p.probabilities[g] for g in p.genres] for p in preds])
+                if self.publish is not None:   # the confident subset, in the same transaction
+                    published = self.publish(preds)
+                    cat.set_labels(con, [int(new_ids[k]) for k in unlabelled], published,
+                                   "published", [[p.probabilities[g] for g in gs]
+                                                 for p, gs in zip(preds, published)])
             cat.add_paths(con, [(self.stored[sha][0], p) for sha, p in self.pending_aliases
                                 if sha in self.stored])
             cat.record_errors(con, report.run_id, errors)

@@ -58,12 +58,17 @@ class IngestPlan:
     initial: dict = field(default_factory=dict)            # `stored` before this run
 
 
-def plan(catalog: Catalog, spec: ModelSpec, path, labels=None, *, run_id: str) -> IngestPlan:
+def plan(catalog: Catalog, spec: ModelSpec, path, labels=None, *, run_id: str,
+         sources: list[Source] | None = None) -> IngestPlan:
     """Collect the sources, register the model and read what is stored (one write transaction:
-    the model's table is created and the labels file's failures are recorded)."""
+    the model's table is created and the labels file's failures are recorded). `sources`: the
+    exact files (and label rows) to read instead of scanning `path` (the inbox watcher's batch)."""
     path = Path(path)
     labels = Path(labels) if labels else None
-    sources, failed, warnings = collect_sources(path, labels)
+    if sources is None:
+        sources, failed, warnings = collect_sources(path, labels)
+    else:
+        sources, failed, warnings = list(sources), [], []
     with catalog.write() as con:
         table = catalog.register_model(con, spec)
         stored = catalog.stored_metadata(con)

@@ -8,6 +8,7 @@ from posterdb.errors import ImageError, PosterDBError
 from posterdb.images import decode
 from posterdb.store import PosterDB
 
+from . import read as read_section
 from .common import GRID_COLUMNS, THUMB, decade_filter, genre_filter, hit_grid, poster_card
 
 
@@ -16,13 +17,15 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
     st.header("Search")
     st.caption("Find look-alikes of an uploaded image or a stored poster (or describe one in words "
                "when the store's model understands text), narrowed by decade and genre.")
-    modes = ["Stored poster", "Uploaded image"]
+    modes = ["Stored poster", "Uploaded image", "Printed text"]  # printed: what OCR read
     try:
         if db.embedder().supports_text:
             modes.append("Text")
     except PosterDBError as e:  # missing weights etc.: image search still works by id
         st.warning(ui.friendly_error(e))
     mode = st.radio("Search by", modes, horizontal=True, key="search-mode")
+    if mode == "Printed text":
+        return read_section.render_text_search(db, key="search-read")
     c1, c2, c3 = st.columns([2, 3, 1])
     with c1:
         decades = decade_filter(info, "search-decades")
