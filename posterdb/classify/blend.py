@@ -89,6 +89,10 @@ class GenreClassifier(BaseEstimator):
       dup_threshold       : cosine at which two posters count as the same image (kept together in
                             folds; a poster's near-duplicates never vote for it out of fold).
       min_genres          : each prediction carries at least this many genres.
+      heads               : "exact" (RBF SVMs on the n x n kernel), "nystroem" (linear in n:
+                            classify/nystroem.py) or "auto" (exact up to `exact_max` posters).
+      n_components, nystroem_C : Nystroem landmarks; candidate Cs (one chosen per genre, OOF).
+      vote_flat_max       : exact FAISS search for the vote up to this many posters, IVF above.
     """
 
     def __init__(self, C: float = 0.3, gamma: float | str = "scale", n_folds: int = 5,
@@ -102,7 +106,7 @@ class GenreClassifier(BaseEstimator):
                  temperature_grid: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2),
                  dup_threshold: float = DEFAULT_DUP_THRESHOLD, min_genres: int = 1,
                  heads: str = "auto", exact_max: int = EXACT_MAX, n_components: int = 2048,
-                 nystroem_C: float = 0.3, vote_flat_max: int = 20_000,
+                 nystroem_C: float | tuple[float, ...] = (0.15, 0.3), vote_flat_max: int = 20_000,
                  n_jobs: int | None = None, random_state: int = 0):
         self.C = C
         self.gamma = gamma
@@ -351,7 +355,8 @@ class GenreClassifier(BaseEstimator):
             "heads": getattr(self, "heads_kind_", "exact"),
             "n_components": (self.heads_.n_components_ if getattr(self, "heads_kind_", "exact") == "nystroem"
                              else None),
-            "C": self.C if getattr(self, "heads_kind_", "exact") == "exact" else self.nystroem_C,
+            "C": (self.C if getattr(self, "heads_kind_", "exact") == "exact"
+                  else {g: float(c) for g, c in zip(self.genres_, self.heads_.C_)}),
             "gamma": self.heads_.gamma_, "decade_heads": self.decades_,
             "decade_weight": self.decade_weight_, "center": self.center, "vote_space": self.vote_space,
             "transductive_centering": self.transductive_,

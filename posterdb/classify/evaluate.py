@@ -144,7 +144,9 @@ class EvalReport:
             lines.append(f"_Blend: {HEADS_LABELS.get(c.get('heads', 'exact'), c.get('heads'))} heads"
                          + (f" ({c['n_components']} landmarks)" if c.get("n_components") else "")
                          + f", alpha={c.get('alpha')}, k={c.get('k')}, T={c.get('temperature')}, "
-                         f"C={c.get('C')}, decade heads={c.get('decade_heads')} "
+                         + (f"C={c.get('C')}" if not isinstance(c.get("C"), dict)
+                            else "C per genre (out of fold)")
+                         + f", decade heads={c.get('decade_heads')} "
                          f"(weight {c.get('decade_weight')}); chosen out of fold on the training side._")
         names = list(self.methods)
         lines += ["", "| genre | support | " + " | ".join(self.methods[n].label for n in names) + " |",

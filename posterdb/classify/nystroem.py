@@ -14,8 +14,10 @@ out-of-fold decision values (for Platt calibration, alpha/k/T and thresholds ups
 pass over the data per genre, never a copy of the data per fold. Memory: the n x (m + 1) float32
 feature matrix plus a few (m + 1)^2 Grams; time: O(n m^2) + O(genres x folds x m^3).
 
-lambda = 1 / C. Global + per-decade heads, Platt scaling and the out-of-fold decade weight are
-shared with the exact heads (`DecadeMixture`).
+lambda = 1 / C; with several candidate Cs, each genre's global head keeps the one with the best
+out-of-fold F1 (one more factorisation per candidate) and its decade heads reuse it. Global +
+per-decade heads, Platt scaling and the out-of-fold decade weight are shared with the exact
+heads (`DecadeMixture`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from posterdb.classify.heads import UNKNOWN, DecadeMixture, _Block, as_decades, platt_apply, platt_fit
 from posterdb.classify.progress import FitProgress, as_progress
 from posterdb.classify.splits import group_kfold
+from posterdb.classify.thresholds import best_f1_threshold
 
 BIAS_REG = 1e-3  # ridge on the bias column, relative to lambda (almost free, keeps M definite)
 
@@ -43,7 +46,8 @@ def _gram(A: np.ndarray, chunk: int = 16384) -> np.ndarray:
 class NystroemHeads(DecadeMixture):
     """Per-genre balanced least-squares heads on Nystroem RBF features, Platt-calibrated out of fold."""
 
-    def __init__(self, C: float = 0.3, gamma: float | str = "scale", n_components: int = 2048,
+    def __init__(self, C: float | tuple[float, ...] = (0.15, 0.3), gamma: float | str = "scale",
+                 n_components: int = 2048,
                  n_folds: int = 3, min_positives: int = 3, min_decade_size: int = 300,
                  decade_weight: float | str = "auto",
                  decade_weight_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
@@ -88,7 +92,7 @@ class NystroemHeads(DecadeMixture):
         return state
 
     # -- fitting -----------------------------------------------------------------------------
-    def _system(self, G, P, s, sp, n, n_pos, G_out=None, P_out=None, s_out=None, sp_out=None):
+    def _system(self, C, G, P, s, sp, n, n_pos, G_out=None, P_out=None, s_out=None, sp_out=None):
         """(M, rhs) of the balanced ridge problem on (all rows) minus (the `_out` fold's rows), or
         None when one class is missing. Built in one m x m buffer (these are big and many)."""
         if n_pos == 0 or n_pos == n:
@@ -99,7 +103,7 @@ class NystroemHeads(DecadeMixture):
         for part, c in ((G_out, -w_neg), (P, w_pos - w_neg), (P_out, w_neg - w_pos)):
             if part is not None:
                 M += np.multiply(part, c, out=tmp)
-        lam = 1.0 / self.C
+        lam = 1.0 / C
         M[np.diag_indices_from(M)] += lam
         M[-1, -1] += lam * (BIAS_REG - 1.0)
         if s_out is not None:
@@ -130,10 +134,12 @@ class NystroemHeads(DecadeMixture):
             rz = rz_new
         return x
 
-    def _fit_block(self, A: np.ndarray, Y: np.ndarray, groups: np.ndarray,
-                   prog: FitProgress, label: str) -> tuple[_Block, np.ndarray]:
-        """Heads on feature rows A (n, m + 1) with labels Y; returns block and OOF probabilities."""
+    def _fit_block(self, A: np.ndarray, Y: np.ndarray, groups: np.ndarray, Cs: np.ndarray,
+                   prog: FitProgress, label: str) -> tuple[_Block, np.ndarray, np.ndarray]:
+        """Heads on feature rows A (n, m + 1) with labels Y; per genre j, the C among the
+        candidates Cs[j] with the best out-of-fold F1. Returns block, OOF probabilities, chosen C."""
         n, g = len(A), Y.shape[1]
+        n_c = Cs.shape[1]
         prior = Y.mean(0).astype(np.float64)
         folds = group_kfold(groups, min(self.n_folds, n), seed=self.random_state)
         fold_of = np.empty(n, dtype=np.int64)
@@ -144,9 +150,9 @@ class NystroemHeads(DecadeMixture):
         s_f = [A[te].sum(0, dtype=np.float64) for _, te in folds]
         G, s = sum(G_f), sum(s_f)
         mp = A.shape[1]
-        W = np.zeros((mp, g), dtype=np.float32)
-        Theta_f = np.zeros((len(folds), mp, g), dtype=np.float32)
-        fold_ok = np.zeros((len(folds), g), dtype=bool)
+        W = np.zeros((n_c, mp, g), dtype=np.float32)
+        Theta_f = np.zeros((len(folds), mp, n_c * g), dtype=np.float32)  # column c * g + j
+        fold_ok = np.zeros((len(folds), n_c * g), dtype=bool)
         ok = np.zeros(g, dtype=bool)
         for j in range(g):
             prog.step(f"heads ({label}, Nystroem)")
@@ -162,35 +168,49 @@ class NystroemHeads(DecadeMixture):
             np_f = np.bincount(pf, minlength=len(folds))
             del Ap
             P, sp = sum(P_f), sum(sp_f)
-            full = self._system(G, P, s, sp, n, n_pos)
-            with threadpool_limits(1):  # small dense algebra: two BLAS threads lose on a busy machine
-                try:
-                    factor = cho_factor(full[0], lower=False, check_finite=False)
-                except LinAlgError:  # not expected (lambda > 0), but never fail a fit over it
-                    continue
-                theta = cho_solve(factor, full[1], check_finite=False)
-                W[:, j], ok[j] = theta, True
-                for f in range(len(folds)):
-                    sysf = self._system(G, P, s, sp, int(n - n_f[f]), int(n_pos - np_f[f]),
-                                        G_f[f], P_f[f], s_f[f], sp_f[f])
-                    if sysf is not None:
-                        Theta_f[f, :, j] = self._pcg(*sysf, factor, theta)
-                        fold_ok[f, j] = True
-        # out-of-fold decision values, one pass per fold for all genres at once
-        D = np.full((n, g), np.nan)
+            for c, C in enumerate(Cs[j]):
+                full = self._system(C, G, P, s, sp, n, n_pos)
+                with threadpool_limits(1):  # small dense algebra: 2 BLAS threads lose on a busy machine
+                    try:
+                        factor = cho_factor(full[0], lower=False, check_finite=False)
+                    except LinAlgError:  # not expected (lambda > 0), but never fail a fit over it
+                        continue
+                    theta = cho_solve(factor, full[1], check_finite=False)
+                    W[c, :, j], ok[j] = theta, True
+                    for f in range(len(folds)):
+                        sysf = self._system(C, G, P, s, sp, int(n - n_f[f]), int(n_pos - np_f[f]),
+                                            G_f[f], P_f[f], s_f[f], sp_f[f])
+                        if sysf is not None:
+                            Theta_f[f, :, c * g + j] = self._pcg(*sysf, factor, theta)
+                            fold_ok[f, c * g + j] = True
+        # out-of-fold decision values, one pass per fold for all genres (and C candidates) at once
+        D = np.full((n, n_c * g), np.nan, dtype=np.float32)
         for f, (_, te) in enumerate(folds):
             D[te] = np.where(fold_ok[f], A[te] @ Theta_f[f], np.nan)
         ab = np.zeros((g, 2))
         oof = np.tile(prior, (n, 1))
+        chosen = Cs[:, 0].astype(np.float64).copy()
+        W_best = np.zeros((mp, g), dtype=np.float32)
         for j in np.flatnonzero(ok):
             y = Y[:, j].astype(int)
-            valid = ~np.isnan(D[:, j])
-            if valid.sum() < 2 or y[valid].min() == y[valid].max():
+            best = None
+            for c in range(n_c):
+                d = D[:, c * g + j]
+                valid = ~np.isnan(d)
+                if valid.sum() < 2 or y[valid].min() == y[valid].max():
+                    continue
+                f1 = best_f1_threshold(d[valid], y[valid])[1]
+                if best is None or f1 > best[0] + 1e-9:
+                    best = (f1, c, valid)
+            if best is None:
                 ok[j] = False
                 continue
-            ab[j] = platt_fit(D[valid, j], y[valid])
-            oof[valid, j] = platt_apply(D[valid, j : j + 1], ab[j : j + 1])[:, 0]
-        return _Block(None, W, np.zeros(g, np.float32), ab, ok, prior, cols=None), oof
+            _, c, valid = best
+            chosen[j], W_best[:, j] = Cs[j, c], W[c, :, j]
+            d = D[:, c * g + j].astype(np.float64)
+            ab[j] = platt_fit(d[valid], y[valid])
+            oof[valid, j] = platt_apply(d[valid, None], ab[j : j + 1])[:, 0]
+        return _Block(None, W_best, np.zeros(g, np.float32), ab, ok, prior, cols=None), oof, chosen
 
     def fit(self, X: np.ndarray, Y: np.ndarray, decades=None, groups=None, progress=None) -> "NystroemHeads":
         prog = as_progress(progress)
@@ -209,7 +229,8 @@ class NystroemHeads(DecadeMixture):
                                  random_state=self.random_state).fit(X)
             self.map_.components_ = np.ascontiguousarray(self.map_.components_, dtype=np.float32)
         A = self.features(X)
-        self.global_, oof_global = self._fit_block(A, Y, groups, prog, "global")
+        Cs = np.tile(np.atleast_1d(np.asarray(self.C, dtype=np.float64)), (Y.shape[1], 1))
+        self.global_, oof_global, self.C_ = self._fit_block(A, Y, groups, Cs, prog, "global")
         self.global_.rows = np.arange(n)
         self.decade_blocks_: dict[int, _Block] = {}
         oof_dec = {}
@@ -219,7 +240,7 @@ class NystroemHeads(DecadeMixture):
             rows = np.flatnonzero(dec == d)
             if len(rows) < self.min_decade_size or len(rows) == n:  # == n: same as global
                 continue
-            blk, oof = self._fit_block(A[rows], Y[rows], groups[rows], prog, f"{d}s")
+            blk, oof, _ = self._fit_block(A[rows], Y[rows], groups[rows], self.C_[:, None], prog, f"{d}s")
             blk.rows = rows
             if blk.ok.any():
                 self.decade_blocks_[int(d)] = blk
