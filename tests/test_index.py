@@ -41,9 +41,6 @@ def test_choose_factory_follows_the_threshold(monkeypatch):
     assert big == "PCA256,IVF4096_HNSW32,SQ8" + REFINE
     assert choose_factory(300, exact_max=299).endswith(REFINE)
     assert choose_factory(300, exact_max=300) == "Flat"
-    monkeypatch.setenv("POSTERDB_EXACT_MAX", "10")
-    assert choose_factory(11) != "Flat" and choose_factory(10) == "Flat"
-    monkeypatch.delenv("POSTERDB_EXACT_MAX")
     monkeypatch.setattr(index_mod, "EXACT_MAX", 10)
     assert choose_factory(11) != "Flat"
 
@@ -51,7 +48,7 @@ def test_choose_factory_follows_the_threshold(monkeypatch):
 def test_approximate_index_finds_what_exact_finds(real, tmp_path):
     ids = np.arange(len(real), dtype=np.int64) * 3 + 7      # poster ids are not positions
     vi = VectorIndex.build(SPEC, [(ids[:200], real[:200]), (ids[200:], real[200:])], len(real),
-                           real, exact_max=100)
+                           real, factory=choose_factory(len(real), exact_max=100))
     assert vi.factory.endswith(REFINE) and vi.refine is not None
     assert len(vi) == len(real) and np.array_equal(vi.ids(), ids)
     res = vi.search(real, 10)
