@@ -20,10 +20,12 @@ BENCHES = {
     "search": "search_latency",
     "classify": "classify_latency",
     "train": "train_time",
+    "fetch": "fetch_speed",
     "gpu": "gpu",
+    "read": "read_speed",        # OCR + identification requests (the `read` extra)
     "crash": "crash_resume",     # not a performance figure: only with --only crash
 }
-DEFAULT = ("ingest", "search", "classify", "train", "gpu")
+DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch")
 
 
 def _fmt(x, unit: str = "") -> str:
