@@ -6,7 +6,7 @@ way `PosterDB._rebuild` does (train on a random sample of `train_size(factory)` 
 add in 100k chunks) and measured there: train and add seconds, bytes the index holds (what
 `faiss.write_index` writes), the worker's peak RSS, recall@10 over the 1,000 queries, and
 single-query latency (one `VectorIndex.search` call per query, k = 10, faiss on 2 threads)
-for each (nprobe, re-rank) setting asked for. A filtered search (10 % of the ids allowed, as a
+for each (breadth, re-rank) setting asked for (breadth: the graph's efSearch, or IVF's nprobe). A filtered search (10 % of the ids allowed, as a
 decade filter would) is measured too, with recall against the exact filtered top-10.
 
     python -m bench.index_scale --n 1000000      # ~25 min on 2 cores, ≤ ~6 GiB per worker
@@ -172,11 +172,12 @@ def figures(res: dict, chosen: bool) -> list[Figure]:
     build_note = (f"build: train {res['train_s']:.0f} s + add {res['add_s']:.0f} s; index "
                   f"{gib:.2f} GiB; worker peak RSS {res['rss_peak_mib'] / 1024:.2f} GiB")
     figs = []
+    breadth = "nprobe" if "IVF" in res["factory"] else "efSearch"
     for i, r in enumerate(res["runs"]):
         goal = chosen and i == 0
         ok = r["p50_ms"] <= GOAL_MS and r["recall"] >= GOAL_RECALL
         figs.append(Figure(
-            NAME, f"{res['factory']} nprobe {r['nprobe']}"
+            NAME, f"{res['factory']} {breadth} {r['nprobe']}"
                   + (f" re-rank {r['rerank']}·k" if "Refine" in res["factory"] else "")
                   + f" @ {label} blends", r["p50_ms"], "ms", None, "",
             f"p50 ≤ {GOAL_MS:.0f} ms and recall@10 ≥ {GOAL_RECALL}" if goal else "",
@@ -193,12 +194,13 @@ def figures(res: dict, chosen: bool) -> list[Figure]:
 
 
 def run(quick: bool = False, n: int | None = None, chosen_settings=None) -> list[Figure]:
-    from posterdb.index import NPROBE, RERANK, choose_factory
+    from posterdb.index import EF_SEARCH, RERANK, choose_factory
 
     n = n or (100_000 if quick else 1_000_000)
     prepare(n)
     factory = choose_factory(n, exact_max=0)
-    settings = chosen_settings or [(NPROBE, RERANK), (NPROBE // 2, RERANK), (NPROBE * 2, RERANK)]
+    settings = chosen_settings or [(EF_SEARCH, RERANK), (EF_SEARCH // 2, RERANK),
+                                   (EF_SEARCH * 2, RERANK), (EF_SEARCH, 2 * RERANK)]
     figs = []
     for f, sets in ((factory, settings), (PREVIOUS[0], [(p, 1) for p in PREVIOUS[1]])):
         res = run_worker("index_scale", ["--factory", f, "--n", str(n),

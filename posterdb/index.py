@@ -4,17 +4,22 @@ Vectors are L2-normalised, so inner product = cosine. The index file is written 
 (temp file + rename) with a JSON sidecar naming the model; DuckDB stays the source of truth and
 `sync` brings a loaded index back in line with it (adding/removing the ids that differ).
 
-Two kinds, picked by size (`choose_factory`): exact `Flat` while small, and above `EXACT_MAX` an
-approximate index whose candidates are re-ranked exactly:
+Two kinds, picked by size (`choose_factory`): exact `Flat` while small, and above `EXACT_MAX`
 
-    PCA256,IVF{nlist}_HNSW32,SQ8,Refine(SQfp16)
+    PCA256,HNSW32,Refine(SQfp16)
 
-i.e. vectors projected to 256 dimensions, 8-bit codes in `nlist` inverted lists found through an
-HNSW graph over the list centroids, `NPROBE` lists scanned for `RERANK`·k candidates, which are
-re-scored against float16 copies of the full vectors (cosine error ~1e-4). Both parts take adds,
-removes (by poster id) and id-selector filters, so DuckDB's ids stay the index's ids. Why this
-and not the earlier `IVF(2√n),SQfp16` nprobe 6: on realistic vectors (blends of real posters,
-bench/realistic_vectors.py) that one recalls far below 0.98 at 1M; see bench/index_scale.py.
+an HNSW graph over the vectors projected to 256 dimensions (L2 there ranks like cosine for unit
+vectors), whose `RERANK`·k best candidates are re-scored exactly against float16 copies of the
+full vectors (cosine error ~1e-4). Adds go into both parts. FAISS graphs cannot delete, so a
+removed poster leaves the float16 copies at once and stays in the graph as a tombstone that
+every search excludes (an id selector); past `TOMBSTONES_MAX` of the live count the graph is
+rebuilt from the copies. Filters (decade, genre) are id selectors inside the graph search, with
+a wider search the fewer ids they allow.
+
+Why not IVF (the earlier `IVF(2√n),SQfp16`, nprobe 6): on realistic vectors (blends of real
+posters, bench/realistic_vectors.py) a poster's neighbours spread over many inverted lists; at
+200k IVF needed 6 % of the lists for recall@10 0.97, HNSW gets 0.99 in 0.6 ms. Figures at 1M:
+bench/index_scale.py and the README.
 """
 from __future__ import annotations
 
@@ -35,19 +40,17 @@ from .embedders.base import ModelSpec
 from .faults import crash_point
 
 EXACT_MAX = 100_000   # up to this many vectors the index is exact (Flat, ~35 ms a query at 100k)
-PCA_DIM = 256         # scan codes live in this many dimensions (re-rank uses all of them)
-NPROBE = 48           # inverted lists scanned per query
-RERANK = 10           # candidates re-scored exactly = RERANK · k
+PCA_DIM = 256         # the graph works in this many dimensions (the re-rank uses all of them)
+HNSW_M = 32
+EF_CONSTRUCTION = 40
+EF_SEARCH = 192       # graph search breadth (bench/index_scale.py at 1M)
+EF_FILTERED_MAX = 1024
+RERANK = 5            # candidates re-scored exactly = RERANK · k (at least 50)
+TOMBSTONES_MAX = 0.2  # removed-but-still-in-graph / live, before the graph is rebuilt
+TOMBSTONES_MIN = 1000  # ... and never for fewer than this many
 IVF_NPROBE = 6        # nprobe of plain `IVF…` indexes (the previous default, kept for comparison)
 REFINE = ",Refine(SQfp16)"
-
-
-def nlist_for(n: int) -> int:
-    """≈ 4·√n inverted lists, a power of two ≤ 65536 (4096 at 1M): the HNSW quantizer keeps
-    finding the lists cheap, so lists can be smaller than with a flat quantizer. Tiny sets (tests
-    with a lowered threshold) keep ≥ 16 vectors a list."""
-    return 1 << max(2, min(16, round(math.log2(4 * math.sqrt(max(n, 1)))),
-                           int(math.log2(max(n, 64) / 16))))
+_GRAPH = re.compile(r"PCA(\d+),HNSW(\d+)")
 
 
 def pca_dim(n: int) -> int:
@@ -57,16 +60,18 @@ def pca_dim(n: int) -> int:
 
 def choose_factory(n: int, *, exact_max: int | None = None) -> str:
     """The index for n vectors: exact `Flat` up to `exact_max` (default `EXACT_MAX`; tests lower
-    it to run the approximate path on a few hundred vectors), the re-ranked IVF beyond."""
+    it to run the approximate path on a few hundred vectors), the re-ranked graph beyond."""
     if n <= (EXACT_MAX if exact_max is None else exact_max):
         return "Flat"
-    return f"PCA{pca_dim(n)},IVF{nlist_for(n)}_HNSW32,SQ8{REFINE}"
+    return f"PCA{pca_dim(n)},HNSW{HNSW_M}{REFINE}"
 
 
 def train_size(factory: str) -> int:
-    """How many vectors to train `factory` on: ~64 per inverted list, at least 100k (or all)."""
+    """How many vectors to train `factory` on (PCA: 100k; IVF: ≥ 64 a list)."""
+    if factory == "Flat":
+        return 0
     found = re.search(r"IVF(\d+)", factory)
-    return max(100_000, 64 * int(found.group(1))) if found else 0
+    return max(100_000, 64 * int(found.group(1))) if found else 100_000
 
 
 @dataclass
@@ -87,22 +92,26 @@ class VectorIndex:
         self.spec = spec
         self.factory = factory
         self.rerank = RERANK
+        self._dead = self._tombstones()
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
     def empty(cls, spec: ModelSpec, factory: str = "Flat") -> VectorIndex:
         refine = None
+        base = factory.removesuffix(REFINE)
         if factory == "Flat":
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(spec.dim))
-        else:
-            base = factory.removesuffix(REFINE)
+        elif _GRAPH.fullmatch(base):
+            index = faiss.IndexIDMap2(faiss.index_factory(spec.dim, base, faiss.METRIC_L2))
+            graph = _graph(index).hnsw
+            graph.efConstruction, graph.efSearch = EF_CONSTRUCTION, EF_SEARCH
+        else:    # IVF kinds (the previous default; benchmarks)
             index = faiss.index_factory(spec.dim, base, faiss.METRIC_INNER_PRODUCT)
-            ivf = faiss.extract_index_ivf(index)
-            ivf.nprobe = NPROBE if base != factory else IVF_NPROBE
-            if base != factory:
-                refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(
-                    spec.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT))
+            faiss.extract_index_ivf(index).nprobe = IVF_NPROBE
+        if base != factory:
+            refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(
+                spec.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT))
         return cls(index, spec, factory, refine)
 
     @classmethod
@@ -123,18 +132,26 @@ class VectorIndex:
     # -- contents -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int((self.refine if self.refine is not None else self.index).ntotal)
 
     @property
     def nprobe(self) -> int | None:
-        return None if self.factory == "Flat" else int(faiss.extract_index_ivf(self.index).nprobe)
+        """Search breadth: IVF lists probed, or the graph's efSearch."""
+        if self.factory == "Flat":
+            return None
+        if self._is_graph():
+            return int(_graph(self.index).hnsw.efSearch)
+        return int(faiss.extract_index_ivf(self.index).nprobe)
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        faiss.extract_index_ivf(self.index).nprobe = int(value)
+        if self._is_graph():
+            _graph(self.index).hnsw.efSearch = int(value)
+        else:
+            faiss.extract_index_ivf(self.index).nprobe = int(value)
 
     def ids(self) -> np.ndarray:
-        """All poster ids in the index, sorted."""
+        """All (live) poster ids in the index, sorted."""
         mapped = self.refine if self.refine is not None else self.index
         if isinstance(mapped, faiss.IndexIDMap2):
             return np.sort(faiss.vector_to_array(mapped.id_map).astype(np.int64))
@@ -151,15 +168,48 @@ class VectorIndex:
             self.index.add_with_ids(x, i)
             if self.refine is not None:
                 self.refine.add_with_ids(x, i)
+            if len(self._dead):
+                self._dead = np.setdiff1d(self._dead, i)
 
     def remove(self, ids: Iterable[int]) -> int:
-        ids = np.fromiter((int(i) for i in ids), dtype=np.int64)
+        ids = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
         if not len(ids):
             return 0
-        removed = int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
-        if self.refine is not None:
-            self.refine.remove_ids(faiss.IDSelectorBatch(ids))
+        if not self._is_graph():
+            removed = int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
+            if self.refine is not None:
+                self.refine.remove_ids(faiss.IDSelectorBatch(ids))
+            return removed
+        present = ids[np.isin(ids, self.ids())]
+        removed = int(self.refine.remove_ids(faiss.IDSelectorBatch(present)))
+        self._dead = np.union1d(self._dead, present)
+        if len(self._dead) > max(TOMBSTONES_MIN, TOMBSTONES_MAX * len(self)):
+            self._rebuild_graph()
         return removed
+
+    def _is_graph(self) -> bool:
+        return bool(_GRAPH.fullmatch(self.factory.removesuffix(REFINE)))
+
+    def _tombstones(self) -> np.ndarray:
+        """Ids still in the graph whose poster was removed (only graphs keep any)."""
+        if not self._is_graph():
+            return np.zeros(0, np.int64)
+        in_graph = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        return np.setdiff1d(in_graph, self.ids())
+
+    def _rebuild_graph(self, chunk: int = 50_000) -> None:
+        """A fresh graph (same trained PCA) over the live float16 copies: drops the tombstones."""
+        old = faiss.downcast_index(self.index.index)
+        pca = _copy_transform(old.chain.at(0))
+        fresh = faiss.IndexIDMap2(faiss.IndexPreTransform(
+            pca, faiss.IndexHNSWFlat(old.index.d, HNSW_M, faiss.METRIC_L2)))
+        graph = _graph(fresh).hnsw
+        graph.efConstruction, graph.efSearch = EF_CONSTRUCTION, _graph(self.index).hnsw.efSearch
+        live = self.ids()
+        for start in range(0, len(live), chunk):
+            part = live[start:start + chunk]
+            fresh.add_with_ids(self.refine.reconstruct_batch(part), part)
+        self.index, self._dead = fresh, np.zeros(0, np.int64)
 
     # -- search -------------------------------------------------------------------------------
 
@@ -167,45 +217,56 @@ class VectorIndex:
         """k nearest by cosine; `allowed` restricts the result to those ids."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, int(k))
-        sel = None if allowed is None else faiss.IDSelectorBatch(
-            np.ascontiguousarray(allowed, dtype=np.int64))
-        params, keep = self._params(sel)
+        if allowed is not None:
+            allowed = np.ascontiguousarray(allowed, dtype=np.int64)
+        params, keep = self._params(allowed)
         with _threads(1 if len(q) == 1 else None):
             if self.refine is None:
                 sims, ids = self.index.search(q, k, params=params)
                 return SearchResult(ids.astype(np.int64), sims.astype(np.float32))
-            _, cand = self.index.search(q, k * self.rerank, params=params)
+            _, cand = self.index.search(q, max(50, k * self.rerank), params=params)
             del keep
             return self._rescore(q, cand, k)
 
-    def _params(self, sel):
-        """Per-call search parameters (filter, nprobe, HNSW breadth); plus the objects they point
-        to, which must outlive the call."""
+    def _params(self, allowed: np.ndarray | None):
+        """Per-call search parameters (filter, breadth); plus the objects they point to, which
+        must outlive the call."""
+        sel = None if allowed is None else faiss.IDSelectorBatch(allowed)
         if self.factory == "Flat":
             return (None if sel is None else faiss.SearchParameters(sel=sel)), [sel]
+        if self._is_graph():
+            ef = int(_graph(self.index).hnsw.efSearch)
+            keep = [sel]
+            if allowed is not None:   # a filter passes fewer nodes: search wider
+                share = len(allowed) / max(1, len(self))
+                ef = min(EF_FILTERED_MAX, max(ef, int(ef / max(share, 1e-3))))
+            elif len(self._dead):
+                keep.append(faiss.IDSelectorBatch(self._dead))
+                sel = faiss.IDSelectorNot(keep[-1])
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+            if sel is not None:
+                params.sel = sel
+            return params, keep + [sel]
         ivf = faiss.extract_index_ivf(self.index)
-        quantizer = None
-        if isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW):
-            quantizer = faiss.SearchParametersHNSW(efSearch=max(64, 2 * ivf.nprobe))
         params = faiss.SearchParametersIVF(nprobe=ivf.nprobe)
         if sel is not None:
             params.sel = sel
-        if quantizer is not None:
-            params.quantizer_params = quantizer
         outer = params
         if isinstance(self.index, faiss.IndexPreTransform):
             outer = faiss.SearchParametersPreTransform(index_params=params)
-        return outer, [sel, quantizer, params]
+        return outer, [sel, params]
 
     def _rescore(self, q: np.ndarray, cand: np.ndarray, k: int) -> SearchResult:
         """Exact top-k of each query among its candidates, scored on the float16 copies."""
         out_ids = np.full((len(q), k), -1, np.int64)
         out_sims = np.full((len(q), k), -np.finfo(np.float32).max, np.float32)  # as faiss pads
         for row, (query, ids) in enumerate(zip(q, cand)):
-            ids = ids[ids >= 0]
+            ids = np.unique(ids[ids >= 0])
+            if len(self._dead):
+                ids = ids[np.isin(ids, self._dead, invert=True)]
             if not len(ids):
                 continue
-            # einsum, not @: BLAS would wake its own threads for 500+ rows (same barrier cost)
+            # einsum, not @: BLAS would wake its own threads for 500+ rows (see _threads)
             sims = np.einsum("ij,j->i", self.refine.reconstruct_batch(ids), query)
             top = np.argsort(-sims, kind="stable")[:k]
             out_ids[row, :len(top)] = ids[top]
@@ -249,9 +310,31 @@ class VectorIndex:
         spec = ModelSpec(meta["name"], meta["version"], meta["weights_sha256"], int(meta["dim"]))
         if index.d != spec.dim:
             raise ValueError(f"{path}: dimension {index.d} != sidecar {spec.dim}")
-        if refine is not None and refine.ntotal != index.ntotal:
-            raise ValueError(f"{path}: {refine.ntotal} re-rank vectors for {index.ntotal} codes")
+        if refine is not None and refine.d != spec.dim:
+            raise ValueError(f"{path}: re-rank copies of dimension {refine.d} != {spec.dim}")
         return cls(index, spec, meta["factory"], refine)
+
+
+def _copy_transform(vt: faiss.VectorTransform) -> faiss.VectorTransform:
+    parts: list[bytes] = []
+    writer = faiss.PyCallbackIOWriter(lambda b: parts.append(bytes(b)) or len(b))
+    faiss.write_VectorTransform(vt, writer)
+    del writer
+    data = b"".join(parts)
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        pos += n
+        return data[pos - n:pos]
+
+    reader = faiss.PyCallbackIOReader(read)
+    return faiss.read_VectorTransform(reader)
+
+
+def _graph(index: faiss.Index) -> faiss.IndexHNSW:
+    """The HNSW inside IndexIDMap2(IndexPreTransform(PCA, HNSW))."""
+    return faiss.downcast_index(faiss.downcast_index(index.index).index)
 
 
 @contextmanager

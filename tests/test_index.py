@@ -38,7 +38,7 @@ def recall(got, truth):
 def test_choose_factory_follows_the_threshold(monkeypatch):
     assert choose_factory(100_000) == "Flat"
     big = choose_factory(1_000_000)
-    assert big == "PCA256,IVF4096_HNSW32,SQ8" + REFINE
+    assert big == "PCA256,HNSW32" + REFINE
     assert choose_factory(300, exact_max=299).endswith(REFINE)
     assert choose_factory(300, exact_max=300) == "Flat"
     monkeypatch.setattr(index_mod, "EXACT_MAX", 10)
@@ -84,6 +84,22 @@ def test_approximate_index_finds_what_exact_finds(real, tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(Exception):
         VectorIndex.load(path)
+
+
+def test_removed_posters_leave_the_graph_when_tombstones_pile_up(real, monkeypatch):
+    monkeypatch.setattr(index_mod, "TOMBSTONES_MIN", 0)
+    ids = np.arange(len(real), dtype=np.int64) + 1
+    vi = VectorIndex.build(SPEC, [(ids, real)], len(real), real,
+                           factory=choose_factory(len(real), exact_max=100))
+    vi.remove(ids[:30])                       # 30 < 20 % of 370: tombstones, graph untouched
+    assert len(vi) == len(real) - 30 and vi.index.ntotal == len(real)
+    assert not np.isin(vi.search(real[:30], 10).ids, ids[:30]).any()
+    assert np.array_equal(vi.search(real[30:60], 1).ids[:, 0], ids[30:60])
+    vi.remove(ids[30:100])                    # 100 > 20 % of 300: the graph is rebuilt
+    assert vi.index.ntotal == len(vi) == len(real) - 100 and not len(vi._dead)
+    assert np.array_equal(vi.ids(), ids[100:])
+    assert np.array_equal(vi.search(real[100:], 1).ids[:, 0], ids[100:])
+    assert not np.isin(vi.search(real[:100], 10).ids, ids[:100]).any()
 
 
 def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice, model_dir,
