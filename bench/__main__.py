@@ -24,8 +24,10 @@ BENCHES = {
     "gpu": "gpu",
     "read": "read_speed",        # OCR + identification requests (the `read` extra)
     "crash": "crash_resume",     # not a performance figure: only with --only crash
+    "publish": "publish_policy",     # published-genre precision (issue 11): --only publish
+    "watch-crash": "watch_crash",    # kill -9 of `posterdb watch` (issue 11): --only watch-crash
 }
-DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch")
+DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch", "read")
 
 
 def _fmt(x, unit: str = "") -> str:

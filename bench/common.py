@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from posterdb.testing.slices import write_slice
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("POSTERDB_SHARED", ROOT.parent / "shared"))
 POSTERS = SHARED / "posters"
@@ -88,18 +90,6 @@ def label_rows() -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def write_slice(rows: list[dict], dst: Path, posters: Path = POSTERS) -> Path:
-    """Copy the posters of these labels.csv rows into dst/images and write dst/labels.csv."""
-    (dst / "images").mkdir(parents=True, exist_ok=True)
-    for r in rows:
-        shutil.copyfile(posters / r["file"], dst / r["file"])
-    with open(dst / "labels.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return dst
-
-
 def poster_folder(n: int) -> Path:
     """A cached folder under CACHE holding the first n real posters (+ labels.csv for them)."""
     rows = label_rows()[:n]
@@ -108,7 +98,7 @@ def poster_folder(n: int) -> Path:
         return dst
     tmp = dst.with_name(dst.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    write_slice(rows, tmp).rename(dst)
+    write_slice(rows, tmp, POSTERS).rename(dst)
     return dst
 
 

@@ -15,8 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 from .common import CACHE, ROOT, Figure, loadavg, rss_peak_mib, run_worker, standalone
 

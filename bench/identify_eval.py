@@ -76,7 +76,7 @@ def groups_for(names, cands, truth, probs, year_known: bool):
     return G, T
 
 
-def evaluate(cands, truth, probs, seed=0, precision=0.97):
+def evaluate(cands, truth, probs, seed=0, precision=0.95):
     names = sorted(cands)
     rng = np.random.default_rng(seed)
     half = rng.permutation(len(names)) % 2
@@ -134,7 +134,7 @@ def main(argv=None):
     ap.add_argument("--labels", type=Path, default=LABELS)
     ap.add_argument("--probs", type=Path)
     ap.add_argument("--memo", type=Path)
-    ap.add_argument("--precision", type=float, default=0.97)
+    ap.add_argument("--precision", type=float, default=0.95)
     ap.add_argument("--save", type=Path)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)

@@ -24,10 +24,11 @@ NAME = "publish"
 def measure(precision: float = 0.8, seed: int = 0) -> dict:
     from posterdb.classify.blend import GenreClassifier
     from posterdb.classify.heads import as_decades
-    from posterdb.classify.publish import policy_report, publish_thresholds, published
+    from posterdb.classify.publish import policy_report, published
     from posterdb.classify.splits import (DEFAULT_DUP_THRESHOLD, drop_near_duplicates_of,
                                           grouped_train_test_split, near_duplicate_groups)
     from posterdb.classify.thresholds import apply_thresholds
+    from posterdb.genre_service import choose_publishing
     from posterdb.genres import GENRES, parse_genres, to_multi_hot
 
     rows = label_rows()
@@ -42,7 +43,8 @@ def measure(precision: float = 0.8, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     clf = GenreClassifier().fit(X[tr], Y[tr], dec[tr], X_unlabelled=X[te], decades_unlabelled=dec[te])
     fit_s = time.perf_counter() - t0
-    t_pub = publish_thresholds(clf.oof_proba_, clf.Y_, precision)
+    choose_publishing(clf, precision)          # exactly what `posterdb train` does
+    t_pub = clf.publish_thresholds_
     P = clf.predict_proba(X[te], dec[te])
     predicted = apply_thresholds(P, clf.thresholds_, clf.min_genres)
     M = published(predicted, P, t_pub)

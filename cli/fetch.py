@@ -6,22 +6,21 @@ the summary (or ``--json``) and the exit code (0 ok · 1 some posters failed · 
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from posterdb.errors import PosterDBError
+from posterdb.errors import UsageError
+from posterdb.rules import check_decades
+
+from .common import JsonOpt, command, emit, err, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Build a labelled training set from an online catalogue.")
-out = Console()
-err = Console(stderr=True)
 
 
 @app.callback()
@@ -30,15 +29,15 @@ def fetch() -> None:
 
 
 def _decades(text: str) -> tuple[int, ...]:
+    """'1970,2010' (or '1970s', or a year of the decade) → (1970, 2010); UsageError otherwise."""
     try:
-        values = tuple(dict.fromkeys(int(p.strip().removesuffix("s")) for p in text.split(",")
-                                     if p.strip()))
+        years = [int(p.strip().removesuffix("s")) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: give decades as first years, e.g. 1970,2010") from None
-    bad = [d for d in values if d % 10 or not 1870 <= d <= 2100]
-    if not values or bad:
-        raise typer.BadParameter(f"{text!r}: give decades as first years, e.g. 1970,2010")
-    return values
+        raise UsageError(f"--decades {text!r}: give decades as first years, e.g. 1970,2010") \
+            from None
+    if not years:
+        raise UsageError("--decades is empty: give e.g. 1970,2010")
+    return tuple(dict.fromkeys(check_decades(years)))
 
 
 class _Progress:
@@ -80,7 +79,8 @@ def _human(report) -> None:
               f"interrupted run, [red]{len(report.failed)} failed[/]; labels: {report.labels}",
               soft_wrap=True)
     for f in report.failed[:20]:
-        out.print(f"[red]failed[/] tmdb {f['tmdb_id']} {f['title']!r}: {f['reason']}")
+        out.print(f"[red]failed[/] tmdb {f['tmdb_id']} {escape(repr(f['title']))}: "
+                  f"{escape(f['reason'])}", soft_wrap=True)
     if len(report.failed) > 20:
         out.print(f"... and {len(report.failed) - 20} more (--json lists them all)")
     for decade, missing in report.short.items():
@@ -90,6 +90,7 @@ def _human(report) -> None:
 
 
 @app.command("tmdb")
+@command
 def tmdb(
     out_dir: Annotated[Path, typer.Argument(help="Folder to fill: images/ and labels.csv.")],
     per_decade: Annotated[int, typer.Option("--per-decade", help="Posters wanted per decade.")],
@@ -113,7 +114,7 @@ def tmdb(
     read_token: Annotated[Optional[str], typer.Option(
         "--read-token", envvar="TMDB_READ_TOKEN", show_default=False,
         help="TMDb v4 read access token (better: the environment variable).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOpt = False,
 ):
     """Posters per decade from TMDb's /discover/movie, with their genres in TMDb's order.
 
@@ -126,30 +127,19 @@ def tmdb(
     decade_list = _decades(decades)
     options = FetchOptions(decade_list, per_decade, max_genres=max_genres, size=size,
                            min_votes=min_votes, language=language, sort_by=sort,
-                           concurrency=concurrency)
+                           concurrency=concurrency).check()
+    credentials = Credentials.from_env(api_key=api_key, read_token=read_token)
+    progress = _Progress(decade_list, disable=as_json or not err.is_terminal)
     try:
-        options.check()
-        credentials = Credentials.from_env(api_key=api_key, read_token=read_token)
-        progress = _Progress(decade_list, disable=as_json or not err.is_terminal)
         with TMDbClient(credentials=credentials, max_connections=concurrency) as client, \
                 progress.bar:
             report = fetch_tmdb(out_dir, options, client, progress)
-    except PosterDBError as e:
-        code = getattr(e, "exit_code", 3)
-        if as_json:
-            sys.stdout.write(json.dumps({"error": str(e), "type": type(e).__name__}) + "\n")
-        else:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code) from None
     except KeyboardInterrupt:
         err.print("interrupted: what was fetched is kept; run the same command to resume")
         raise typer.Exit(130) from None
-    if as_json:
-        sys.stdout.write(json.dumps(report.to_dict(), indent=1) + "\n")
-    else:
-        _human(report)
+    emit(as_json, report.to_dict(), lambda: _human(report))
     raise typer.Exit(report.exit_code)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
+def register(main_app: typer.Typer) -> None:
+    main_app.add_typer(app, name="fetch")

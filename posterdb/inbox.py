@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import LabelsError
+from .errors import LabelsError, RefusedError
 from .images import SUPPORTED_SUFFIXES
 from .labels import JSONL_SUFFIXES, YEAR_MAX, YEAR_MIN, read_labels
 
@@ -42,7 +42,7 @@ DEFAULT_SETTLE_S = 2.0
 _NAME_YEAR = re.compile(r"^(?P<title>.*?)[\s._-]*[(\[](?P<year>\d{4})[)\]]\s*$")
 
 
-class InboxBusy(RuntimeError):
+class InboxBusy(RefusedError):
     """Another watcher holds this inbox."""
 
 

@@ -236,8 +236,12 @@ def _resolve(name: str, base: Path, roots: list[Path]) -> tuple[Path | None, str
     reason = None
     for cand in dict.fromkeys([stripped, name, stripped.replace("\\", "/")]):
         try:
-            p = Path(os.path.realpath(os.path.join(base, cand)))
-            if not _inside(p, roots):
+            # The name must stay inside the folder as written (no `..`, no absolute path
+            # elsewhere); a symlink the user placed in their own folder is theirs to follow,
+            # exactly as the folder scan follows it for the images.
+            lexical = Path(os.path.normpath(os.path.join(base, cand)))
+            p = Path(os.path.realpath(lexical))
+            if not (_inside(lexical, roots) or _inside(p, roots)):
                 reason = reason or "path escapes the labels folder"
                 continue
             if p.is_file():
@@ -285,8 +289,10 @@ def read_labels(path: Path, *, root: Path | None = None) -> tuple[list[LabelRow]
     """
     path = Path(path)
     text, bad_lines = _decode(path, _read(path))
-    base = Path(os.path.realpath(path.parent if str(path.parent) else "."))
-    roots = [base] + ([Path(os.path.realpath(root))] if root is not None else [])
+    folder = path.parent if str(path.parent) else Path(".")
+    base = Path(os.path.abspath(folder))
+    roots = list(dict.fromkeys([base, Path(os.path.realpath(folder))] + (
+        [Path(os.path.abspath(root)), Path(os.path.realpath(root))] if root is not None else [])))
     problems: list[LabelProblem] = []
     reader = _jsonl_records if _is_jsonl(path, text) else _csv_records
     rows: list[LabelRow] = []

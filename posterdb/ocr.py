@@ -12,12 +12,13 @@ import io
 import logging
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from posterdb.errors import ImageError, PosterDBError
+from posterdb.errors import ImageError, RefusedError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ ENGINE = "rapidocr-onnxruntime"
 DET_SIDE = 480
 
 
-class ReaderUnavailableError(PosterDBError):
+class ReaderUnavailableError(RefusedError):
     """The OCR engine is not installed (the ``read`` extra)."""
 
 
@@ -127,6 +128,12 @@ class PosterReader:
         except OSError as e:
             raise ImageError(path, e.strerror or str(e)) from e
         return self.read_bytes(data, str(path))
+
+
+@lru_cache(maxsize=4)
+def shared_reader(threads: int = 1) -> PosterReader:
+    """One reader per thread count for the whole process (loading the models takes a second)."""
+    return PosterReader(threads=threads)
 
 
 def text_of(lines: list[ReadLine]) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from posterdb.errors import PosterDBError
+from posterdb.errors import RefusedError, UsageError
 
 DEFAULT_URL = "https://api.themoviedb.org/3"
 URL_ENV, KEY_ENV, TOKEN_ENV = "POSTERDB_TMDB_URL", "TMDB_API_KEY", "TMDB_READ_TOKEN"
@@ -38,17 +38,16 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 log = logging.getLogger(__name__)
 
 
-class TMDbError(PosterDBError):
-    """TMDb could not be used (after retries): the message names the endpoint, never a secret."""
-
-    exit_code = 3
+class TMDbError(RefusedError):
+    """TMDb could not be used (after retries): exit 3; the message names the endpoint, never a
+    secret."""
 
 
 class TMDbAuthError(TMDbError):
     """401: the API key / read token was refused, or none was given."""
 
 
-class TMDbUsageError(TMDbError):
+class TMDbUsageError(TMDbError, UsageError):
     """A request that can never succeed as asked (bad option value, 4xx other than 401/429)."""
 
     exit_code = 2

@@ -4,6 +4,8 @@ The loop knows nothing of the store: `process(batch)` ingests and classifies a b
 commit or more, with ingest's own crash safety) and returns one Outcome per file. Only after it
 returns — the posters are committed — are the files moved, so a kill -9 at any moment leaves
 unmoved files in the inbox and the next run re-ingests them (dedup by sha256: nothing twice).
+Crash points for tests (POSTERDB_CRASH_AT, see posterdb.faults): `inbox_before_move` (a batch
+committed, no file moved) and `inbox_moved` (after each move).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .faults import crash_point
 from .inbox import Hint, Inbox, Waker
 
 DEFAULT_BATCH = 64
@@ -51,10 +54,14 @@ class BatchReport:
     published: int = 0
     review: int = 0
     seconds: float = 0.0
+    error: str | None = None        # the batch could not be stored at all (files left in place)
     failures: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def line(self) -> str:
+        if self.error:
+            return (f"{self.at} batch {self.batch}: {self.files} file(s) left in the inbox, "
+                    f"to retry: {self.error}")
         return (f"{self.at} batch {self.batch}: {self.files} file(s) -> {self.added} added, "
                 f"{self.already} already stored, {self.failed} failed"
                 + (f", {self.retried} changed while read (retried)" if self.retried else "")
@@ -84,11 +91,20 @@ class Watcher:
         rep = BatchReport(self.batches, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           files=len(files))
         hints, rep.warnings = self.inbox.hints(files)
-        outcomes = {o.path: o for o in self.process([(f, hints[f]) for f in files])}
+        try:
+            outcomes = {o.path: o for o in self.process([(f, hints[f]) for f in files])}
+        except Exception as e:  # noqa: BLE001 - a busy or full store must not end the watcher
+            rep.error = f"{type(e).__name__}: {e}"
+            rep.seconds = time.perf_counter() - t0
+            if self.after_batch is not None:
+                self.after_batch(rep)
+            return rep
+        crash_point("inbox_before_move")          # crash tests: committed, nothing moved yet
         for f in files:       # committed: now (and only now) file them away
             o = outcomes.get(f) or Outcome(f, False, reason="not processed")
             try:
                 self._file_away(f, o, rep)
+                crash_point("inbox_moved")        # crash tests: some files of the batch moved
             except OSError as e:  # cannot move it (permissions, disk): say so, leave it there
                 rep.warnings.append(f"{f}: cannot move it out of the inbox: {e.strerror or e}")
         rep.seconds = time.perf_counter() - t0
@@ -121,6 +137,8 @@ class Watcher:
                 break
             for i in range(0, len(ready), self.batch_size):
                 out.append(self._batch(ready[i:i + self.batch_size]))
+                if out[-1].error:    # the store cannot take batches now: try again later
+                    return out
                 if self.stop.is_set():
                     break
         return out
@@ -131,7 +149,8 @@ class Watcher:
         max_wait = max(30.0, 10 * self.inbox.settle) if max_wait is None else max_wait
         deadline = time.monotonic() + max_wait
         out = self.drain()
-        while self.inbox.pending() and time.monotonic() < deadline and not self.stop.is_set():
+        while (self.inbox.pending() and time.monotonic() < deadline and not self.stop.is_set()
+               and not any(r.error for r in out)):      # a store that fails: stop, say so
             time.sleep(min(0.5, max(0.05, self.inbox.settle / 4)))
             out += self.drain()
         return out

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from posterdb.testing.slices import write_slice
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("POSTERDB_SHARED", ROOT.parent / "shared"))
 POSTERS = SHARED / "posters"
@@ -41,8 +43,6 @@ def label_rows(posters_dir) -> list[dict]:
 def copy_slice(label_rows: list[dict], src: Path, dst: Path, n: int, start: int = 0,
                every: int = 1) -> Path:
     """Copy n real posters (rows start, start+every, ...) and a matching labels.csv into dst."""
-    from bench.common import write_slice
-
     return write_slice(label_rows[start::every][:n], dst, src)
 
 

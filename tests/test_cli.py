@@ -61,7 +61,7 @@ def test_failures_give_exit_codes(cli_store, tmp_path):
     code, data = run("ingest", str(bad), *common, "--json")
     assert code == 1 and data["failed"][0]["path"].endswith("broken.jpg")
     code, data = run("similar", "1", "--genre", "Biography", *common, "--json")
-    assert code == 3 and "Biography" in data["error"]
+    assert code == 2 and "Biography" in data["error"]  # a bad argument: 2 (issue 8; was 3)
     code, data = run("info", "--store", str(tmp_path / "none"), "--json")
     assert code == 3 and "no posterdb store" in data["error"]
     code, data = run("remove", "99999", "--store", str(store), "--json")

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from bench.crash_resume import _env, copy_posters, posterdb_cmd
+from posterdb.testing.slices import copy_posters, posterdb_cmd
+from posterdb.testing.slices import subprocess_env as _env
 from posterdb.store import PosterDB
 
 N_SEED = 30

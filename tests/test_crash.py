@@ -2,7 +2,7 @@
 crash points (posterdb/faults.py), re-run it, and check nothing is lost, doubled or out of step.
 
 20 seeded trials on 300 real posters (ingest commits every ≥ 256 posters or 2 s, so a fresh run
-makes 2–3 commits); the machinery and a longer loop live in bench/crash_resume.py
+makes 2–3 commits); the machinery is posterdb/testing/crash.py, a longer loop bench/crash_resume.py
 (`.venv/bin/python -m bench.crash_resume --trials 30 --seed 11`).
 Set POSTERDB_CRASH_TRIALS to run more or fewer here.
 """
@@ -14,10 +14,12 @@ import subprocess
 
 import pytest
 
-from bench.crash_resume import (KINDS, _env, _ingest_args, calibrate, copy_posters, plan,
-                                run_trial, source_truth, verify)
 from posterdb import faults
+from posterdb.testing.crash import (KINDS, _env, _ingest_args, calibrate, plan, run_trial,
+                                    source_truth, verify)
+from posterdb.testing.slices import copy_posters
 
+MODEL = "fake-pixels"   # crash/resume is about storage: the fast deterministic embedder will do
 N_POSTERS = 300
 BATCH = 16
 SEED = 7
@@ -35,7 +37,7 @@ def crash_src(tmp_path_factory, posters_dir, model_dir):
     src = copy_posters(work / "src", N_POSTERS, start=3, every=15, posters=posters_dir)
     truth = source_truth(src)
     assert len(truth[0]) == N_POSTERS
-    clean = calibrate(src, work / "clean", model_dir, BATCH, truth)
+    clean = calibrate(src, work / "clean", model_dir, BATCH, truth, MODEL)
     return work, src, truth, clean
 
 
@@ -44,7 +46,8 @@ def crash_src(tmp_path_factory, posters_dir, model_dir):
                               for i, kills in enumerate(PLAN)])
 def test_kill_and_resume(trial, crash_src, model_dir):
     work, src, truth, clean = crash_src
-    res = run_trial(trial, PLAN[trial], src, work / f"store{trial}", model_dir, BATCH, truth, clean)
+    res = run_trial(trial, PLAN[trial], src, work / f"store{trial}", model_dir, BATCH, truth, clean,
+                    MODEL)
     for kill, killed in zip(PLAN[trial], res.killed):
         _landed[kill.kind] = _landed.get(kill.kind, 0) + killed
     assert res.ok, "\n".join(res.failures)
@@ -63,7 +66,7 @@ def test_every_kind_of_kill_landed():
 def test_tmp_files_left_by_a_kill_are_harmless(point, where, crash_src, model_dir):
     work, src, truth, _ = crash_src
     store = work / f"tmp-{where}"
-    args = _ingest_args(src, store, model_dir, BATCH)
+    args = _ingest_args(src, store, model_dir, BATCH, MODEL)
     p = subprocess.run(args, env=_env({"POSTERDB_CRASH_AT": point}), capture_output=True,
                        timeout=300)
     assert p.returncode == -signal.SIGKILL
@@ -71,7 +74,7 @@ def test_tmp_files_left_by_a_kill_are_harmless(point, where, crash_src, model_di
     assert left, f"a kill at {point} should leave a temp file under {where}/"
     r = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-500:] + r.stderr[-1500:]
-    assert verify(store, *truth) == []
+    assert verify(store, *truth, model=MODEL) == []
     # nothing cleans them up (yet): they stay, unreferenced, and nothing trips over them
     assert all(t.exists() for t in left)
 

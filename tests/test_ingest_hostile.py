@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import hostile  # tests/ is on sys.path (rootdir conftest, no __init__.py)
-from bench.crash_resume import _env, posterdb_cmd
+from posterdb.testing.slices import posterdb_cmd
+from posterdb.testing.slices import subprocess_env as _env
 from hostile import EXPECTED_SIZES, NOT_YIELDED, make_hostile_corpus
 
 

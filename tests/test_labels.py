@@ -152,12 +152,18 @@ def test_root_allows_a_second_folder(tmp_path, folder, files):
     assert problems == [] and rows[0].path == (folder / files[0]).resolve()
 
 
-def test_symlink_out_of_the_folder_is_refused(tmp_path, folder, files):
+def test_symlink_placed_in_the_folder_is_followed_but_dotdot_is_refused(tmp_path, folder, files):
+    """Issue 8: a symlink the user put in their own folder is theirs (the folder scan follows it
+    for the image, so the labels row must follow it too); `..` or an absolute path elsewhere
+    in a row stays refused."""
     outside = tmp_path / "outside.jpg"
     outside.write_bytes((folder / files[0]).read_bytes())
-    os.symlink(outside, folder / "sneaky.jpg")
-    rows, problems = read_labels(write(folder / "l.csv", "file\nsneaky.jpg\n"))
-    assert rows == [] and problems == [LabelProblem(1, "sneaky.jpg", "path escapes the labels folder")]
+    os.symlink(outside, folder / "linked.jpg")
+    text = "file\nlinked.jpg\n../outside.jpg\n" + f"{outside}\n"
+    rows, problems = read_labels(write(folder / "l.csv", text))
+    assert [r.path for r in rows] == [outside.resolve()]
+    assert problems == [LabelProblem(2, "../outside.jpg", "path escapes the labels folder"),
+                        LabelProblem(3, str(outside), "path escapes the labels folder")]
 
 
 # ------------------------------------------------------------------ encodings

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from posterdb.fetch_tmdb import FetchError, FetchOptions, fetch_tmdb
 from posterdb.images import open_poster
 from posterdb.labels import read_labels
+from posterdb.testing.slices import posterdb_cmd, subprocess_env
 from posterdb.tmdb import Credentials, TMDbAuthError, TMDbClient
 from tests.tmdb_server import GENRE_LIST, TMDbServer, generated_films
 
@@ -150,6 +150,26 @@ def test_an_image_left_without_its_row_is_adopted_not_downloaded(server, tmp_pat
     assert not list(out.rglob("*.part"))
 
 
+def test_hand_edits_to_labels_csv_survive_and_a_foreign_file_is_refused(server, tmp_path):
+    out = tmp_path / "set"
+    with client_for(server) as c:
+        fetch_tmdb(out, FetchOptions((1970,), 5), c)
+        text = (out / "labels.csv").read_text().splitlines()
+        text = [text[0] + ",note"] + [ln + ",checked" for ln in text[1:]] + \
+            ["images/mine.jpg,,My own scan,1974,Drama,hand-added"]
+        (out / "labels.csv").write_text("\n".join(text) + "\n")
+        fetch_tmdb(out, FetchOptions((1970,), 8), c)
+        rows = rows_of(out)
+        assert len(rows) == 9 and rows[-1]["title"] == "My own scan"
+        assert [r["note"] for r in rows[:5]] == ["checked"] * 5 and rows[5]["note"] == ""
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "labels.csv").write_text("file,title\nx.jpg,X\n")
+        with pytest.raises(FetchError, match="not written by"):
+            fetch_tmdb(other, FetchOptions((1970,), 5), c)
+        assert (other / "labels.csv").read_text() == "file,title\nx.jpg,X\n"
+
+
 def test_a_second_fetch_into_the_same_folder_is_refused(server, tmp_path):
     import fcntl
 
@@ -164,26 +184,27 @@ def test_a_second_fetch_into_the_same_folder_is_refused(server, tmp_path):
 def test_cli_json_summary_and_exit_codes(server, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli.fetch import app   # TODO(issue 8 landed): `posterdb fetch tmdb` via cli.main
+    from cli.main import app
 
     for k, v in server.env().items():
         monkeypatch.setenv(k, v)
     runner = CliRunner()
     out = tmp_path / "set"
-    res = runner.invoke(app, ["tmdb", str(out), "--decades", "1970s,2010",
+    res = runner.invoke(app, ["fetch", "tmdb", str(out), "--decades", "1970s,2010",
                               "--per-decade", "5", "--json"])
     data = json.loads(res.stdout)
     assert res.exit_code == 0 and data["downloaded"] == 10 and data["posters"] == 10
     assert [d["have"] for d in data["decades"]] == [5, 5]
     monkeypatch.setenv("TMDB_API_KEY", "not-the-key")
-    res = runner.invoke(app, ["tmdb", str(out), "--per-decade", "5"])
+    res = runner.invoke(app, ["fetch", "tmdb", str(out), "--per-decade", "5"])
     assert res.exit_code == 3 and "not-the-key" not in res.output
     assert res.stderr.strip().count("\n") == 0 and "401" in res.stderr
-    res = runner.invoke(app, ["tmdb", str(out), "--per-decade", "5", "--json"])
+    res = runner.invoke(app, ["fetch", "tmdb", str(out), "--per-decade", "5", "--json"])
     assert res.exit_code == 3 and json.loads(res.stdout)["type"] == "TMDbAuthError"
     monkeypatch.setenv("TMDB_API_KEY", server.api_key)
-    for bad in (["--decades", "1975"], ["--size", "w999"], ["--per-decade", "0"]):
-        args = ["tmdb", str(out), "--per-decade", "5", *bad]
+    for bad in (["--decades", "3000"], ["--decades", "70s"], ["--size", "w999"],
+                ["--per-decade", "0"], ["--concurrency", "0"]):
+        args = ["fetch", "tmdb", str(out), "--per-decade", "5", *bad]
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (bad, res.output)
         assert "Traceback" not in res.output
@@ -195,8 +216,8 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
     films = generated_films((1970, 2010), 130)
     out = tmp_path / "set"
     with TMDbServer(films, latency=0.05) as server:   # ~40 posters/s: about 5 s to kill it in
-        env = os.environ | server.env()
-        cmd = [sys.executable, "-m", "cli.fetch", "tmdb", str(out), "--decades",
+        env = subprocess_env(server.env())
+        cmd = [*posterdb_cmd(), "fetch", "tmdb", str(out), "--decades",
                "1970,2010", "--per-decade", "100", "--concurrency", "2", "--json"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         try:

@@ -149,7 +149,8 @@ def generated_films(decades: tuple[int, ...] = (1970, 2010), per_decade: int = 6
 
 
 def shared_films(labels_csv: Path = SHARED_POSTERS / "labels.csv") -> list[Film]:
-    """The shared real posters as TMDb films (id = the IMDb number; genres mapped to TMDb ids)."""
+    """The shared real posters as TMDb films (id = the IMDb number; genres mapped to TMDb ids,
+    in a per-film shuffled order: TMDb's own order is not the alphabetical one of labels.csv)."""
     films = []
     with open(labels_csv, newline="", encoding="utf-8") as f:
         for i, r in enumerate(csv.DictReader(f)):
@@ -157,6 +158,7 @@ def shared_films(labels_csv: Path = SHARED_POSTERS / "labels.csv") -> list[Film]
             title = re.sub(r"\s*\(\d{4}\)$", "", r.get("title") or "").strip()
             gids = [GENRE_ID[g] for g in (r.get("genres") or "").split("|") if g in GENRE_ID]
             fid = int(re.sub(r"\D", "", r.get("imdb_id") or "") or 9_000_000 + i)
+            random.Random(fid).shuffle(gids)
             films.append(Film(id=fid, title=title, year=year, genre_ids=gids,
                               poster=labels_csv.parent / r["file"], vote_count=50_000 - i,
                               popularity=500.0 - i / 100))

@@ -2,19 +2,52 @@
 
 Unpickling runs code chosen by whoever wrote the file, so `load_classifier` reads the bytes,
 checks their sha256 against the hash the store recorded (DuckDB) and only then unpickles.
+
+The file starts with a one-line JSON header (`FORMAT_VERSION`, the posterdb version) before the
+pickle, so a classifier written by another format is refused with "retrain" before unpickling
+is attempted (a renamed class would otherwise fail deep inside pickle). Bump FORMAT_VERSION
+whenever a stored classifier's classes or attributes change incompatibly.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import pickle
 import tempfile
 from pathlib import Path
 
-from posterdb.errors import StoreError
+from posterdb import __version__
+from posterdb.errors import ClassifierFormatError, StoreError
 
 PICKLE_PROTOCOL = 5
+FORMAT_VERSION = 2          # 1: a bare pickle without header (posterdb before issue 8)
+MAGIC = b"POSTERDB-CLASSIFIER "
+RETRAIN = "retrain it with `posterdb train`"
+
+
+def _header() -> bytes:
+    return MAGIC + json.dumps({"format": FORMAT_VERSION, "posterdb": __version__}).encode() + b"\n"
+
+
+def read_header(data: bytes, path: Path | str = "classifier") -> dict:
+    """The header of a classifier file's bytes; ClassifierFormatError when it is another format."""
+    if not data.startswith(MAGIC):
+        raise ClassifierFormatError(
+            f"{path}: classifier written by an older posterdb (format 1, no header); "
+            f"this posterdb reads format {FORMAT_VERSION}: {RETRAIN}")
+    line = data[len(MAGIC):data.index(b"\n")] if b"\n" in data else b""
+    try:
+        header = json.loads(line)
+    except ValueError as e:
+        raise ClassifierFormatError(f"{path}: unreadable classifier header: {RETRAIN}") from e
+    if header.get("format") != FORMAT_VERSION:
+        raise ClassifierFormatError(
+            f"{path}: classifier format {header.get('format')} (written by posterdb "
+            f"{header.get('posterdb')}); this posterdb {__version__} reads format "
+            f"{FORMAT_VERSION}: {RETRAIN}")
+    return header
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -34,7 +67,7 @@ def save_classifier(clf, path: str | Path) -> str:
     Returns the sha256 (hex) of the bytes written: record it, loading needs it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = pickle.dumps(clf, protocol=PICKLE_PROTOCOL)
+    data = _header() + pickle.dumps(clf, protocol=PICKLE_PROTOCOL)
     digest = sha256_bytes(data)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -75,7 +108,10 @@ def load_classifier(path: str | Path, expected_sha256: str):
     if not hmac.compare_digest(actual, expected):
         raise StoreError(f"{path}: sha256 {actual} does not match the recorded {expected}; "
                          "the file was modified or replaced - refusing to unpickle it")
+    read_header(data, path)
     try:
-        return pickle.loads(data)
-    except Exception as e:  # hash matched but the content is not loadable (e.g. version skew)
-        raise StoreError(f"{path}: classifier file matches its hash but cannot be unpickled ({e})") from e
+        return pickle.loads(data[data.index(b"\n") + 1:])
+    except Exception as e:  # hash and format matched but the content is not loadable
+        raise ClassifierFormatError(
+            f"{path}: classifier cannot be loaded by this posterdb {__version__} "
+            f"({type(e).__name__}: {e}): {RETRAIN}") from e

@@ -5,6 +5,7 @@ import importlib
 from pathlib import Path
 
 from .base import Embedder, ModelSpec, l2_normalize
+from ..errors import UsageError
 from .weights import WeightsLoadError, default_model_dir, sha256_file
 
 EMBEDDER_NAMES = ("mobilenet-v2", "resnet50", "clip")
@@ -12,6 +13,8 @@ _CLASSES = {
     "mobilenet-v2": ("mobilenet", "MobileNetV2Embedder"),
     "resnet50": ("resnet", "ResNet50Embedder"),
     "clip": ("clip", "ClipEmbedder"),
+    # no weights: a deterministic stand-in for tests (not listed in EMBEDDER_NAMES)
+    "fake-pixels": ("fake", "FakePixelEmbedder"),
 }
 
 __all__ = ["EMBEDDER_NAMES", "Embedder", "ModelSpec", "WeightsLoadError", "default_model_dir",
@@ -27,7 +30,7 @@ def get_embedder(name: str, *, model_dir: str | Path | None = None, weights: str
     allow_download=False, batch_size=..., num_threads=... (mobilenet-v2), arch=/pretrained= (clip).
     """
     if name not in _CLASSES:
-        raise ValueError(f"unknown embedder {name!r}; valid names: {', '.join(EMBEDDER_NAMES)}")
+        raise UsageError(f"unknown embedder {name!r}; valid names: {', '.join(EMBEDDER_NAMES)}")
     module, cls = _CLASSES[name]
     klass = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
     return klass(model_dir=model_dir, weights=weights, device=device, **options)

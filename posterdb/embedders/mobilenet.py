@@ -6,8 +6,10 @@ run batches. If cutting fails, the full model runs one image at a time with all 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -43,6 +45,26 @@ def cut_model_at(model: bytes, tensor_name: str) -> bytes:
     b.Finish(m.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
 
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what native code writes to fd 2 (LiteRT's INFO line has no off switch).
+    Python-level stderr is flushed first; a failure to redirect just leaves the line there."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 class MobileNetV2Embedder(Embedder):
     """ImageNet MobileNetV2 int8 features; CPU only; preprocess = squash to 224x224 uint8 HWC."""
@@ -90,11 +112,12 @@ class MobileNetV2Embedder(Embedder):
         self._scale, self._zero = (float(scale) or 1.0), float(zero)
 
     def _make(self, interpreter_cls, content: bytes, n: int, preserve: bool = False):
-        it = interpreter_cls(model_content=content, num_threads=self._threads,
-                             experimental_preserve_all_tensors=preserve)
-        if n != 1:
-            it.resize_tensor_input(it.get_input_details()[0]["index"], [n, SIZE, SIZE, 3])
-        it.allocate_tensors()
+        with _quiet_native_stderr():  # LiteRT prints "INFO: Created ... XNNPACK delegate" here
+            it = interpreter_cls(model_content=content, num_threads=self._threads,
+                                 experimental_preserve_all_tensors=preserve)
+            if n != 1:
+                it.resize_tensor_input(it.get_input_details()[0]["index"], [n, SIZE, SIZE, 3])
+            it.allocate_tensors()
         return it
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

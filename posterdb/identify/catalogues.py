@@ -19,23 +19,19 @@ from pathlib import Path
 import numpy as np
 from rapidfuzz import fuzz
 
-from posterdb.errors import PosterDBError
+from posterdb.errors import RefusedError, UsageError
 from posterdb.genres import parse_genres
 from posterdb.identify.text import Query, title_keys
 
 _TITLE_YEAR = re.compile(r"^(.*\S)\s*\((\d{4})\)\s*$")
 
 
-class CatalogueError(PosterDBError):
+class CatalogueError(UsageError):
     """A catalogue file that cannot be read (names the file and the reason)."""
 
-    exit_code = 2
 
-
-class CatalogueUnavailable(PosterDBError):
+class CatalogueUnavailable(RefusedError):
     """The catalogue cannot answer now (down, rate-limited): try the poster again later."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

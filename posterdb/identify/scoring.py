@@ -8,7 +8,7 @@ probabilities are passed in: this module does not know the classifier), and how 
 candidates match as well (remakes, sequels). A logistic regression turns them into the
 probability that the film is the poster's; the threshold on the best candidate's probability
 is chosen on out-of-fold scores so that accepted posters are the right film ≥ `precision` of
-the time. Below it the poster stays unidentified: a wrong film's genres would be published as
+the time with 95% confidence (a Wilson lower bound, not the point estimate). Below it the poster stays unidentified: a wrong film's genres would be published as
 facts, so refusing is cheap and guessing is not.
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ class Match:
 class FilmScorer:
     """Logistic regression over :data:`FEATURES` plus an acceptance threshold (sklearn style)."""
 
-    def __init__(self, precision: float = 0.97, C: float = 1.0, seed: int = 0):
+    def __init__(self, precision: float = 0.95, C: float = 1.0, seed: int = 0):
         self.precision = precision
         self.C = C
         self.seed = seed
@@ -191,22 +191,38 @@ class FilmScorer:
         d = json.loads(Path(path).read_text())
         if list(d["features"]) != list(FEATURES):
             raise ValueError(f"{path}: calibrated for other features; recalibrate")
-        s = cls(precision=d.get("precision", 0.97))
+        s = cls(precision=d.get("precision", 0.95))
         s.coef_, s.intercept_ = np.array(d["coef"]), float(d["intercept"])
         s.mean_, s.scale_ = np.array(d["mean"]), np.array(d["scale"])
         s.thresholds_ = {k: float(v) for k, v in d["thresholds"].items()}
         return s
 
 
+def wilson_lower(hits: np.ndarray, n: np.ndarray, z: float = 1.645) -> np.ndarray:
+    """One-sided 95% lower confidence bound of a proportion (Wilson score interval)."""
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
 def choose_threshold(top: np.ndarray, right: np.ndarray, precision: float,
-                     min_accepted: int = 20) -> float:
-    """Lowest threshold whose accepted posters (top score ≥ it) are right ≥ `precision` of the
-    time, counting at least `min_accepted` posters (1.0, accept nothing, when none reaches it)."""
-    order = np.argsort(-top, kind="stable")
-    prec = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+                     min_accepted: int = 20, local: float = 0.75, window: int = 50) -> float:
+    """Lowest threshold at which the accepted posters (top score ≥ it) are right ≥ `precision`
+    of the time with 95% confidence (Wilson lower bound, so a small or lucky sample does not
+    pass), counting at least `min_accepted` posters, and at which the last `window` posters
+    accepted are still right ≥ `local` of the time (no long tail of likely-wrong films riding
+    on the good ones); 1.0 (accept nothing) when no threshold qualifies."""
     if len(top) < min_accepted:
         return 1.0
-    ok = np.flatnonzero(prec[min_accepted - 1:] >= precision) + min_accepted - 1
-    if not len(ok):
+    order = np.argsort(-top, kind="stable")
+    hits = np.cumsum(right[order])
+    n = np.arange(1, len(order) + 1)
+    lower = wilson_lower(hits, n)
+    before = np.concatenate([np.zeros(window), hits])[n - 1]   # hits up to window posters ago
+    recent = (hits - before) / np.minimum(n, window)
+    ok = (lower >= precision) & (recent >= local) & (n >= min_accepted)
+    good = np.flatnonzero(ok)
+    if not len(good):
         return 1.0
-    return float(top[order[ok[-1]]])
+    return float(top[order[good[-1]]])

@@ -1,219 +1,25 @@
-"""Build a labelled training set from TMDb, as the study did: N posters per decade plus labels.
-
-``OUT/images/<decade>s/<tmdb_id>.<ext>`` and ``OUT/labels.csv`` (file, tmdb_id, title, year,
-genres ``|``-separated in TMDb's order, cut at ``max_genres``), which ``posterdb ingest OUT
---labels OUT/labels.csv`` reads. Films come from ``/discover/movie`` (primary release date within
-the decade, a stable sort), page by page until the decade has N posters or the pages run out.
-
-Why it survives a kill at any moment: an image lands by write-temp, fsync, rename; labels.csv is
-rewritten whole the same way (about every second, and at the end), so there is never a torn row.
-Why a re-run downloads nothing twice: rows already in labels.csv count towards N and are skipped;
-an image that a kill left on disk without its row is validated and adopted, not fetched again.
-A lock file keeps two fetches from writing the same folder.
-"""
+"""The fetch itself: discover pages → bounded concurrent downloads → validated images + rows."""
 from __future__ import annotations
 
-import csv
 import fcntl
-import io
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from posterdb.errors import ImageError, PosterDBError
+from posterdb.errors import ImageError, UsageError
 from posterdb.images import decode, open_poster
 from posterdb.tmdb import (MAX_PAGE, Movie, TMDbAuthError, TMDbClient, TMDbError,
                            TMDbUsageError)
 
-LABEL_COLUMNS = ("file", "tmdb_id", "title", "year", "genres")
-SORTS = ("vote_count.desc", "popularity.desc", "revenue.desc", "vote_average.desc",
-         "primary_release_date.asc", "primary_release_date.desc", "original_title.asc")
-FLUSH_SECONDS = 1.0
+from .files import LabelsFile, write_atomic
+from .options import DecadeReport, FetchError, FetchOptions, FetchReport
+
 LOCK_NAME = ".posterdb-fetch.lock"
 _PART = re.compile(r"^\..+\.part$")
-
-
-class FetchError(PosterDBError):
-    """The output folder cannot be used (locked by another fetch, not writable, ...)."""
-
-    exit_code = 3
-
-
-@dataclass(frozen=True)
-class FetchOptions:
-    """What to fetch; :meth:`check` raises TMDbUsageError (exit 2) for impossible values."""
-
-    decades: tuple[int, ...]
-    per_decade: int
-    max_genres: int = 5
-    size: str = "w342"
-    min_votes: int | None = None
-    language: str | None = None
-    sort_by: str = "vote_count.desc"
-    concurrency: int = 8
-
-    def check(self) -> FetchOptions:
-        if not self.decades:
-            raise TMDbUsageError("no decades given (e.g. --decades 1970,2010)")
-        for d in self.decades:
-            if d % 10 or not 1870 <= d <= 2100:
-                raise TMDbUsageError(f"bad decade {d}: give the first year, e.g. 1970")
-        if self.per_decade < 1:
-            raise TMDbUsageError(f"--per-decade must be at least 1 (got {self.per_decade})")
-        if self.per_decade > MAX_PAGE * 20:
-            raise TMDbUsageError(f"--per-decade {self.per_decade}: TMDb lists at most "
-                                 f"{MAX_PAGE * 20:,} films per query")
-        if self.max_genres < 1:
-            raise TMDbUsageError(f"--max-genres must be at least 1 (got {self.max_genres})")
-        if not 1 <= self.concurrency <= 64:
-            raise TMDbUsageError(f"--concurrency must be 1..64 (got {self.concurrency})")
-        if self.min_votes is not None and self.min_votes < 0:
-            raise TMDbUsageError(f"--min-votes must be >= 0 (got {self.min_votes})")
-        if self.sort_by not in SORTS:
-            raise TMDbUsageError(f"--sort {self.sort_by!r}: one of {', '.join(SORTS)}")
-        return self
-
-
-@dataclass
-class DecadeReport:
-    """One decade's counts: `had` rows before this run, `have` now (had + downloaded + adopted)."""
-
-    decade: int
-    wanted: int
-    had: int = 0
-    downloaded: int = 0
-    adopted: int = 0
-    failed: int = 0
-    pages: int = 0
-    available: int | None = None  # TMDb's total_results for the decade's query
-
-    @property
-    def have(self) -> int:
-        return self.had + self.downloaded + self.adopted
-
-
-@dataclass
-class FetchReport:
-    out_dir: str
-    labels: str
-    decades: list[DecadeReport]
-    failed: list[dict] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=lambda: {
-        "no_poster": 0, "no_genres": 0, "no_year": 0, "repeated": 0})
-    dropped_rows: int = 0      # rows of labels.csv whose image had gone (fetched again)
-    removed_orphans: int = 0   # images with no row that the run did not reach (deleted)
-    seconds: float = 0.0
-    requests: int = 0
-
-    @property
-    def downloaded(self) -> int:
-        return sum(d.downloaded for d in self.decades)
-
-    @property
-    def adopted(self) -> int:
-        return sum(d.adopted for d in self.decades)
-
-    @property
-    def posters_per_s(self) -> float:
-        return self.downloaded / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def short(self) -> dict[int, int]:
-        """Decades that ran out of films: decade → posters missing."""
-        return {d.decade: d.wanted - d.have for d in self.decades if d.have < d.wanted}
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
-
-    def to_dict(self) -> dict:
-        return {"out_dir": self.out_dir, "labels": self.labels,
-                "decades": [asdict(d) | {"have": d.have} for d in self.decades],
-                "downloaded": self.downloaded, "adopted": self.adopted,
-                "posters": sum(d.have for d in self.decades), "failed": self.failed,
-                "skipped": self.skipped, "dropped_rows": self.dropped_rows,
-                "removed_orphans": self.removed_orphans, "short": self.short,
-                "seconds": round(self.seconds, 3), "posters_per_s": round(self.posters_per_s, 2),
-                "requests": self.requests}
-
-
-# ---------------------------------------------------------------- files
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a kill leaves either the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-class LabelsFile:
-    """labels.csv held in memory (tmdb_id → row) and rewritten atomically when `flush`ed."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: dict[int, dict[str, str]] = {}
-        self._dirty = False
-        self._flushed = 0.0
-
-    def load(self, out_dir: Path) -> int:
-        """Read an existing file; rows whose image is gone are dropped (returned count)."""
-        if not self.path.exists():
-            return 0
-        try:
-            text = self.path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            raise FetchError(f"{self.path}: cannot read the existing labels file: {e}") from e
-        dropped = 0
-        for rec in csv.DictReader(io.StringIO(text, newline="")):
-            try:
-                tmdb_id = int(rec.get("tmdb_id") or "")
-            except ValueError:
-                continue  # not one of ours (hand-added row): kept out of the resume logic
-            file = (rec.get("file") or "").strip()
-            if not file or not (out_dir / file).is_file():
-                dropped += 1
-                self._dirty = True
-                continue
-            self.rows[tmdb_id] = {c: rec.get(c) or "" for c in LABEL_COLUMNS}
-        return dropped
-
-    def add(self, row: dict[str, str]) -> None:
-        self.rows[int(row["tmdb_id"])] = row
-        self._dirty = True
-
-    def count(self, decade: int) -> int:
-        return sum(1 for r in self.rows.values()
-                   if r["year"].isdigit() and int(r["year"]) // 10 * 10 == decade)
-
-    def flush(self, force: bool = False) -> None:
-        if not self._dirty or (not force and time.monotonic() - self._flushed < FLUSH_SECONDS):
-            return
-        buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=LABEL_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(self.rows.values())
-        write_atomic(self.path, buf.getvalue().encode("utf-8"))
-        self._dirty, self._flushed = False, time.monotonic()
-
-
-# ---------------------------------------------------------------- the fetcher
 
 
 @dataclass(frozen=True)
@@ -371,6 +177,8 @@ class Fetcher:
         if not self.client.credentials:
             raise TMDbAuthError("no TMDb credentials: set TMDB_API_KEY (v3 key) or "
                                 "TMDB_READ_TOKEN (v4 read access token)")
+        if self.out.exists() and not self.out.is_dir():
+            raise UsageError(f"{self.out}: is a file, not a folder")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             lock = open(self.out / LOCK_NAME, "a+b")
