@@ -102,16 +102,13 @@ def test_removed_posters_leave_the_graph_when_tombstones_pile_up(real, monkeypat
     assert not np.isin(vi.search(real[:100], 10).ids, ids[:100]).any()
 
 
-def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice, model_dir,
-                                                          monkeypatch):
+def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice, model_dir):
     """The store's add / remove / sync / filter path with the threshold lowered to 50 posters."""
-    monkeypatch.setattr(index_mod, "EXACT_MAX", 50)
     first = poster_slice(90, every=29, name="a")
-    db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
+    db = PosterDB.open(tmp_path / "store", model_dir=model_dir, exact_max=50)
     assert db.ingest(first, first / "labels.csv").added == 90
-    db = PosterDB.open(db.root, model_dir=model_dir)   # TODO(issue 12): ingest's own index
-    state = db.index_state()
-    assert state.factory == choose_factory(90) and state.factory.endswith(REFINE)
+    state = db.index_state()          # the ingest's Flat grew past 50: rebuilt as the graph
+    assert state.factory == choose_factory(90, exact_max=50) and state.factory.endswith(REFINE)
     with db.catalog.read() as con:
         duck = lambda: db.catalog.vector_ids(con, "embeddings_mobilenet_v2")  # noqa: E731
         assert np.array_equal(db.index().ids(), duck())
@@ -139,7 +136,7 @@ def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice
     # a later ingest adds through the same index; a fresh process syncs from the saved file
     more = poster_slice(30, start=3, every=29, name="b")   # rows not in "a"
     assert db.ingest(more, more / "labels.csv").added == 30
-    fresh = PosterDB.open(db.root, model_dir=model_dir)
+    fresh = PosterDB.open(db.root, model_dir=model_dir, exact_max=50)
     assert fresh.index_state().status in ("loaded", "synced")
     with fresh.catalog.read() as con:
         assert np.array_equal(fresh.index().ids(),
@@ -147,7 +144,7 @@ def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice
     assert fresh.check()["ok"]
     # the file deleted: rebuilt from DuckDB as the same kind
     fresh.index_path("mobilenet-v2").unlink()
-    again = PosterDB.open(db.root, model_dir=model_dir)
+    again = PosterDB.open(db.root, model_dir=model_dir, exact_max=50)
     st = again.index_state()
-    assert st.status == "rebuilt" and st.factory == choose_factory(113) and st.ntotal == 113
+    assert st.status == "rebuilt" and st.factory == choose_factory(113, exact_max=50) and st.ntotal == 113
     assert again.similar(int(ids[10]), k=1)[0].similarity > 0.5
