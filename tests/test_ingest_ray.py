@@ -97,3 +97,16 @@ def test_cli_ray_killed_mid_run_then_rerun_gives_the_exact_set(cluster, posters,
     db = PosterDB.open(store, model_dir=model_dir)
     same_as_local(db, local)
     assert db.check()["ok"]
+
+
+def test_cli_refuses_a_bad_engine_before_making_a_store(tmp_path, posters):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    store = tmp_path / "s"
+    for args in (["--engine", "spark"], ["--ray-address", "auto"]):
+        res = CliRunner().invoke(app, ["ingest", str(posters), "--store", str(store), *args,
+                                       "--json"])
+        assert res.exit_code == 2 and json.loads(res.stdout)["type"] == "UsageError", res.output
+        assert not store.exists()
