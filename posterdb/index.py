@@ -43,7 +43,7 @@ EXACT_MAX = 100_000   # up to this many vectors the index is exact (Flat, ~35 ms
 PCA_DIM = 256         # the graph works in this many dimensions (the re-rank uses all of them)
 HNSW_M = 32
 EF_CONSTRUCTION = 40
-EF_SEARCH = 192       # graph search breadth (bench/index_scale.py at 1M)
+EF_SEARCH = 384       # graph search breadth: recall@10 0.991 at 1M (bench/index_scale.py)
 EF_FILTERED_MAX = 1024
 RERANK = 5            # candidates re-scored exactly = RERANK · k (at least 50)
 TOMBSTONES_MAX = 0.2  # removed-but-still-in-graph / live, before the graph is rebuilt
@@ -231,12 +231,12 @@ class VectorIndex:
     def _params(self, allowed: np.ndarray | None):
         """Per-call search parameters (filter, breadth); plus the objects they point to, which
         must outlive the call."""
-        sel = None if allowed is None else faiss.IDSelectorBatch(allowed)
+        sel, bits = (None, None) if allowed is None else _selector(allowed)
         if self.factory == "Flat":
-            return (None if sel is None else faiss.SearchParameters(sel=sel)), [sel]
+            return (None if sel is None else faiss.SearchParameters(sel=sel)), [sel, bits]
         if self._is_graph():
             ef = int(_graph(self.index).hnsw.efSearch)
-            keep = [sel]
+            keep = [sel, bits]
             if allowed is not None:   # a filter passes fewer nodes: search wider
                 share = len(allowed) / max(1, len(self))
                 ef = min(EF_FILTERED_MAX, max(ef, int(ef / max(share, 1e-3))))
@@ -254,7 +254,7 @@ class VectorIndex:
         outer = params
         if isinstance(self.index, faiss.IndexPreTransform):
             outer = faiss.SearchParametersPreTransform(index_params=params)
-        return outer, [sel, params]
+        return outer, [sel, bits, params]
 
     def _rescore(self, q: np.ndarray, cand: np.ndarray, k: int) -> SearchResult:
         """Exact top-k of each query among its candidates, scored on the float16 copies."""
@@ -313,6 +313,17 @@ class VectorIndex:
         if refine is not None and refine.d != spec.dim:
             raise ValueError(f"{path}: re-rank copies of dimension {refine.d} != {spec.dim}")
         return cls(index, spec, meta["factory"], refine)
+
+
+def _selector(ids: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray | None]:
+    """An id filter: a bitmap over 0..max id (built in ~1 ms for 100k ids at 1M, where an
+    IDSelectorBatch's hash set took most of a filtered search), or a hash set for odd ids."""
+    if len(ids) and ids.min() >= 0 and ids.max() < 1 << 32:
+        mask = np.zeros(int(ids.max()) + 1, bool)
+        mask[ids] = True
+        bits = np.packbits(mask, bitorder="little")
+        return faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
+    return faiss.IDSelectorBatch(ids), None
 
 
 def _copy_transform(vt: faiss.VectorTransform) -> faiss.VectorTransform:
