@@ -22,6 +22,7 @@ BENCHES = {
     "train": "train_time",
     "fetch": "fetch_speed",
     "gpu": "gpu",
+    "finetune": "finetune_cpu",  # fine-tune epoch + re-embed speed on the CPU (issue 13)
     "read": "read_speed",        # OCR + identification requests (the `read` extra)
     "crash": "crash_resume",     # not a performance figure: only with --only crash
     "publish": "publish_policy",     # published-genre precision (issue 11): --only publish

@@ -119,11 +119,27 @@ def eval_(
         "--no-transductive", help="Do not centre decades with the test posters' features.")]
     = False,
     model: ModelOpt = None,
+    models: Annotated[Optional[str], typer.Option(
+        "--models", help="Compare stored embedders side by side on the same split, "
+        "e.g. mobilenet-v2,mobilenet-v2-ft-<hash> (heads, vote, blend).")] = None,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
     """The study's report: unbalanced/balanced RBF SVM vs heads, vote and posterdb's blend."""
     train_d, test_d = check_decades(train_decades), check_decades(test_decades)
     check_model_name(model)
+    if models is not None:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        if not names:
+            raise UsageError("--models needs at least one model name")
+        for m in names:
+            check_model_name(m)
+        db = open_store(store, model_dir)
+        with err.status("comparing models...", spinner="dots") if not as_json else nullcontext():
+            data = db.genres.compare_models(names, train_decades=train_d or None,
+                                            test_decades=test_d or None, seed=seed,
+                                            transductive=not no_transductive)
+        emit(as_json, data, lambda: out.print(comparison_table(data)))
+        return
     if test_labels is not None:
         check_path(test_labels, "--test-labels file")
     db = open_store(store, model_dir)
@@ -137,6 +153,21 @@ def eval_(
     emit(as_json, data, lambda: (out.print(report.to_markdown()),
                                  err.print(f"wrote {db.root / 'eval' / 'latest.json'} and "
                                            f"{db.root / 'eval' / 'latest.png'}")))
+
+
+def comparison_table(data: dict):
+    from rich.table import Table
+
+    t = Table(title=f"{data['setup']['description']}: {data['setup']['n_train']} train / "
+                    f"{data['setup']['n_test']} test posters")
+    for c in ("model", "method", "weighted F1", "macro F1", "micro F1", "samples F1"):
+        t.add_column(c)
+    for m, res in data["models"].items():
+        for method in ("heads", "vote", "blend"):
+            if method in res:
+                a = res[method]
+                t.add_row(m, method, *(f"{a[k]:.3f}" for k in ("weighted", "macro", "micro", "samples")))
+    return t
 
 
 def register(app: typer.Typer) -> None:

@@ -341,6 +341,12 @@ class GenreService:
         report.render_png(out / "latest.png")
         return report
 
+    def compare_models(self, models, **options) -> dict:
+        """Several embedders side by side on the same posters and split (classify/compare.py)."""
+        from .classify.compare import compare_models
+
+        return compare_models({m: self.training_data(m) for m in models}, **options)
+
     def _external_test_set(self, model: str, labels: Path):
         """Embed (without storing) the posters named in an external labels file."""
         from .labels import read_labels

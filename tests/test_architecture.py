@@ -278,3 +278,13 @@ def test_approximate_index_ids_filtered_search_and_sync(tmp_path):
     state = again.index_state()
     assert state.status == "synced" and state.added == 5 and len(again.index()) == 302
     assert again.check()["ok"]
+
+
+def test_litert_info_line_is_silenced(tmp_path, model_dir):
+    src = make_posters(tmp_path / "src", 2, seed=8)
+    r = subprocess.run(posterdb_cmd() + ["ingest", str(src), "--store", str(tmp_path / "s"),
+                                         "--model-dir", str(model_dir), "--json"],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["added"] == 2
+    assert "XNNPACK" not in r.stdout + r.stderr
