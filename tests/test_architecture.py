@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from posterdb.catalog import MIGRATIONS, SCHEMA_VERSION
-from posterdb.classify.persist import load_classifier, save_classifier
+from posterdb.classify.persist import FORMAT_VERSION, load_classifier, save_classifier
 from posterdb.errors import ClassifierFormatError, SchemaVersionError, UsageError
 from posterdb.store import PosterDB
 from posterdb.testing.slices import posterdb_cmd, subprocess_env
@@ -205,7 +205,7 @@ def test_classifier_of_another_format_says_retrain(tmp_path, fake_store):
         load_classifier(old, hashlib.sha256(data).hexdigest())
     future = tmp_path / "future.joblib"
     digest = save_classifier({"a": 1}, future)
-    future.write_bytes(future.read_bytes().replace(b'"format": 2', b'"format": 9'))
+    future.write_bytes(future.read_bytes().replace(f'"format": {FORMAT_VERSION}'.encode(), b'"format": 9'))
     with pytest.raises(ClassifierFormatError, match="format 9.*retrain"):
         load_classifier(future, hashlib.sha256(future.read_bytes()).hexdigest())
     assert load_classifier(tmp_path / "ok.joblib", save_classifier({"a": 1}, tmp_path / "ok.joblib")) == {"a": 1}
