@@ -363,6 +363,7 @@ class PosterDB:
         """Counts by decade and genre, models, index state, classifiers."""
         with self.catalog.read() as con:
             c = self.catalog.info_counts(con)
+            reading = {"read": self.catalog.read_count(con)} | self.catalog.identification_counts(con)
         models = [{"name": s.name, "version": s.version, "dim": s.dim,
                    "weights_sha256": s.weights_sha256, "vectors": c["vectors"][s.name],
                    "index": {k: v for k, v in self.index_state(s.name).to_dict().items()
@@ -373,7 +374,8 @@ class PosterDB:
                 "predicted_by_genre": c["predicted_by_genre"],
                 "ingest_errors": c["ingest_errors"], "models": models,
                 "classifiers": [{"model": r.model, "n_train": r.n_train,
-                                 "trained_at": r.trained_at} for r in c["classifiers"]]}
+                                 "trained_at": r.trained_at} for r in c["classifiers"]],
+                "reading": reading}
 
     def errors(self, limit: int = 100) -> list[dict]:
         with self.catalog.read() as con:

@@ -121,6 +121,9 @@ def test_identify_from_a_catalogue_file(store, films_csv):
     assert len(ids) == right
     assert set(rows[ids[0]]["identified"]) == {"source", "film_id", "title", "year", "score"}
     assert rows[ids[0]]["identified"]["source"] == "file"
+    code, info = run("info", "--store", str(store))
+    assert info["reading"] == {"read": len(FILMS), "identified": right,
+                               "unidentified": len(FILMS) - right}
     # re-running does nothing: every poster is decided
     code, r = run("identify", "--all", "--catalogue", str(films_csv), "--store", str(store))
     assert r["to_identify"] == 0
