@@ -18,7 +18,7 @@ import numpy as np
 
 from .catalog import Catalog, embedding_table
 from .embedders.base import Embedder, ModelSpec
-from .errors import ClassifierFormatError, ModelMismatchError, StoreError
+from .errors import ClassifierFormatError, ModelMismatchError, RefusedError, StoreError
 from .genre_service import GenreService
 from .image_store import ImageStore
 from .images import PosterImage, open_poster
@@ -401,7 +401,11 @@ class PosterDB:
         """The ReadingService: read / identify / search / of (posterdb.reading); imported on
         first use, since OCR and fuzzy matching are an extra."""
         if self._reading is None:
-            from .reading import ReadingService
+            try:
+                from .reading import ReadingService
+            except ImportError as e:
+                raise RefusedError(f"reading posters needs the `read` extra: pip install "
+                                   f"'posterdb[read]' ({e})") from e
 
             self._reading = ReadingService(self.catalog, self.images, self.posters,
                                            self.genre_probabilities)
