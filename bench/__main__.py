@@ -22,10 +22,12 @@ BENCHES = {
     "train": "train_time",
     "fetch": "fetch_speed",
     "gpu": "gpu",
+    "finetune": "finetune_cpu",  # fine-tune epoch + re-embed speed on the CPU (issue 13)
     "read": "read_speed",        # OCR + identification requests (the `read` extra)
     "crash": "crash_resume",     # not a performance figure: only with --only crash
     "publish": "publish_policy",     # published-genre precision (issue 11): --only publish
     "watch-crash": "watch_crash",    # kill -9 of `posterdb watch` (issue 11): --only watch-crash
+    "train-scale": "train_scale",    # fit at 5k..100k posters (issue 9): --only train-scale, ~1 h
 }
 DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch", "read")
 

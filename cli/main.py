@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from . import classify, fetch, info, ingest, manage, read, review, search, watch
+from . import classify, fetch, finetune, info, ingest, manage, read, review, search, watch
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="posterdb: an embedding store + genre classifier for movie posters.")
@@ -26,6 +26,7 @@ watch.register(app)      # watch
 review.register(app)     # review list / accept / set / apply
 fetch.register(app)      # fetch tmdb
 read.register(app)       # read, identify, search-text
+finetune.register(app)   # finetune
 
 
 def main() -> None:  # pragma: no cover - the console script

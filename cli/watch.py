@@ -14,6 +14,10 @@ from posterdb.rules import check_model_name
 from .common import DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, emit, err, open_store, out
 
 
+def _within(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 @command
 def watch(
     inbox: Annotated[Path, typer.Argument(help="The folder distributors drop scans into.")],
@@ -49,6 +53,10 @@ def watch(
         format_of(feed)
         if not feed.parent.is_dir():
             raise UsageError(f"--feed: folder {feed.parent} does not exist")
+    for inside, outer, what in ((store, inbox, "the store"), (inbox, store, "the inbox"),
+                                (feed, inbox, "the --feed file")):
+        if inside is not None and _within(inside, outer):
+            raise UsageError(f"{what} ({inside}) must not lie inside {outer}")
     db = open_store(store, model_dir, create=True)
     model = model or db.default_model()
     if db.classifier(model) is None:
@@ -85,10 +93,11 @@ def watch(
             watcher.run()
     finally:
         box.unlock()
-    failed = sum(r.failed for r in reports)
+    failed = sum(r.failed for r in reports) + sum(bool(r.error) for r in reports)
     if once:
         totals = {k: sum(getattr(r, k) for r in reports)
                   for k in ("files", "added", "already", "failed", "published", "review")}
+        totals["errors"] = [r.error for r in reports if r.error]
         emit(as_json, {"inbox": str(box.root), "batches": [r.__dict__ for r in reports],
                        **totals, "feed": str(feed) if feed else None},
              lambda: out.print(f"{totals['files']} file(s): {totals['added']} added, "

@@ -30,6 +30,15 @@ from .rules import check_origin, decade_of, validate_genres, validate_genres_in_
 MIN_TRAIN = 20
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB; Linux reports ru_maxrss in KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
+
+
 def choose_publishing(clf, precision: float) -> dict:
     """Set the classifier's publishing thresholds from its out-of-fold probabilities and return
     what they achieve out of fold (JSON-friendly)."""
@@ -101,11 +110,14 @@ class GenreService:
 
     # -- training and loading -----------------------------------------------------------------
 
-    def train(self, model: str, publish_precision: float | None = None, **params) -> dict:
+    def train(self, model: str, publish_precision: float | None = None, *,
+              max_train: int | None = None, progress=None, **params) -> dict:
         """Fit a GenreClassifier on the store's labelled posters and record it (file + hash).
         Also chooses, per genre, the threshold whose out-of-fold precision reaches
         `publish_precision` (classify/publish.py); the result carries the previous classifier's
-        validation figures as `before`."""
+        validation figures as `before`. `max_train`: fit on a seeded random sample of at most
+        that many labelled posters (a quick model). `progress`: callable(stage, done, total).
+        The result reports the fit's time per stage and the process's peak memory."""
         from .classify.blend import GenreClassifier
         from .classify.persist import FORMAT_VERSION, save_classifier
         from .classify.publish import DEFAULT_PRECISION
@@ -115,7 +127,13 @@ class GenreService:
             raise UsageError(f"--publish-precision must be in (0, 1], got {publish_precision}")
         before = self.latest_scores(model)
 
+        if max_train is not None and max_train < MIN_TRAIN:
+            raise UsageError(f"--max-train must be at least {MIN_TRAIN}, got {max_train}")
         ids, X, Y, decades = self.training_data(model)
+        n_labelled = len(ids)
+        if max_train is not None and n_labelled > max_train:
+            keep = np.sort(np.random.default_rng(0).choice(n_labelled, max_train, replace=False))
+            ids, X, Y, decades = ids[keep], X[keep], Y[keep], decades[keep]
         if len(ids) < MIN_TRAIN:
             raise StoreError(f"only {len(ids)} labelled posters with {model} vectors: "
                              f"need ≥ {MIN_TRAIN} to train")
@@ -123,7 +141,7 @@ class GenreService:
         t0 = time.perf_counter()
         clf = GenreClassifier(**params).fit(
             X, Y, decades=[None if d < 0 else int(d) for d in decades], ids=ids,
-            X_unlabelled=X_unl, decades_unlabelled=dec_unl)
+            X_unlabelled=X_unl, decades_unlabelled=dec_unl, progress=progress)
         seconds = time.perf_counter() - t0
         publishing = choose_publishing(clf, publish_precision)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -137,9 +155,12 @@ class GenreService:
                                            json.dumps(scores, default=float), FORMAT_VERSION,
                                            __version__)
         self._rows.pop(model, None)
-        return {"model": model, "n_train": int(len(ids)), "seconds": round(seconds, 2),
-                "file": rel, "sha256": sha, "validation": scores["validation"],
-                "publishing": publishing, "before": before}
+        return {"model": model, "n_train": int(len(ids)), "n_labelled": int(n_labelled),
+                "seconds": round(seconds, 2), "file": rel, "sha256": sha,
+                "validation": scores["validation"], "publishing": publishing, "before": before,
+                "heads": clf.heads_kind_,
+                "stage_seconds": {k: round(v, 2) for k, v in clf.fit_seconds_.items()},
+                "peak_rss_mib": round(peak_rss_mib(), 1)}
 
     def latest_scores(self, model: str) -> dict | None:
         """The recorded figures of the newest classifier (validation, publishing), or None."""
@@ -323,8 +344,16 @@ class GenreService:
     # -- evaluation ---------------------------------------------------------------------------
 
     def evaluate(self, model: str, *, train_decades=None, test_decades=None, test_labels=None,
-                 seed: int = 0, cross_decade: bool = True, transductive: bool = True):
-        """The study-vs-posterdb evaluation on the store's labelled posters; saves JSON + PNG."""
+                 seed: int = 0, cross_decade: bool = True, transductive: bool = True,
+                 heads: str = "auto", compare_heads: str | None = None):
+        """The study-vs-posterdb evaluation on the store's labelled posters; saves JSON + PNG.
+        heads: the classifier's heads ("auto", "exact", "nystroem"); compare_heads: also report
+        the heads and blend of a classifier with those heads, on the same split."""
+        from .classify.blend import HEADS
+
+        for name, value in (("--heads", heads), ("--compare-heads", compare_heads)):
+            if value is not None and value not in HEADS:
+                raise UsageError(f"{name} must be one of {', '.join(HEADS)}, not {value!r}")
         from .classify.evaluate import evaluate as run_eval
 
         ids, X, Y, decades = self.training_data(model)
@@ -334,12 +363,19 @@ class GenreService:
             kwargs.update(X_test=X_test, Y_test=Y_test, test_years_or_decades=dec_test)
         report = run_eval(X, Y, decades, train_decades=train_decades, test_decades=test_decades,
                           seed=seed, cross_decade=cross_decade, transductive=transductive,
+                          classifier_params={"heads": heads}, compare_heads=compare_heads,
                           **kwargs)
         out = self.root / "eval"
         out.mkdir(parents=True, exist_ok=True)
         report.save_json(out / "latest.json")
         report.render_png(out / "latest.png")
         return report
+
+    def compare_models(self, models, **options) -> dict:
+        """Several embedders side by side on the same posters and split (classify/compare.py)."""
+        from .classify.compare import compare_models
+
+        return compare_models({m: self.training_data(m) for m in models}, **options)
 
     def _external_test_set(self, model: str, labels: Path):
         """Embed (without storing) the posters named in an external labels file."""

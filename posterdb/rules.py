@@ -101,8 +101,9 @@ def check_path(path: str | Path, what: str = "path") -> Path:
 
 def check_model_name(name: str | None) -> str | None:
     """A known embedder name (or None: the store's), without loading it."""
-    from .embedders import _CLASSES, EMBEDDER_NAMES
+    from .embedders import _CLASSES, EMBEDDER_NAMES, is_finetuned_name
 
-    if name is not None and name not in _CLASSES:
-        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(EMBEDDER_NAMES)}")
+    if name is not None and name not in _CLASSES and not is_finetuned_name(name):
+        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(EMBEDDER_NAMES)} "
+                         "or a fine-tuned mobilenet-v2-ft-<hash> stored in the store")
     return name

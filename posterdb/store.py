@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import Catalog, embedding_table
+from .embedders import is_finetuned_name
 from .embedders.base import Embedder, ModelSpec
 from .errors import ClassifierFormatError, ModelMismatchError, RefusedError, StoreError
+from .finetune_service import FinetuneService
 from .genre_service import GenreService
 from .image_store import ImageStore
 from .images import PosterImage, open_poster
@@ -54,6 +56,7 @@ class PosterDB:
                                    self.posters)
         self.intake = Intake(self.catalog, self.genres, ingest=self.ingest, posters=self.posters,
                              similar=self.similar, default_model=self.default_model)
+        self.finetuning = FinetuneService(self.catalog, self.root, self.images, self.indexes, model_dir)
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
         self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
@@ -120,6 +123,8 @@ class PosterDB:
         from .embedders import get_embedder
 
         name = name or self.default_model()
+        if name not in self._embedders and is_finetuned_name(name):  # weights inside the store
+            self._embedders[name] = self.finetuning.embedder(name, options.get("device"))
         if name not in self._embedders:
             emb = get_embedder(name, model_dir=self.model_dir, **options)
             with self.catalog.read() as con:

@@ -1,4 +1,5 @@
-"""Pure helpers for the Streamlit page (`app.py`): configuration, formatting, paging.
+"""Pure helpers for the Streamlit page (`app.py`, `posterdb/page/`): configuration, formatting,
+paging, friendly errors.
 
 Nothing here imports Streamlit or touches the store, so every function is plain to test.
 """

@@ -54,10 +54,14 @@ class BatchReport:
     published: int = 0
     review: int = 0
     seconds: float = 0.0
+    error: str | None = None        # the batch could not be stored at all (files left in place)
     failures: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def line(self) -> str:
+        if self.error:
+            return (f"{self.at} batch {self.batch}: {self.files} file(s) left in the inbox, "
+                    f"to retry: {self.error}")
         return (f"{self.at} batch {self.batch}: {self.files} file(s) -> {self.added} added, "
                 f"{self.already} already stored, {self.failed} failed"
                 + (f", {self.retried} changed while read (retried)" if self.retried else "")
@@ -87,7 +91,14 @@ class Watcher:
         rep = BatchReport(self.batches, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           files=len(files))
         hints, rep.warnings = self.inbox.hints(files)
-        outcomes = {o.path: o for o in self.process([(f, hints[f]) for f in files])}
+        try:
+            outcomes = {o.path: o for o in self.process([(f, hints[f]) for f in files])}
+        except Exception as e:  # noqa: BLE001 - a busy or full store must not end the watcher
+            rep.error = f"{type(e).__name__}: {e}"
+            rep.seconds = time.perf_counter() - t0
+            if self.after_batch is not None:
+                self.after_batch(rep)
+            return rep
         crash_point("inbox_before_move")          # crash tests: committed, nothing moved yet
         for f in files:       # committed: now (and only now) file them away
             o = outcomes.get(f) or Outcome(f, False, reason="not processed")
@@ -126,6 +137,8 @@ class Watcher:
                 break
             for i in range(0, len(ready), self.batch_size):
                 out.append(self._batch(ready[i:i + self.batch_size]))
+                if out[-1].error:    # the store cannot take batches now: try again later
+                    return out
                 if self.stop.is_set():
                     break
         return out
@@ -136,7 +149,8 @@ class Watcher:
         max_wait = max(30.0, 10 * self.inbox.settle) if max_wait is None else max_wait
         deadline = time.monotonic() + max_wait
         out = self.drain()
-        while self.inbox.pending() and time.monotonic() < deadline and not self.stop.is_set():
+        while (self.inbox.pending() and time.monotonic() < deadline and not self.stop.is_set()
+               and not any(r.error for r in out)):      # a store that fails: stop, say so
             time.sleep(min(0.5, max(0.05, self.inbox.settle / 4)))
             out += self.drain()
         return out

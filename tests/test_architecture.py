@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from posterdb.catalog import MIGRATIONS, SCHEMA_VERSION
-from posterdb.classify.persist import load_classifier, save_classifier
+from posterdb.classify.persist import FORMAT_VERSION, load_classifier, save_classifier
 from posterdb.errors import ClassifierFormatError, SchemaVersionError, UsageError
 from posterdb.store import PosterDB
 from posterdb.testing.slices import posterdb_cmd, subprocess_env
@@ -204,7 +204,7 @@ def test_classifier_of_another_format_says_retrain(tmp_path, fake_store):
         load_classifier(old, hashlib.sha256(data).hexdigest())
     future = tmp_path / "future.joblib"
     digest = save_classifier({"a": 1}, future)
-    future.write_bytes(future.read_bytes().replace(b'"format": 2', b'"format": 9'))
+    future.write_bytes(future.read_bytes().replace(f'"format": {FORMAT_VERSION}'.encode(), b'"format": 9'))
     with pytest.raises(ClassifierFormatError, match="format 9.*retrain"):
         load_classifier(future, hashlib.sha256(future.read_bytes()).hexdigest())
     assert load_classifier(tmp_path / "ok.joblib", save_classifier({"a": 1}, tmp_path / "ok.joblib")) == {"a": 1}
@@ -275,3 +275,13 @@ def test_ivf_index_ids_filtered_search_and_sync(tmp_path):
     state = again.index_state()
     assert state.status == "synced" and state.added == 5 and len(again.index()) == 302
     assert again.check()["ok"]
+
+
+def test_litert_info_line_is_silenced(tmp_path, model_dir):
+    src = make_posters(tmp_path / "src", 2, seed=8)
+    r = subprocess.run(posterdb_cmd() + ["ingest", str(src), "--store", str(tmp_path / "s"),
+                                         "--model-dir", str(model_dir), "--json"],
+                       env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["added"] == 2
+    assert "XNNPACK" not in r.stdout + r.stderr

@@ -105,3 +105,22 @@ def test_train_classify_save_and_eval(cli_store, tmp_path, posters_dir, label_ro
     assert set(report["methods"]) == {"study_svm", "study_svm_balanced", "heads", "vote", "blend"}
     assert set(report["methods"]["blend"]["averages"]) >= {"micro", "macro", "weighted", "samples"}
     assert (store / "eval" / "latest.json").exists() and (store / "eval" / "latest.png").exists()
+
+
+def test_train_max_train_reports_memory_and_eval_compares_heads(cli_store):
+    _, store, common, _ = cli_store
+    code, trained = run("train", "--max-train", "30", *common, "--json")
+    assert code == 0, trained
+    assert trained["n_train"] == 30 and trained["n_labelled"] > 30 and trained["heads"] == "exact"
+    assert trained["peak_rss_mib"] > 50 and trained["seconds"] > 0
+    assert set(trained["stage_seconds"]) >= {"heads", "vote_and_selection", "total"}
+    code, out = run("train", "--max-train", "5", *common, "--json")
+    assert code == 2 and "--max-train" in out["error"]
+    code, report = run("eval", "--no-matrix", "--compare-heads", "nystroem", *common, "--json")
+    assert code == 0, report
+    assert {"heads", "blend", "heads[nystroem]", "blend[nystroem]"} <= set(report["methods"])
+    assert report["classifier"]["heads"] == "exact"
+    assert report["classifier"]["compared"]["heads"] == "nystroem"
+    assert "exact RBF SVMs" in report["methods"]["heads"]["label"]
+    code, out = run("eval", "--heads", "svm", *common, "--json")
+    assert code == 2 and "--heads" in out["error"]

@@ -136,3 +136,31 @@ def test_feed_csv_and_json_atomic(tmp_path):
     assert format_of(Path("f.txt")) == "csv"
     with pytest.raises(ValueError):
         format_of(Path("f.csv"), "xml")
+
+
+def test_watch_loop_leaves_files_in_place_when_the_store_cannot_take_a_batch(tmp_path):
+    """The loop with a processor that fails once (a store busy past its timeout), then works."""
+    from posterdb.watch import Outcome, Watcher
+
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        _drop(tmp_path / name)
+    calls = []
+
+    def process(batch):
+        calls.append([p.name for p, _ in batch])
+        if len(calls) == 1:
+            raise RuntimeError("store busy")
+        return [Outcome(p, p.name != "c.jpg", poster_id=1, new=True,
+                        reason=None if p.name != "c.jpg" else "truncated") for p, _ in batch]
+
+    lines = []
+    w = Watcher(Inbox(tmp_path, settle=0), process, batch_size=2, after_batch=lambda r: lines.append(r.line()))
+    first = w.run_once()
+    assert [r.error for r in first] == ["RuntimeError: store busy"]
+    assert "left in the inbox, to retry" in lines[0]
+    assert sorted(p.name for p in Inbox(tmp_path).pending()) == ["a.jpg", "b.jpg", "c.jpg"]
+    second = w.run_once()
+    assert [(r.added, r.failed) for r in second] == [(2, 0), (0, 1)]
+    assert calls[1:] == [["a.jpg", "b.jpg"], ["c.jpg"]]
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["a.jpg", "b.jpg"]
+    assert (tmp_path / "failed" / "c.jpg.error.txt").read_text().startswith("c.jpg: truncated")

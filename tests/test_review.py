@@ -149,8 +149,12 @@ def test_the_same_bytes_twice_in_one_batch_count_once(store, tmp_path):
     shutil.copy(img, inbox / "b.png")
     [rep] = Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
     assert (rep.files, rep.added, rep.already, rep.failed) == (2, 1, 1, 0)
-    [d] = [d for d in db.intake.duplicates(db.export()[-1]["id"]) if d["tier"] == "exact copy"]
+    pid = db.export()[-1]["id"]
+    [d] = [d for d in db.intake.duplicates(pid) if d["tier"] == "exact copy"]
     assert d["path"].endswith("b.png")
+    code, items = run("review", "list", "--kind", "new", "-n", "100", "--duplicates", "--json",
+                      "--store", store)
+    assert code == 0 and items and all(isinstance(it["duplicates"], list) for it in items)
 
 
 def test_a_labels_file_in_the_inbox_gives_title_year_and_genres(store, tmp_path):
@@ -170,3 +174,13 @@ def test_a_labels_file_in_the_inbox_gives_title_year_and_genres(store, tmp_path)
     feed = {r.title: r.genres for r in db.intake.feed()}
     assert feed["Metropolis"] == ("Drama", "Science Fiction")
     assert (inbox / "batch.csv").exists() and not any(inbox.glob("*.png"))
+
+
+def test_watch_refuses_a_store_or_feed_inside_the_inbox(tmp_path):
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    for extra, needle in ((["--store", inbox / "store"], "the store"),
+                          (["--feed", inbox / "feed.csv", "--store", tmp_path / "s"], "--feed")):
+        code, out = run("watch", inbox, "--once", "--json", *extra)
+        assert code == 2 and needle in out["error"] and "inside" in out["error"], out
+    assert not (inbox / "store").exists() and not (tmp_path / "s").exists()

@@ -1,8 +1,10 @@
 """Genre classification over poster vectors: the study's baseline and posterdb's classifier.
 
 Public API:
-    GenreClassifier(...).fit(X, Y, decades=None, ids=None, X_unlabelled=None, decades_unlabelled=None)
+    GenreClassifier(heads="auto" | "exact" | "nystroem", ...)
+        .fit(X, Y, decades=None, ids=None, X_unlabelled=None, decades_unlabelled=None, progress=None)
         .predict_proba(X, decades=None, exclude_ids=None) / .predict(...) / .explain(...)
+    heads: SVMHeads (exact RBF kernel, n^2) or NystroemHeads (linear in n); vote: KNNVote (FAISS)
     Prediction, Neighbour                    (what explain() returns)
     StudySVM(class_weight=None | "balanced") (the study's one-vs-rest RBF SVM)
     evaluate(X, Y, years_or_decades, ...) -> EvalReport (.to_json, .save_json, .render_png, .to_markdown)

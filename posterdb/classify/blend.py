@@ -21,13 +21,18 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.metrics import f1_score
 
-from posterdb.classify.heads import UNKNOWN, DecadeCentering, SVMHeads, as_decades, f1_objective
+from posterdb.classify.ann import single_thread_if_small
+from posterdb.classify.heads import UNKNOWN, DecadeCentering, SVMHeads, as_decades, f1_objective, l2n
+from posterdb.classify.nystroem import NystroemHeads
+from posterdb.classify.progress import as_progress
 from posterdb.classify.splits import DEFAULT_DUP_THRESHOLD, near_duplicate_groups
 from posterdb.classify.thresholds import apply_thresholds, tune_thresholds
 from posterdb.classify.vote import KNNVote, vote_from_neighbours
 from posterdb.genres import GENRES
 
 COMPONENTS = ("blend", "heads", "vote")
+HEADS = ("auto", "exact", "nystroem")
+EXACT_MAX = 6000  # heads="auto": exact RBF SVMs up to this many labelled posters, Nystroem above
 
 
 @dataclass
@@ -96,6 +101,8 @@ class GenreClassifier(BaseEstimator):
                  k_grid: tuple[int, ...] = (10, 20, 40, 80, 160),
                  temperature_grid: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2),
                  dup_threshold: float = DEFAULT_DUP_THRESHOLD, min_genres: int = 1,
+                 heads: str = "auto", exact_max: int = EXACT_MAX, n_components: int = 2048,
+                 nystroem_C: float = 0.3, vote_flat_max: int = 20_000,
                  n_jobs: int | None = None, random_state: int = 0):
         self.C = C
         self.gamma = gamma
@@ -115,15 +122,22 @@ class GenreClassifier(BaseEstimator):
         self.temperature_grid = temperature_grid
         self.dup_threshold = dup_threshold
         self.min_genres = min_genres
+        self.heads = heads
+        self.exact_max = exact_max
+        self.n_components = n_components
+        self.nystroem_C = nystroem_C
+        self.vote_flat_max = vote_flat_max
         self.n_jobs = n_jobs
         self.random_state = random_state
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X, Y, decades=None, ids=None, X_unlabelled=None, decades_unlabelled=None) -> "GenreClassifier":
+    def fit(self, X, Y, decades=None, ids=None, X_unlabelled=None, decades_unlabelled=None,
+            progress=None) -> "GenreClassifier":
         """X (n, d) image vectors; Y (n, 19) multi-hot in GENRES order; decades: years or decades
         per poster (None / -1 = unknown); ids: int id per poster (returned as evidence; default
         0..n-1). X_unlabelled / decades_unlabelled: optional features of posters without labels,
-        used only for the decade means of the centring (transductive)."""
+        used only for the decade means of the centring (transductive). progress: optional
+        callable(stage, done, total) called as work units finish (see classify/progress.py)."""
         t0 = time.perf_counter()
         X = np.asarray(X, dtype=np.float32)
         Y = np.asarray(Y)
@@ -157,30 +171,41 @@ class GenreClassifier(BaseEstimator):
         else:
             self.centering_.fit(X, dec)
             self.transductive_ = False
+        self.heads_kind_ = self._heads_kind(n)
+        counts = np.bincount(dec[dec != UNKNOWN] // 10) if (dec != UNKNOWN).any() else np.zeros(0)
+        n_blocks = 1 + int(((counts >= self.min_decade_size) & (counts < n)).sum())
+        prog = as_progress(progress)
+        prog.add(2 + len(GENRES) * n_blocks + 3)
         Z = self.centering_.transform(X, dec)
+        prog.step("centring by decade")
         groups = near_duplicate_groups(X, self.dup_threshold)
+        prog.step("near-duplicate groups")
 
         # heads
         t1 = time.perf_counter()
-        self.heads_ = SVMHeads(C=self.C, gamma=self.gamma, n_folds=self.n_folds,
-                               min_positives=self.min_positives, min_decade_size=self.min_decade_size,
-                               decade_weight=self.decade_weight, n_jobs=self.n_jobs,
-                               random_state=self.random_state).fit(Z, Y, dec, groups)
+        common = dict(gamma=self.gamma, n_folds=self.n_folds, min_positives=self.min_positives,
+                      min_decade_size=self.min_decade_size, decade_weight=self.decade_weight,
+                      random_state=self.random_state)
+        if self.heads_kind_ == "exact":
+            heads = SVMHeads(C=self.C, n_jobs=self.n_jobs, **common)
+        else:
+            heads = NystroemHeads(C=self.nystroem_C, n_components=self.n_components, **common)
+        self.heads_ = heads.fit(Z, Y, dec, groups, progress=prog)
         H = self.heads_.oof_proba_
         t2 = time.perf_counter()
 
         # vote: out-of-fold = leave the poster's near-duplicate group out
-        self.vote_ = KNNVote(same_decade_weight=self.same_decade_weight).fit(
-            Z if self.vote_space == "centered" else X, Y, self.ids_, dec,
-            normalized=self.vote_space == "centered")  # Z is unit-norm already: share the array
+        Xv = Z if self.vote_space == "centered" else l2n(X)
+        self.vote_ = KNNVote(same_decade_weight=self.same_decade_weight, flat_max=self.vote_flat_max).fit(
+            Xv, Y, self.ids_, dec, normalized=True)
         ks = (self.k,) if self.k is not None else tuple(sorted(set(self.k_grid)))
         Ts = (self.temperature,) if self.temperature is not None else tuple(self.temperature_grid)
         alphas = (self.alpha,) if self.alpha is not None else tuple(self.alpha_grid)
         kmax = max(ks)
-        members = {int(gi): np.flatnonzero(groups == gi)
-                   for gi in np.flatnonzero(np.bincount(groups) > 1)}
-        excl = [members.get(int(groups[i]), np.array([i])) for i in range(n)]
-        rows, sims = self.vote_.neighbours(self.vote_.X_, kmax, exclude_rows=excl)
+        prog.step("vote: index")
+        rows, sims = self.vote_.neighbours(Xv, kmax, exclude_groups=(groups, groups))
+        del Xv, Z
+        prog.step("vote: out-of-fold neighbours")
 
         # selection on out-of-fold predictions: mean of weighted and macro F1
         results = []
@@ -204,6 +229,7 @@ class GenreClassifier(BaseEstimator):
         P = self.alpha_ * H + (1 - self.alpha_) * V_best
         Vonly = best_vote[3]
 
+        prog.step("choosing alpha, k, T")
         # per-genre thresholds, per component
         rare = Y.sum(0) < self.min_positives  # too few examples to learn a threshold: never predicted
 
@@ -228,6 +254,13 @@ class GenreClassifier(BaseEstimator):
         self.fit_seconds_ = {"heads": t2 - t1, "vote_and_selection": t3 - t2, "total": t3 - t0}
         return self
 
+    def _heads_kind(self, n: int) -> str:
+        if self.heads not in HEADS:
+            raise ValueError(f"heads must be one of {HEADS}, got {self.heads!r}")
+        if self.heads == "auto":
+            return "exact" if n <= self.exact_max else "nystroem"
+        return self.heads
+
     def adapt(self, X, decades, overwrite: bool = False) -> list[int]:
         """Transductive: learn centring means for decades the model has no mean for yet (e.g. a
         decade with no labelled poster) from unlabelled vectors X. Returns the decades added.
@@ -248,7 +281,10 @@ class GenreClassifier(BaseEstimator):
             X = X[None, :]
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the classifier was fitted on {self.n_features_in_}")
-        dec = as_decades(decades, len(X))
+        with single_thread_if_small(len(X)):
+            return self._parts_of(X, as_decades(decades, len(X)), exclude_ids, need_vote)
+
+    def _parts_of(self, X, dec, exclude_ids, need_vote):
         Z = self.centering_.transform(X, dec)
         H, used = self.heads_.predict_proba(Z, dec, return_heads=True)
         if need_vote:
@@ -312,7 +348,11 @@ class GenreClassifier(BaseEstimator):
         return {
             "n_train": self.n_train_, "alpha": self.alpha_, "k": self.k_, "temperature": self.temperature_,
             "vote_only_k": self.vote_k_, "vote_only_temperature": self.vote_temperature_,
-            "C": self.C, "gamma": self.heads_.gamma_, "decade_heads": self.decades_,
+            "heads": getattr(self, "heads_kind_", "exact"),
+            "n_components": (self.heads_.n_components_ if getattr(self, "heads_kind_", "exact") == "nystroem"
+                             else None),
+            "C": self.C if getattr(self, "heads_kind_", "exact") == "exact" else self.nystroem_C,
+            "gamma": self.heads_.gamma_, "decade_heads": self.decades_,
             "decade_weight": self.decade_weight_, "center": self.center, "vote_space": self.vote_space,
             "transductive_centering": self.transductive_,
             "thresholds": {g: (float(t) if np.isfinite(t) else None) for g, t in zip(self.genres_, self.thresholds_)},

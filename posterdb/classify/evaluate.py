@@ -40,6 +40,7 @@ METHOD_LABELS = {
     "vote": "posterdb: similarity vote only",
     "blend": "posterdb: blend",
 }
+HEADS_LABELS = {"exact": "exact RBF SVMs", "nystroem": "Nystroem + balanced linear"}
 AVERAGES = ("weighted", "macro", "micro", "samples")
 MACRO_NOTE = ("macro F1 averages only the genres with support > 0 in the test set; "
               "genres absent from the test set are left out of the macro average for every method")
@@ -140,7 +141,9 @@ class EvalReport:
                          "per-decade centring means._")
         if self.classifier:
             c = self.classifier
-            lines.append(f"_Blend: alpha={c.get('alpha')}, k={c.get('k')}, T={c.get('temperature')}, "
+            lines.append(f"_Blend: {HEADS_LABELS.get(c.get('heads', 'exact'), c.get('heads'))} heads"
+                         + (f" ({c['n_components']} landmarks)" if c.get("n_components") else "")
+                         + f", alpha={c.get('alpha')}, k={c.get('k')}, T={c.get('temperature')}, "
                          f"C={c.get('C')}, decade heads={c.get('decade_heads')} "
                          f"(weight {c.get('decade_weight')}); chosen out of fold on the training side._")
         names = list(self.methods)
@@ -282,7 +285,8 @@ def evaluate(X, Y, years_or_decades=None, *, train_decades=None, test_decades=No
              transductive: bool = True, dup_threshold: float = DEFAULT_DUP_THRESHOLD,
              methods: tuple[str, ...] = METHODS, cross_decade: bool = True, cross_decade_min: int = 150,
              cross_decade_diagonal: bool = True, classifier_params: dict | None = None,
-             study_precompute_kernel: bool = True, progress=None) -> EvalReport:
+             study_precompute_kernel: bool = True, compare_heads: str | None = None,
+             progress=None) -> EvalReport:
     """Evaluate the study's SVMs and posterdb's classifier side by side on one split.
 
     X (n, d) L2-normalised vectors, Y (n, 19) multi-hot (GENRES order), years_or_decades per row
@@ -295,6 +299,8 @@ def evaluate(X, Y, years_or_decades=None, *, train_decades=None, test_decades=No
         then restricted to train_decades / test_decades on each side.
     Test posters that are near-duplicates (cos >= dup_threshold) of training posters are dropped.
     The cross-decade matrix covers decades with >= cross_decade_min labelled posters in X.
+    `compare_heads` ("exact" / "nystroem"): also fit the classifier with those heads on the same
+    split and report its heads and blend as extra rows ("heads[KIND]", "blend[KIND]").
     `progress`: optional callable(str) for status lines.
     """
     say = progress or (lambda _msg: None)
@@ -378,7 +384,25 @@ def evaluate(X, Y, years_or_decades=None, *, train_decades=None, test_decades=No
                 t3 = time.perf_counter()
                 results[name] = MethodResult.compute(name, Yte, preds[name], t1 - t0, t3 - t2)
         clf_summary = clf.summary()
-    results = {k: results[k] for k in METHODS if k in results}
+        if "heads" in results:
+            results["heads"].label = f"{METHOD_LABELS['heads']} ({HEADS_LABELS[clf.heads_kind_]})"
+    extra = {}
+    if compare_heads is not None:
+        say(f"fitting posterdb GenreClassifier with {compare_heads} heads on {len(Xtr)} posters")
+        t0 = time.perf_counter()
+        alt = GenreClassifier(**((classifier_params or {}) | {"heads": compare_heads})).fit(
+            Xtr, Ytr, dtr, X_unlabelled=Xte if transductive else None,
+            decades_unlabelled=dte if transductive else None)
+        t1 = time.perf_counter()
+        for comp in ("heads", "blend"):
+            t2 = time.perf_counter()
+            pred = alt.predict(Xte, dte, component=comp)
+            name = f"{comp}[{alt.heads_kind_}]"
+            extra[name] = MethodResult.compute(name, Yte, pred, t1 - t0, time.perf_counter() - t2)
+            extra[name].label = (f"posterdb: {'heads only' if comp == 'heads' else 'blend'} "
+                                 f"({HEADS_LABELS[alt.heads_kind_]})")
+        clf_summary["compared"] = alt.summary()
+    results = {k: results[k] for k in METHODS if k in results} | extra
     per_decade = {name: _per_decade(Yte, preds[name], dte)
                   for name in ("blend", "study_svm_balanced") if name in preds}
     timings["main"] = time.perf_counter() - t_start

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from sklearn.svm import SVC
 
+from posterdb.classify.progress import as_progress
 from posterdb.classify.splits import group_kfold
 from posterdb.classify.thresholds import best_f1_threshold
 
@@ -191,19 +192,78 @@ class DecadeCentering:
 
 # ---------------------------------------------------------------------------------------------
 class _Block:
-    """One set of per-genre heads (global, or one decade) over training rows `rows`."""
+    """One set of per-genre heads (global, or one decade) over training rows `rows`.
+    `cols`: which columns of the head's query features this block reads (None = all of them;
+    exact heads read the kernel columns of their own training rows)."""
 
-    def __init__(self, rows, W, b, ab, ok, prior):
+    def __init__(self, rows, W, b, ab, ok, prior, cols="rows"):
         self.rows, self.W, self.b, self.ab, self.ok, self.prior = rows, W, b, ab, ok, prior
+        self.cols = rows if isinstance(cols, str) and cols == "rows" else cols
 
-    def proba(self, K_rows: np.ndarray) -> np.ndarray:
-        """K_rows: kernel between queries and this block's training rows."""
-        D = K_rows @ self.W + self.b
+    def __setstate__(self, state):  # blocks pickled before `cols` existed read their own rows
+        self.__dict__.update(state)
+        self.__dict__.setdefault("cols", self.rows)
+
+    def proba(self, F: np.ndarray) -> np.ndarray:
+        """F: the query features this block reads (kernel columns of its rows, or all features)."""
+        D = F @ self.W + self.b
         P = platt_apply(D, self.ab)
         return np.where(self.ok, P, self.prior)
 
 
-class SVMHeads:
+class DecadeMixture:
+    """What exact and approximate heads share: global + per-decade blocks, the out-of-fold choice
+    of the decade weight beta, and p = beta * p_decade + (1 - beta) * p_global at prediction.
+    Subclasses set `global_` and `decade_blocks_` and implement `features(X)`."""
+
+    decade_weight: float | str
+    decade_weight_grid: tuple[float, ...]
+
+    def features(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _choose_decade_weight(self, oof_global: np.ndarray, oof_dec: dict[int, np.ndarray],
+                              Y: np.ndarray) -> None:
+        def combine(beta):
+            P = oof_global.copy()
+            for d, blk in self.decade_blocks_.items():
+                P[blk.rows] = np.where(blk.ok, beta * oof_dec[d] + (1 - beta) * oof_global[blk.rows],
+                                       oof_global[blk.rows])
+            return P
+
+        if not self.decade_blocks_:
+            self.decade_weight_ = 0.0
+        elif self.decade_weight == "auto":
+            scores = {b: sum(f1_objective(combine(b), Y)) for b in self.decade_weight_grid}
+            self.decade_weight_ = float(max(scores, key=lambda b: (scores[b], -b)))
+        else:
+            self.decade_weight_ = float(self.decade_weight)
+        self.oof_proba_ = combine(self.decade_weight_)
+        self.oof_proba_global_ = oof_global
+        self.decades_ = sorted(self.decade_blocks_)
+
+    def predict_proba(self, X: np.ndarray, decades=None, K: np.ndarray | None = None,
+                      return_heads: bool = False):
+        """(n, g) probabilities; with `return_heads`, also the decade whose head was used per row
+        (None = global only). `K`: the query features, when the caller has them already."""
+        n = len(X)
+        dec = as_decades(decades, n)
+        F = self.features(X) if K is None else K
+        P = self.global_.proba(F)
+        used: list[int | None] = [None] * n
+        beta = self.decade_weight_
+        for d, blk in self.decade_blocks_.items():
+            sel = np.flatnonzero(dec == d)
+            if not len(sel) or beta == 0.0:
+                continue
+            Pd = blk.proba(F[sel] if blk.cols is None else F[np.ix_(sel, blk.cols)])
+            P[sel] = np.where(blk.ok, beta * Pd + (1 - beta) * P[sel], P[sel])
+            for i in sel:
+                used[i] = int(d)
+        return (P, used) if return_heads else P
+
+
+class SVMHeads(DecadeMixture):
     """Per-genre balanced RBF SVMs (global + per-decade), Platt-calibrated out of fold."""
 
     def __init__(self, C: float = 0.3, gamma: float | str = "scale", n_folds: int = 3,
@@ -223,7 +283,7 @@ class SVMHeads:
 
     # -- fitting -----------------------------------------------------------------------------
     def _fit_block(self, K: np.ndarray, Y: np.ndarray, rows: np.ndarray, groups: np.ndarray,
-                   pool: ThreadPoolExecutor) -> tuple[_Block, np.ndarray]:
+                   pool: ThreadPoolExecutor, prog=None, label: str = "global") -> tuple[_Block, np.ndarray]:
         """Fit heads on training rows `rows` (K restricted to them); returns block and OOF proba."""
         n, g = len(rows), Y.shape[1]
         Yb = Y[rows]
@@ -261,6 +321,8 @@ class SVMHeads:
             return j, (w, float(m.intercept_[0]), (a_, b_), d_oof, valid)
 
         for j, res in pool.map(one, range(g)):
+            if prog is not None:
+                prog.step(f"heads ({label}, exact RBF SVM)")
             if res is None:
                 continue
             w, b0, (a_, b_), d_oof, valid = res
@@ -269,7 +331,8 @@ class SVMHeads:
             oof[valid, j] = platt_apply(d_oof[valid, None], ab[j : j + 1])[:, 0]
         return _Block(rows, W, bias, ab, ok, prior), oof
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, decades=None, groups=None) -> "SVMHeads":
+    def fit(self, X: np.ndarray, Y: np.ndarray, decades=None, groups=None, progress=None) -> "SVMHeads":
+        prog = as_progress(progress)
         X = np.asarray(X, dtype=np.float32)
         Y = np.asarray(Y).astype(np.uint8)
         n = len(X)
@@ -283,7 +346,7 @@ class SVMHeads:
         K = rbf_kernel(X, X, self.gamma_)
         n_jobs = self.n_jobs or min(os.cpu_count() or 1, 4)
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            self.global_, oof_global = self._fit_block(K, Y, np.arange(n), groups, pool)
+            self.global_, oof_global = self._fit_block(K, Y, np.arange(n), groups, pool, prog, "global")
             self.decade_blocks_: dict[int, _Block] = {}
             oof_dec = {}
             for d in np.unique(dec):
@@ -292,32 +355,18 @@ class SVMHeads:
                 rows = np.flatnonzero(dec == d)
                 if len(rows) < self.min_decade_size or len(rows) == n:  # == n: same as global
                     continue
-                blk, oof = self._fit_block(K, Y, rows, groups, pool)
+                blk, oof = self._fit_block(K, Y, rows, groups, pool, prog, f"{d}s")
                 if blk.ok.any():
                     self.decade_blocks_[int(d)] = blk
                     oof_dec[int(d)] = oof
         del K
-        # decade weight
-        def combine(beta):
-            P = oof_global.copy()
-            for d, blk in self.decade_blocks_.items():
-                P[blk.rows] = np.where(blk.ok, beta * oof_dec[d] + (1 - beta) * oof_global[blk.rows],
-                                       oof_global[blk.rows])
-            return P
-
-        if not self.decade_blocks_:
-            self.decade_weight_ = 0.0
-        elif self.decade_weight == "auto":
-            scores = {b: sum(f1_objective(combine(b), Y)) for b in self.decade_weight_grid}
-            self.decade_weight_ = float(max(scores, key=lambda b: (scores[b], -b)))
-        else:
-            self.decade_weight_ = float(self.decade_weight)
-        self.oof_proba_ = combine(self.decade_weight_)
-        self.oof_proba_global_ = oof_global
-        self.decades_ = sorted(self.decade_blocks_)
+        self._choose_decade_weight(oof_global, oof_dec, Y)
         return self
 
     # -- prediction --------------------------------------------------------------------------
+    def features(self, X: np.ndarray) -> np.ndarray:
+        return self.kernel(X)
+
     def kernel(self, X: np.ndarray) -> np.ndarray:
         sq = getattr(self, "_X_sq", None)  # computed once per fitted/loaded model, not pickled
         if sq is None or len(sq) != len(self.X_):
@@ -328,23 +377,3 @@ class SVMHeads:
         state = dict(self.__dict__)
         state.pop("_X_sq", None)
         return state
-
-    def predict_proba(self, X: np.ndarray, decades=None, K: np.ndarray | None = None,
-                      return_heads: bool = False):
-        """(n, g) probabilities; with `return_heads`, also the decade whose head was used per row
-        (None = global only)."""
-        n = len(X)
-        dec = as_decades(decades, n)
-        K = self.kernel(X) if K is None else K
-        P = self.global_.proba(K)
-        used: list[int | None] = [None] * n
-        beta = self.decade_weight_
-        for d, blk in self.decade_blocks_.items():
-            sel = np.flatnonzero(dec == d)
-            if not len(sel) or beta == 0.0:
-                continue
-            Pd = blk.proba(K[np.ix_(sel, blk.rows)])
-            P[sel] = np.where(blk.ok, beta * Pd + (1 - beta) * P[sel], P[sel])
-            for i in sel:
-                used[i] = int(d)
-        return (P, used) if return_heads else P

@@ -22,7 +22,8 @@ from posterdb import __version__
 from posterdb.errors import ClassifierFormatError, StoreError
 
 PICKLE_PROTOCOL = 5
-FORMAT_VERSION = 2          # 1: a bare pickle without header (posterdb before issue 8)
+FORMAT_VERSION = 3          # 1: a bare pickle without header (posterdb before issue 8); 2: the vote
+                            # kept a numpy copy of the vectors (before issue 9: FAISS index)
 MAGIC = b"POSTERDB-CLASSIFIER "
 RETRAIN = "retrain it with `posterdb train`"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 DEFAULT_DUP_THRESHOLD = 0.97
+FLAT_MAX = 20_000  # above this many rows, near-duplicates are found with a FAISS IVF range search
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -16,19 +17,24 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _find(parent: np.ndarray, i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
-
-
 def near_duplicate_pairs(X: np.ndarray, threshold: float = DEFAULT_DUP_THRESHOLD,
-                         block: int = 2048) -> np.ndarray:
-    """(m, 2) int array of index pairs i < j with cos(X[i], X[j]) >= threshold."""
+                         block: int = 2048, flat_max: int = FLAT_MAX) -> np.ndarray:
+    """(m, 2) int array of index pairs i < j with cos(X[i], X[j]) >= threshold.
+    Exact blocks of inner products up to `flat_max` rows; above, a FAISS IVF range search (near-
+    duplicates share a list or a probed neighbour list; the n^2 scan would dominate training)."""
     Xn = _l2(X)
     n = len(Xn)
     out = []
+    if n > flat_max:
+        from posterdb.classify.ann import build_index
+
+        index = build_index(Xn, flat_max)
+        for s in range(0, n, 4 * block):
+            lims, _, J = index.range_search(Xn[s : s + 4 * block], threshold)
+            i = np.repeat(np.arange(s, s + len(lims) - 1), np.diff(lims).astype(np.int64))
+            keep = i < J
+            out.append(np.stack([i[keep], J[keep]], axis=1))
+        return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
     for s in range(0, n, block):
         S = Xn[s : s + block] @ Xn.T
         i, j = np.nonzero(S >= threshold)
@@ -38,18 +44,22 @@ def near_duplicate_pairs(X: np.ndarray, threshold: float = DEFAULT_DUP_THRESHOLD
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
 
 
-def near_duplicate_groups(X: np.ndarray, threshold: float = DEFAULT_DUP_THRESHOLD) -> np.ndarray:
+def near_duplicate_groups(X: np.ndarray, threshold: float = DEFAULT_DUP_THRESHOLD,
+                          flat_max: int = FLAT_MAX) -> np.ndarray:
     """Group label per row (0..g-1, in order of first appearance): connected components of the
     cos >= threshold graph. Rows without near-duplicates get a group of their own."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(X)
-    parent = np.arange(n)
-    for i, j in near_duplicate_pairs(X, threshold):
-        ri, rj = _find(parent, int(i)), _find(parent, int(j))
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    roots = np.array([_find(parent, i) for i in range(n)], dtype=np.int64)
-    _, labels = np.unique(roots, return_inverse=True)
-    return labels.astype(np.int64)
+    pairs = near_duplicate_pairs(X, threshold, flat_max=flat_max)
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    first = np.full(comp.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    rank = np.empty_like(first)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[comp].astype(np.int64)
 
 
 def grouped_train_test_split(X: np.ndarray, test_size: float = 0.25, seed: int = 0,

@@ -1,7 +1,8 @@
 """Similarity vote: the k nearest labelled posters (cosine, all decades) vote for their genres.
 
-Exact search: inner products of L2-normalised vectors with numpy (the reference set is a few
-thousand posters; a brute-force matmul is exact and faster than building an index). Neighbour i
+The labelled posters live in a FAISS inner-product index over their L2-normalised vectors (exact
+Flat up to `flat_max`, IVF above: see `build_index`), serialised with the classifier; no numpy
+copy of the vectors is kept. Neighbour i
 gets weight exp(cos_i / T) (times `same_decade_weight` when it shares the query's known decade);
 p(genre) = sum of weights of neighbours carrying the genre / sum of weights.
 """
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from posterdb.classify.ann import build_index
 from posterdb.classify.heads import UNKNOWN, as_decades, l2n
 
 
@@ -54,62 +56,91 @@ def vote_from_neighbours(idx: np.ndarray, sims: np.ndarray, Y_ref: np.ndarray, k
     return np.where(tot > 0, P, prior)
 
 
+MAX_GROUP_SKIP = 2048  # a bigger near-duplicate group leaves its members fewer than k out-of-fold votes
+
+
 class KNNVote:
-    """k-NN genre vote over a labelled reference set."""
+    """k-NN genre vote over a labelled reference set held in a FAISS index (pickles with it)."""
 
     def __init__(self, k: int = 20, temperature: float = 0.05, same_decade_weight: float = 1.0,
-                 block: int = 1024):
+                 block: int = 4096, flat_max: int = 20_000, nprobe: int = 24):
         self.k = k
         self.temperature = temperature
         self.same_decade_weight = same_decade_weight
         self.block = block
+        self.flat_max = flat_max
+        self.nprobe = nprobe
 
     def fit(self, X: np.ndarray, Y: np.ndarray, ids=None, decades=None, normalized: bool = False) -> "KNNVote":
-        """normalized=True: X rows are unit-norm float32 already (kept as is, not copied)."""
-        self.X_ = np.asarray(X, dtype=np.float32) if normalized else l2n(X)
+        """normalized=True: X rows are unit-norm float32 already (not normalised again)."""
+        X = np.asarray(X, dtype=np.float32) if normalized else l2n(X)
         self.Y_ = np.asarray(Y).astype(np.uint8)
-        n = len(self.X_)
+        n = len(X)
         self.ids_ = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         if len(self.ids_) != n:
             raise ValueError(f"ids has {len(self.ids_)} entries for {n} posters")
         self.decades_ = as_decades(decades, n)
-        self._row_of = {int(v): i for i, v in enumerate(self.ids_)}
+        self.index_ = build_index(X, self.flat_max, self.nprobe)
+        self.n_ref_ = n
         return self
 
-    def neighbours(self, X: np.ndarray, k: int, exclude_ids=None, exclude_rows=None):
+    @property
+    def exact_(self) -> bool:
+        return self.n_ref_ <= self.flat_max
+
+    def _row_of(self) -> dict[int, int]:
+        row_of = getattr(self, "_row_of_cache", None)
+        if row_of is None:
+            row_of = self._row_of_cache = {int(v): i for i, v in enumerate(self.ids_)}
+        return row_of
+
+    def __getstate__(self):
+        import faiss
+
+        state = dict(self.__dict__)
+        state.pop("_row_of_cache", None)
+        state["index_"] = faiss.serialize_index(self.index_)
+        return state
+
+    def __setstate__(self, state):
+        import faiss
+
+        self.__dict__.update(state)
+        self.index_ = faiss.deserialize_index(state["index_"])
+
+    def neighbours(self, X: np.ndarray, k: int, exclude_ids=None, exclude_groups=None):
         """(rows (n, k) int64, sims (n, k) float32), sorted by similarity desc; rows of excluded
         reference posters never appear; -1 / -inf pad when the reference set is too small.
 
-        exclude_rows: optional list (one per query) of reference row indices to skip (used for
-        out-of-fold votes: a poster and its near-duplicates)."""
+        exclude_groups: optional (query_groups (n,), ref_groups (n_ref,)): reference rows in the
+        query's group are skipped (out-of-fold votes: a poster and its near-duplicates)."""
         Q = l2n(X)
-        n, m = len(Q), len(self.X_)
+        n, m = len(Q), self.n_ref_
         ex = _exclusions(exclude_ids, n)
-        k_eff = min(k, m)
         rows = np.full((n, k), -1, dtype=np.int64)
         sims = np.full((n, k), -np.inf, dtype=np.float32)
-        if k_eff == 0 or n == 0:
+        if min(k, m) == 0 or n == 0:
             return rows, sims
+        extra = max((len(e) for e in ex), default=0)
+        if exclude_groups is not None:
+            q_groups, r_groups = (np.asarray(g) for g in exclude_groups)
+            extra += min(int(np.bincount(r_groups).max()), MAX_GROUP_SKIP)
+        kk = min(k + extra, m)
+        row_of = self._row_of() if extra else {}
         for s in range(0, n, self.block):
-            S = Q[s : s + self.block] @ self.X_.T
-            for r in range(len(S)):
-                i = s + r
-                bad = [self._row_of[e] for e in ex[i] if e in self._row_of]
-                if exclude_rows is not None:
-                    bad.extend(np.asarray(exclude_rows[i]).tolist())
-                if bad:
-                    S[r, bad] = -np.inf
-            if k_eff < m:
-                part = np.argpartition(-S, k_eff - 1, axis=1)[:, :k_eff]
-            else:
-                part = np.tile(np.arange(m), (len(S), 1))
-            ps = np.take_along_axis(S, part, 1)
-            order = np.argsort(-ps, axis=1, kind="stable")
-            part = np.take_along_axis(part, order, 1)
-            ps = np.take_along_axis(ps, order, 1)
-            part = np.where(np.isfinite(ps), part, -1)
-            rows[s : s + len(S), :k_eff] = part
-            sims[s : s + len(S), :k_eff] = ps
+            D, I = self.index_.search(np.ascontiguousarray(Q[s : s + self.block]), kk)
+            bad = I < 0
+            if exclude_groups is not None:
+                bad |= r_groups[np.maximum(I, 0)] == q_groups[s : s + self.block, None]
+            for r in range(len(I)):
+                drop = [row_of[e] for e in ex[s + r] if e in row_of]
+                if drop:
+                    bad[r] |= np.isin(I[r], drop)
+            order = np.argsort(bad, axis=1, kind="stable")[:, :k]  # kept first, in similarity order
+            I = np.take_along_axis(np.where(bad, -1, I), order, 1)
+            D = np.take_along_axis(np.where(bad, -np.inf, D), order, 1)
+            rows[s : s + len(I), : I.shape[1]] = I
+            sims[s : s + len(I), : I.shape[1]] = D
         return rows, sims
 
     def predict_proba(self, X: np.ndarray, decades=None, exclude_ids=None, k: int | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 from .base import Embedder, ModelSpec, l2_normalize
@@ -16,6 +17,20 @@ _CLASSES = {
     # no weights: a deterministic stand-in for tests (not listed in EMBEDDER_NAMES)
     "fake-pixels": ("fake", "FakePixelEmbedder"),
 }
+
+FINETUNED_PREFIX = "mobilenet-v2-ft-"
+_FINETUNED_RE = re.compile(r"^mobilenet-v2-ft-[0-9a-f]{12}$")
+
+
+def finetuned_name(sha256: str) -> str:
+    """A fine-tuned backbone's model name: base + the first 12 hex of its weights' sha256."""
+    return FINETUNED_PREFIX + sha256[:12]
+
+
+def is_finetuned_name(name) -> bool:
+    """True for names `posterdb finetune` gives (their weights live inside the store)."""
+    return bool(_FINETUNED_RE.match(str(name)))
+
 
 __all__ = ["EMBEDDER_NAMES", "Embedder", "ModelSpec", "WeightsLoadError", "default_model_dir",
            "get_embedder", "l2_normalize", "sha256_file"]
