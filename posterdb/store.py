@@ -411,29 +411,23 @@ class PosterDB:
             except ImportError as e:
                 raise RefusedError(f"reading posters needs the `read` extra: pip install "
                                    f"'posterdb[read]' ({e})") from e
-
             self._reading = ReadingService(self.catalog, self.images, self.posters,
                                            self.genre_probabilities)
         return self._reading
 
-    def genre_probabilities(self, ids: Sequence[int],
-                            model: str | None = None) -> dict[int, np.ndarray] | None:
-        """The image classifier's probabilities (19, GENRES order) for stored posters, or None
-        when no usable classifier is trained."""
+    def genre_probabilities(self, ids: Sequence[int], model: str | None = None):
+        """{poster id: the image classifier's 19 probabilities}, or None without a classifier."""
         model = model or self.default_model()
         try:
             clf = self.genres.load_latest(model)
         except (ClassifierFormatError, StoreError):
             return None
-        if clf is None or not ids:
+        if clf is None or not len(ids):
             return None
-        rows = self.posters(ids)
         with self.catalog.read() as con:
-            got, vecs = self.catalog.vectors(con, embedding_table(model), [r["id"] for r in rows])
-        year = {r["id"]: r["year"] for r in rows}
-        if not len(got):
-            return None
-        P = clf.predict_proba(vecs, [None if year[int(i)] is None else year[int(i)] // 10 * 10
+            got, vecs = self.catalog.vectors(con, embedding_table(model), list(ids))
+        years = {p["id"]: p["year"] for p in self.posters(got.tolist())}
+        P = clf.predict_proba(vecs, [None if years[int(i)] is None else years[int(i)] // 10 * 10
                                      for i in got])
         return {int(i): P[j] for j, i in enumerate(got)}
 
