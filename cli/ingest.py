@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from posterdb.errors import UsageError
+from posterdb.errors import PosterDBError, UsageError
 from posterdb.rules import check_model_name, check_path
 
 from .common import DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, open_store, out
@@ -79,10 +79,13 @@ def ingest(
         report = db.ingest(path, labels, model=model, batch_size=batch_size, workers=workers,
                            progress=progress, auto_classify=not no_classify, engine=runner)
     stages = {}  # after ingest, at their own pace: a failure here never undoes the ingest
-    if read or identify:
-        stages["read"] = run_read(db, None, as_json)
-    if identify:
-        stages["identify"] = run_identify(db, cat, None, as_json)
+    try:
+        if read or identify:
+            stages["read"] = run_read(db, None, as_json)
+        if identify:
+            stages["identify"] = run_identify(db, cat, None, as_json)
+    except PosterDBError as e:  # e.g. TMDb refused the key: the posters are stored all the same
+        stages["stage_error"] = f"{e} (the posters are stored; run the stage again later)"
 
     def human():
         out.print(f"[bold]{report.added}[/] added, {report.skipped} already stored, "
@@ -112,6 +115,8 @@ def ingest(
             out.print(read_line(stages["read"]))
         if "identify" in stages:
             out.print(identify_line(stages["identify"]))
+        if "stage_error" in stages:
+            out.print(f"[yellow]warning:[/] {stages['stage_error']}")
 
     emit(as_json, report.to_dict() | stages, human)
     raise typer.Exit(1 if report.failed else 0)
