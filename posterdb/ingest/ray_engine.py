@@ -156,6 +156,7 @@ class RayEngine:
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = self.address or "a local Ray"
                 raise RefusedError(f"cannot start or reach {where}: {e}") from None
+        logging.getLogger("ray.data").setLevel(logging.ERROR)   # our own progress bar instead
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
