@@ -73,7 +73,8 @@ def run(quick: bool = False) -> list:
     load = loadavg()
     return [Figure("finetune", f"fine-tune 1 epoch, {r['posters']} real posters, 2 threads (CPU)",
                    r["epoch_s"], "s", note=f"scaled: {r['epoch_s_scaled_3823']:.0f} s per epoch "
-                   f"of the 3,823-poster training side, {r['epoch_s_scaled_5097']:.0f} s at 5,097",
+                   f"of the 3,823-poster training side, {r['epoch_s_scaled_5097']:.0f} s at 5,097; "
+                   f"CPU time per thread {r['epoch_cpu_s_per_thread']:.1f} s (= wall on an idle box)",
                    load=load, extra=r),
             Figure("finetune", "re-embed with the fine-tuned float MobileNetV2 (CPU)",
                    r["reembed_float_posters_per_s"], "posters/s", r["int8_embed_posters_per_s"],

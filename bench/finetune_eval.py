@@ -4,7 +4,9 @@
 
 RESULTS_DIR holds what bench/finetune_gpu.py wrote (<setup>.npz.partN); META.npz the labels,
 decades and split (tr/te = the seeded split of `posterdb eval`, seed 0, computed on the int8
-features); INT8.npy the int8 mobilenet-v2 vectors of the same posters in the same order.
+features; written by bench/finetune_pack.py); INT8.npy the int8 mobilenet-v2 vectors of the same
+posters in the same order (bench/dequant_check.py --out). Defaults: /work/cache/ft (this
+project's scratch folder).
 Every option is scored with evaluate() in its external-test mode on the *same* train/test rows
 (seeded split) and on 2010s -> 1970s, with heads, vote and blend.
 """

@@ -1,21 +1,19 @@
 """`similar` latency: exact (Flat) vs the store's approximate index, with recall@10 against exact.
 
-Sizes: 5,097 real poster vectors; 100k and (full run) 1M synthetic ones = real poster vectors +
-Gaussian noise (σ = 0.01 per dimension, i.e. a copy keeps cos ≈ 0.94 to its poster), re-normalised,
-generated in chunks of 100k (never two full copies in memory). Queries are fresh noisy copies of
-random real posters (for 5k: real poster vectors). Latency = one query per call through
-`VectorIndex.search` (what `PosterDB.similar` calls), k = 10, faiss on 2 OpenMP threads.
-The approximate index is exactly what the store builds: `choose_factory(n)` + `IVF_NPROBE`
-(sizes the store keeps exact get the same kind of index with nlist scaled to them).
-At 1M the previous default (IVF4096,SQ8, nprobe 16) is measured in the same run as reference.
+Sizes: 5,097 real poster vectors; 100k synthetic ones = real poster vectors + Gaussian noise
+(σ = 0.01 per dimension, i.e. a copy keeps cos ≈ 0.94 to its poster), re-normalised, generated
+in chunks of 100k. Queries are fresh noisy copies of random real posters (for 5k: real poster
+vectors). Latency = one query per call through `VectorIndex.search` (what `PosterDB.similar`
+calls), k = 10. The approximate index is what the store builds above its threshold
+(`choose_factory(n, exact_max=0)`). 1M, on vectors that resemble real ones (blends, which these
+noisy copies do not), is bench/index_scale.py (`--only index`, ~40 min); `--sizes 1000000`
+here still measures the noisy copies at 1M, with the previous default IVF2048,SQfp16 beside.
 Also: `db.similar(id)` end to end (DuckDB + FAISS + metadata) on a real 5k store.
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import math
-import re
 import time
 
 import numpy as np
@@ -28,7 +26,7 @@ SIGMA = 0.01
 CHUNK = 100_000
 K = 10
 GOAL_RECALL, GOAL_MS = 0.98, 3.0
-PREVIOUS = ("IVF4096,SQ8", 16)          # posterdb.index before this tuning, at 1M
+PREVIOUS = ("IVF2048,SQfp16", 6)        # the store's index at 1M before issue 12
 QUOTED_1M = "quoted earlier at 1M: Flat 280 ms & 5 GB; IVF1024,SQ8 nprobe 8: 2.3 ms, recall 0.975, 1.3 GB"
 
 
@@ -65,32 +63,17 @@ def queries(real: np.ndarray, n: int, nq: int) -> np.ndarray:
 
 
 def approx_factory(n: int) -> str:
-    """The store's factory for n; for sizes it keeps exact, the same kind scaled to n."""
-    from posterdb.index import EXACT_MAX, choose_factory
+    """The kind the store picks above its threshold, sized for n (also for sizes it keeps exact)."""
+    from posterdb.index import choose_factory
 
-    f = choose_factory(n)
-    if f != "Flat":
-        return f
-    big = choose_factory(max(EXACT_MAX + 1, 1_000_000))
-    nlist = 1 << max(4, round(math.log2(4 * math.sqrt(n))))
-    while nlist > 16 and n < 39 * nlist:
-        nlist //= 2
-    return re.sub(r"IVF\d+", f"IVF{nlist}", big)
+    return choose_factory(n, exact_max=0)
 
 
 def index_bytes(vi) -> int:
-    """Memory of the index: vectors/codes + ids (+ coarse centroids and HNSW links)."""
-    import faiss
+    """What the index holds (bytes `faiss.write_index` writes, re-rank copies included)."""
+    from .index_scale import index_bytes as written
 
-    idx = vi.index
-    if isinstance(idx, faiss.IndexIDMap2):
-        return int(idx.ntotal) * (idx.d * 4 + 8)
-    ivf = faiss.extract_index_ivf(idx)
-    q = faiss.downcast_index(ivf.quantizer)
-    extra = 0
-    if isinstance(q, faiss.IndexHNSW):
-        extra = int(faiss.vector_to_array(q.hnsw.neighbors).nbytes)
-    return int(ivf.ntotal) * (ivf.code_size + 8) + int(ivf.nlist) * ivf.d * 4 + extra
+    return written(vi)
 
 
 def build(factories: list[tuple[str, int | None]], n: int, source, sample):
@@ -109,7 +92,7 @@ def build(factories: list[tuple[str, int | None]], n: int, source, sample):
                 vi.index.train(sample)
             t_train = t.seconds
         if nprobe is not None and factory != "Flat":
-            faiss.extract_index_ivf(vi.index).nprobe = nprobe
+            vi.nprobe = nprobe
         out.append((vi, t_train))
     with Timer() as t:
         for ids, x in source():
@@ -144,8 +127,6 @@ def recall(vi, q: np.ndarray, truth: np.ndarray) -> float:
 
 
 def measure_size(real: np.ndarray, n: int, quick: bool, full_1m: bool) -> list[Figure]:
-    from posterdb.index import IVF_NPROBE
-
     label = f"{n // 1000}k" if n >= 10_000 else f"{n:,}"
     kind = "real" if n <= len(real) else "synthetic"
     source = data(real, n)
@@ -159,8 +140,8 @@ def measure_size(real: np.ndarray, n: int, quick: bool, full_1m: bool) -> list[F
     del flat
     gc.collect()
     factory = approx_factory(n)
-    wanted = [(factory, IVF_NPROBE)]
-    if full_1m and n >= 1_000_000 and PREVIOUS != (factory, IVF_NPROBE):
+    wanted = [(factory, None)]
+    if full_1m and n >= 1_000_000:
         wanted.append(PREVIOUS)
     built, t_add = build(wanted, n, source, train_sample(real, n, source))
     (vi, t_train) = built[0]
@@ -173,13 +154,13 @@ def measure_size(real: np.ndarray, n: int, quick: bool, full_1m: bool) -> list[F
         Figure(NAME, f"similar exact Flat p50 @ {label} {kind}", f50, "ms", None, "",
                "", None, load=load, note=f"p99 {f99:.2f} ms; index {flat_mem / 2**30:.2f} GiB",
                extra={"p99_ms": f99, "index_bytes": flat_mem, "n": n, "calls": flat_calls}),
-        Figure(NAME, f"similar {factory} nprobe {IVF_NPROBE} p50 @ {label}", a50, "ms", f50,
+        Figure(NAME, f"similar {factory} p50 @ {label}", a50, "ms", f50,
                "exact Flat p50", f"≤ {GOAL_MS:.0f} ms" if is_goal else "",
                (a50 <= GOAL_MS) if is_goal else None, load=load,
                note=f"p99 {a99:.2f} ms; index {mem / 2**30:.2f} GiB; "
                     f"train {t_train:.0f} s + add {t_add:.0f} s",
                extra={"p99_ms": a99, "index_bytes": mem, "train_s": t_train, "add_s": t_add,
-                      "factory": factory, "nprobe": IVF_NPROBE, "n": n}),
+                      "factory": factory, "n": n}),
     ]
     ref, ref_label = None, ""
     if len(built) > 1:
@@ -193,7 +174,7 @@ def measure_size(real: np.ndarray, n: int, quick: bool, full_1m: bool) -> list[F
         del old
     del built
     gc.collect()
-    figs.append(Figure(NAME, f"recall@10 {factory} nprobe {IVF_NPROBE} @ {label}", rec, "",
+    figs.append(Figure(NAME, f"recall@10 {factory} @ {label}", rec, "",
                        ref, ref_label, f"≥ {GOAL_RECALL}" if is_goal else "",
                        (rec >= GOAL_RECALL) if is_goal else None, load=f"{load} → {loadavg()}",
                        note=QUOTED_1M if is_goal else f"{len(q)} queries vs exact top-10"))
@@ -228,7 +209,7 @@ def run(quick: bool = False) -> list[Figure]:
 
     faiss.omp_set_num_threads(THREADS)
     real = real_vectors()
-    sizes = [len(real), 100_000] + ([] if quick else [1_000_000])
+    sizes = [len(real), 100_000]      # 1M: bench/index_scale.py (realistic vectors, ~40 min)
     figs = end_to_end(quick)
     for n in sizes:
         figs += measure_size(real, n, quick, full_1m=not quick)

@@ -36,6 +36,10 @@ def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json
                       f"{': ' + ix['reason'] if ix['reason'] else ''})")
         for c in data["classifiers"][-1:]:
             out.print(f"classifier for {c['model']}: {c['n_train']} posters, {c['trained_at']}")
+        r = data["reading"]
+        if r["read"]:
+            out.print(f"read {r['read']} posters; identified {r.get('identified', 0)}, "
+                      f"unidentified {r.get('unidentified', 0)}, pending {r.get('pending', 0)}")
 
     emit(as_json, data, human)
 

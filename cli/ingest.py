@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from posterdb.errors import UsageError
+from posterdb.errors import PosterDBError, UsageError
 from posterdb.rules import check_model_name, check_path
 
 from .common import DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, open_store, out
@@ -31,6 +31,15 @@ def ingest(
     identify: Annotated[bool, typer.Option(
         "--identify", help="Then identify their films (implies --read).")] = False,
     catalogue: CatalogueOpt = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local (threads here) or ray (decode + embed on a Ray cluster).")]
+    = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="Ray cluster to join (auto, host:port, ray://...); default: "
+                              "start a local one.")] = None,
+    ship_weights: Annotated[bool, typer.Option(
+        "--ship-weights", help="Send the model weights to the Ray workers (no shared folder).")]
+    = False,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
     """Add posters (and their labels) to the store; re-running adds only what is new."""
@@ -44,8 +53,18 @@ def ingest(
     for name, value in (("--batch-size", batch_size), ("--workers", workers)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, not {value}")
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "local" and (ray_address or ship_weights):
+        raise UsageError("--ray-address and --ship-weights need --engine ray")
     cat = catalogue_for(catalogue) if identify else None
     db = open_store(store, model_dir, create=True)
+    runner = None
+    if engine == "ray":
+        from posterdb.ingest.ray_engine import RayEngine
+
+        runner = RayEngine(db.embedder(model), address=ray_address, batch_size=batch_size,
+                           ship_weights=ship_weights)
     bar = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]} posters/s"), TimeRemainingColumn(),
                    console=err, transient=True, disable=as_json or not err.is_terminal)
@@ -58,12 +77,15 @@ def ingest(
             bar.update(task, completed=done, total=total, rate=f"{rate:.0f}")
 
         report = db.ingest(path, labels, model=model, batch_size=batch_size, workers=workers,
-                           progress=progress, auto_classify=not no_classify)
+                           progress=progress, auto_classify=not no_classify, engine=runner)
     stages = {}  # after ingest, at their own pace: a failure here never undoes the ingest
-    if read or identify:
-        stages["read"] = run_read(db, None, as_json)
-    if identify:
-        stages["identify"] = run_identify(db, cat, None, as_json)
+    try:
+        if read or identify:
+            stages["read"] = run_read(db, None, as_json)
+        if identify:
+            stages["identify"] = run_identify(db, cat, None, as_json)
+    except PosterDBError as e:  # e.g. TMDb refused the key: the posters are stored all the same
+        stages["stage_error"] = f"{e} (the posters are stored; run the stage again later)"
 
     def human():
         out.print(f"[bold]{report.added}[/] added, {report.skipped} already stored, "
@@ -93,6 +115,8 @@ def ingest(
             out.print(read_line(stages["read"]))
         if "identify" in stages:
             out.print(identify_line(stages["identify"]))
+        if "stage_error" in stages:
+            out.print(f"[yellow]warning:[/] {stages['stage_error']}")
 
     emit(as_json, report.to_dict() | stages, human)
     raise typer.Exit(1 if report.failed else 0)

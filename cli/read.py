@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from posterdb.errors import UsageError
+from posterdb.errors import RefusedError, UsageError
 
 from .common import (DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err,
                      open_store, out)
@@ -39,7 +39,11 @@ def catalogue_for(spec: str | None):
     tmdb (the default) which needs TMDb credentials."""
     import os
 
-    from posterdb.identify import open_catalogue
+    try:
+        from posterdb.identify import open_catalogue
+    except ImportError as e:
+        raise RefusedError(f"identifying films needs the `read` extra: pip install "
+                           f"'posterdb[read]' ({e})") from e
 
     if spec is None or spec.lower() == "tmdb":
         if not (os.environ.get("TMDB_API_KEY") or os.environ.get("TMDB_READ_TOKEN")):

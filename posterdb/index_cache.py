@@ -17,11 +17,10 @@ import numpy as np
 from .catalog import Catalog, embedding_table
 from .embedders.base import ModelSpec
 from .errors import StoreError
-from .index import EXACT_MAX, VectorIndex, choose_factory
+from .index import EXACT_MAX, VectorIndex, choose_factory, train_size
 from .records import IndexState
 
 REBUILD_CHUNK = 50_000
-TRAIN_SAMPLE = 100_000
 
 
 @dataclass
@@ -112,14 +111,20 @@ class IndexCache:
         sample = None
         if factory != "Flat":
             rng = np.random.default_rng(0)
-            pick = np.sort(rng.choice(db_ids, size=min(n, TRAIN_SAMPLE), replace=False))
+            pick = np.sort(rng.choice(db_ids, size=min(n, train_size(factory)), replace=False))
             sample = self.catalog.vectors(con, table, pick)[1]
         chunks = (self.catalog.vectors(con, table, db_ids[i:i + REBUILD_CHUNK])
                   for i in range(0, n, REBUILD_CHUNK))
         return VectorIndex.build(spec, chunks, n, sample, factory=factory)
 
     def adopt(self, model: str, index: VectorIndex) -> None:
-        """Save an index the caller kept in line with DuckDB (ingest) and cache it."""
+        """Save an index the caller kept in line with DuckDB (ingest) and cache it; one that grew
+        past its kind (Flat above `exact_max`) is rebuilt from DuckDB as the kind it wants."""
+        if index.factory != self.factory_for(len(index)):
+            self._entries.pop(model, None)
+            self.path(model).unlink(missing_ok=True)
+            self._entry(model)
+            return
         index.save(self.path(model))
         state = IndexState(model, "loaded", ntotal=len(index), factory=index.factory)
         self._entries[model] = _Entry(index, self.catalog.current_generation(), state)

@@ -19,7 +19,7 @@ import numpy as np
 from .catalog import Catalog, embedding_table
 from .embedders import is_finetuned_name
 from .embedders.base import Embedder, ModelSpec
-from .errors import ClassifierFormatError, ModelMismatchError, StoreError
+from .errors import ClassifierFormatError, ModelMismatchError, RefusedError, StoreError
 from .finetune_service import FinetuneService
 from .genre_service import GenreService
 from .image_store import ImageStore
@@ -368,6 +368,7 @@ class PosterDB:
         """Counts by decade and genre, models, index state, classifiers."""
         with self.catalog.read() as con:
             c = self.catalog.info_counts(con)
+            reading = {"read": self.catalog.read_count(con)} | self.catalog.identification_counts(con)
         models = [{"name": s.name, "version": s.version, "dim": s.dim,
                    "weights_sha256": s.weights_sha256, "vectors": c["vectors"][s.name],
                    "index": {k: v for k, v in self.index_state(s.name).to_dict().items()
@@ -378,7 +379,8 @@ class PosterDB:
                 "predicted_by_genre": c["predicted_by_genre"],
                 "ingest_errors": c["ingest_errors"], "models": models,
                 "classifiers": [{"model": r.model, "n_train": r.n_train,
-                                 "trained_at": r.trained_at} for r in c["classifiers"]]}
+                                 "trained_at": r.trained_at} for r in c["classifiers"]],
+                "reading": reading}
 
     def errors(self, limit: int = 100) -> list[dict]:
         with self.catalog.read() as con:
@@ -404,30 +406,28 @@ class PosterDB:
         """The ReadingService: read / identify / search / of (posterdb.reading); imported on
         first use, since OCR and fuzzy matching are an extra."""
         if self._reading is None:
-            from .reading import ReadingService
-
+            try:
+                from .reading import ReadingService
+            except ImportError as e:
+                raise RefusedError(f"reading posters needs the `read` extra: pip install "
+                                   f"'posterdb[read]' ({e})") from e
             self._reading = ReadingService(self.catalog, self.images, self.posters,
                                            self.genre_probabilities)
         return self._reading
 
-    def genre_probabilities(self, ids: Sequence[int],
-                            model: str | None = None) -> dict[int, np.ndarray] | None:
-        """The image classifier's probabilities (19, GENRES order) for stored posters, or None
-        when no usable classifier is trained."""
+    def genre_probabilities(self, ids: Sequence[int], model: str | None = None):
+        """{poster id: the image classifier's 19 probabilities}, or None without a classifier."""
         model = model or self.default_model()
         try:
             clf = self.genres.load_latest(model)
         except (ClassifierFormatError, StoreError):
             return None
-        if clf is None or not ids:
+        if clf is None or not len(ids):
             return None
-        rows = self.posters(ids)
         with self.catalog.read() as con:
-            got, vecs = self.catalog.vectors(con, embedding_table(model), [r["id"] for r in rows])
-        year = {r["id"]: r["year"] for r in rows}
-        if not len(got):
-            return None
-        P = clf.predict_proba(vecs, [None if year[int(i)] is None else year[int(i)] // 10 * 10
+            got, vecs = self.catalog.vectors(con, embedding_table(model), list(ids))
+        years = {p["id"]: p["year"] for p in self.posters(got.tolist())}
+        P = clf.predict_proba(vecs, [None if years[int(i)] is None else years[int(i)] // 10 * 10
                                      for i in got])
         return {int(i): P[j] for j, i in enumerate(got)}
 

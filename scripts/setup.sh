@@ -10,7 +10,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip wheel
   # torch==2.15.0 (PyPI CUDA build, runs on CPU) + torchvision 0.29.1 import together;
   # faiss-cpu via the `cpu` extra (use `gpu` instead on a CUDA machine, never both).
-  .venv/bin/python -m pip install -q -e ".[cpu,torch,dev,read]"
+  .venv/bin/python -m pip install -q -e ".[cpu,torch,dev,read,ray]"
   touch "$stamp"
 fi
 if [ "${POSTERDB_SKIP_BROWSER:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then

@@ -1,5 +1,6 @@
 """Issue 8: one direction of dependencies, SQL only in the catalogue, errors as one line with the
-right exit code before any store is made, versioned stores and classifiers, the IVF path.
+right exit code before any store is made, versioned stores and classifiers, the approximate
+index path.
 
 Stores here use the deterministic `fake-pixels` embedder on synthetic posters (fast, no
 ../shared); the behaviour under test does not depend on what the vectors mean.
@@ -248,15 +249,17 @@ def test_folder_of_symlinks_ingests_images_and_labels(tmp_path):
     assert all(p["genres"] and p["title"].startswith("Poster ") for p in posters)
 
 
-# -- the IVF path at small scale -------------------------------------------------------------
+# -- the approximate index at small scale --------------------------------------------------
 
-def test_ivf_index_ids_filtered_search_and_sync(tmp_path):
+def test_approximate_index_ids_filtered_search_and_sync(tmp_path):
+    from posterdb.index import choose_factory
+
     src = make_posters(tmp_path / "src", 300, seed=3)
     db = PosterDB.open(tmp_path / "s", exact_max=100)
     db.ingest(src, src / "labels.csv", model=FAKE)
     db = PosterDB.open(tmp_path / "s", exact_max=100)   # a fresh reader: load, compare, rebuild
     index = db.index()
-    assert index.factory.startswith("IVF") and len(index) == 300
+    assert index.factory == choose_factory(300, exact_max=100) != "Flat" and len(index) == 300
     assert np.array_equal(index.ids(), np.arange(1, 301))
     hits = db.similar(5, 10, decades=[1970])
     assert hits and {h.decade for h in hits} == {1970} and 5 not in [h.id for h in hits]

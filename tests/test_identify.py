@@ -163,3 +163,13 @@ def test_rate_limited_or_down_catalogue_leaves_the_poster_pending(server):
     down = TMDbCatalogue(_client(server, retries=0, backoff=0.01))
     server.stop()
     assert identify(Reading(ASPHALT, year=1950), down).status == PENDING
+
+
+def test_a_catalogue_source_may_have_its_own_threshold():
+    from posterdb.identify import FilmScorer
+
+    s = FilmScorer.load()
+    s.thresholds_ = dict(s.thresholds_, **{"tmdb year known": 0.9})
+    assert s.threshold(1950, "tmdb") == 0.9
+    assert s.threshold(1950, "file") == s.thresholds_["year known"]
+    assert s.threshold(None, "tmdb") == s.thresholds_["year unknown"]

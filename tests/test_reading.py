@@ -121,6 +121,9 @@ def test_identify_from_a_catalogue_file(store, films_csv):
     assert len(ids) == right
     assert set(rows[ids[0]]["identified"]) == {"source", "film_id", "title", "year", "score"}
     assert rows[ids[0]]["identified"]["source"] == "file"
+    code, info = run("info", "--store", str(store))
+    assert info["reading"] == {"read": len(FILMS), "identified": right,
+                               "unidentified": len(FILMS) - right}
     # re-running does nothing: every poster is decided
     code, r = run("identify", "--all", "--catalogue", str(films_csv), "--store", str(store))
     assert r["to_identify"] == 0
@@ -170,6 +173,19 @@ def test_ingest_read_identify_through_a_rate_limited_tmdb(tmp_path, src, monkeyp
         idents = db.reading.of([p["id"] for p in db.posters()])
         assert all(v["identified"]["status"] != "pending" for v in idents.values())
         assert {v["identified"]["source"] for v in idents.values()} == {"tmdb"}
+
+
+def test_a_refused_tmdb_key_does_not_fail_the_ingest(tmp_path, src, monkeypatch):
+    from tests.tmdb_server import TMDbServer
+
+    with TMDbServer([]) as srv:
+        for k, v in srv.env().items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("TMDB_API_KEY", "wrong-key")
+        code, r = run("ingest", str(src), "--labels", str(src / "labels.csv"), "--model", FAKE,
+                      "--identify", "--store", str(tmp_path / "s"))
+    assert code == 0 and r["added"] == len(FILMS) and r["read"]["read"] == len(FILMS)
+    assert "401" in r["stage_error"] and "posters are stored" in r["stage_error"]
 
 
 def test_removing_a_poster_removes_its_reading(tmp_path, src, films_csv):

@@ -169,11 +169,15 @@ class FilmScorer:
             return Match(None, 0.0, False, 0)
         p = self.scores(features(reading, films))
         j = int(np.argmax(p))
-        return Match(films[j], float(p[j]), bool(p[j] >= self.threshold(reading.year)),
-                     len(films))
+        return Match(films[j], float(p[j]),
+                     bool(p[j] >= self.threshold(reading.year, films[j].source)), len(films))
 
-    def threshold(self, year: int | None) -> float:
-        return self.thresholds_["year unknown" if year is None else "year known"]
+    def threshold(self, year: int | None, source: str | None = None) -> float:
+        """The acceptance threshold for a poster with / without a known year; a catalogue
+        whose candidates differ in kind (TMDb's word search) may have its own, calibrated on
+        its own answers (`"tmdb year known"`)."""
+        mode = "year unknown" if year is None else "year known"
+        return self.thresholds_.get(f"{source} {mode}", self.thresholds_[mode])
 
     def to_dict(self) -> dict:
         return {"features": list(FEATURES), "coef": self.coef_.tolist(),
