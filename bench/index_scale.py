@@ -2,14 +2,15 @@
 
 Vectors: n blends of real posters (bench/realistic_vectors.py), 1,000 fresh blends as queries,
 exact top-10 by brute force as truth (cached). Each index is built in its own worker process the
-way `PosterDB._rebuild` does (train on a random sample of `train_size(factory)` stored vectors,
-add in 100k chunks) and measured there: train and add seconds, bytes the index holds (what
-`faiss.write_index` writes), the worker's peak RSS, recall@10 over the 1,000 queries, and
-single-query latency (one `VectorIndex.search` call per query, k = 10, faiss on 2 threads)
-for each (breadth, re-rank) setting asked for (breadth: the graph's efSearch, or IVF's nprobe). A filtered search (10 % of the ids allowed, as a
-decade filter would) is measured too, with recall against the exact filtered top-10.
+way the store's `IndexCache` does (train on a random sample of `train_size(factory)` stored
+vectors, add in 100k chunks) and measured there: train and add seconds, bytes the index holds
+(what `faiss.write_index` writes), the worker's peak RSS, recall@10 over the 1,000 queries, and
+single-query latency (one `VectorIndex.search` call per query, k = 10) for each (breadth,
+re-rank) setting asked for (breadth: the graph's efSearch, or IVF's nprobe). A filtered search
+(10 % of the ids allowed, as a decade filter would) is measured too, with recall against the
+exact filtered top-10, and a removal of 1,000 ids.
 
-    python -m bench.index_scale --n 1000000      # ~25 min on 2 cores, ≤ ~6 GiB per worker
+    python -m bench.index_scale --n 1000000      # ~25-40 min on 2 cores, ≤ ~6 GiB per worker
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ FILTER_FRACTION = 0.1
 
 
 def paths(n: int):
-    return CACHE / f"blend-{n}.npy", CACHE / "blend-queries-1000.npy", CACHE / f"blend-{n}-truth.npy"
+    return (CACHE / f"blend-{n}.npy", CACHE / "blend-queries-1000.npy",
+            CACHE / f"blend-{n}-truth.npy")
 
 
 def prepare(n: int) -> None:
@@ -154,7 +156,8 @@ def worker(factory: str, n: int, settings: list[tuple[int, int]]) -> dict:
     qf = q[:200]
     got = vi.search(qf, K, allowed).ids
     f50, f99 = latency(vi, qf, 200, allowed)
-    out["filtered"] = {"fraction": FILTER_FRACTION, "recall": recall(got, filtered_truth(n, qf, allowed)),
+    out["filtered"] = {"fraction": FILTER_FRACTION,
+                       "recall": recall(got, filtered_truth(n, qf, allowed)),
                        "p50_ms": f50, "p99_ms": f99, "nprobe": settings[0][0]}
     # a remove + add round trip keeps the ids equal (what sync does against DuckDB)
     gone = np.arange(0, n, max(1, n // 1000))

@@ -213,7 +213,8 @@ class VectorIndex:
 
     # -- search -------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchResult:
+    def search(self, queries: np.ndarray, k: int,
+               allowed: np.ndarray | None = None) -> SearchResult:
         """k nearest by cosine; `allowed` restricts the result to those ids."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, int(k))

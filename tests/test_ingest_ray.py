@@ -74,6 +74,20 @@ def test_ray_engine_stores_what_the_local_engine_stores(cluster, posters, local,
     assert (again.added, again.skipped) == (0, N)
 
 
+def test_shipped_weights_give_the_same_vectors(cluster, tmp_path, label_rows, posters_dir,
+                                               local, model_dir):
+    """--ship-weights: workers load the driver's bytes from Ray's object store, not the path."""
+    from tests.conftest import copy_slice
+
+    few = copy_slice(label_rows, posters_dir, tmp_path / "src", 12, every=17)
+    db = PosterDB.open(tmp_path / "s", model_dir=model_dir)
+    report = db.ingest(few, engine=RayEngine(db.embedder("mobilenet-v2"), ship_weights=True))
+    assert report.added == 12
+    theirs = by_sha(local)
+    for sha, v in by_sha(db).items():
+        assert float(v @ theirs[sha]) >= 0.999
+
+
 def _cli(*args, crash_at: str | None = None):
     env = subprocess_env({"POSTERDB_CRASH_AT": crash_at} if crash_at else None)
     return subprocess.run([*posterdb_cmd(), "ingest", *args], env=env, capture_output=True,

@@ -60,9 +60,27 @@ def _worker_embedder(name: str, weights: str, options: tuple, device: str | None
                         **dict(options))
 
 
-def decode_batch(batch: dict, *, skip: frozenset, name: str, weights: str, options: tuple,
-                 shape: tuple, dtype: str) -> dict:
+_shipped: dict[str, str] = {}
+
+
+def _weights_here(weights: str, shipped: list | None) -> str:
+    """The weights file on this worker: the driver's path, or (shipped) the driver's bytes from
+    the object store written once per worker process under the same file name."""
+    if not shipped:
+        return weights
+    if weights not in _shipped:
+        import ray
+
+        target = Path(tempfile.mkdtemp(prefix="posterdb-weights-")) / Path(weights).name
+        target.write_bytes(ray.get(shipped[0]))
+        _shipped[weights] = str(target)
+    return _shipped[weights]
+
+
+def decode_batch(batch: dict, *, skip: frozenset, name: str, weights: str, shipped: list | None,
+                 options: tuple, shape: tuple, dtype: str) -> dict:
     """Ray task: read + hash + decode + preprocess each file of the batch (never raises)."""
+    weights = _weights_here(weights, shipped)
     preprocess = _worker_embedder(name, weights, options, "cpu").preprocess
     n = len(batch["path"])
     out = {"i": batch["i"], "status": np.zeros(n, np.int8), "reason": np.full(n, "", object),
@@ -88,14 +106,9 @@ def decode_batch(batch: dict, *, skip: frozenset, name: str, weights: str, optio
 class EmbedActor:
     """Ray actor: one embedder, checked against the driver's weights; embeds the decoded rows."""
 
-    def __init__(self, name: str, weights: str, weights_ref, sha256: str, options: tuple):
-        if weights_ref is not None:    # shipped: write the driver's bytes next to this worker
-            folder = Path(tempfile.mkdtemp(prefix="posterdb-weights-"))
-            target = folder / Path(weights).name
-            import ray
-
-            target.write_bytes(ray.get(weights_ref[0]))
-            weights = str(target)
+    def __init__(self, name: str, weights: str, shipped: list | None, sha256: str,
+                 options: tuple):
+        weights = _weights_here(weights, shipped)
         self.embedder = _worker_embedder(name, weights, options)
         if self.embedder.weights_sha256 != sha256:
             raise RefusedError(f"{weights} on this worker has sha256 "
@@ -143,6 +156,7 @@ class RayEngine:
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = self.address or "a local Ray"
                 raise RefusedError(f"cannot start or reach {where}: {e}") from None
+        logging.getLogger("ray.data").setLevel(logging.ERROR)   # our own progress bar instead
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -161,10 +175,12 @@ class RayEngine:
         size = self.actors or (int(gpus) if use_gpu else 1)
         ref = ray.put(Path(weights).read_bytes()) if self.ship_weights else None
         n = len(plan.sources)
-        ds = ray.data.from_items([{"i": i, "path": str(p)} for i, (p, _) in enumerate(plan.sources)],
+        files = [{"i": i, "path": str(p)} for i, (p, _) in enumerate(plan.sources)]
+        ds = ray.data.from_items(files,
                                  override_num_blocks=max(1, math.ceil(n / self.batch_size)))
         ds = ds.map_batches(decode_batch, batch_size=self.batch_size, num_cpus=DECODE_CPUS,
                             fn_kwargs=dict(skip=plan.done_shas, name=emb.name, weights=weights,
+                                           shipped=[ref] if ref else None,
                                            options=self.options, shape=probe.shape,
                                            dtype=str(probe.dtype)))
         ds = ds.map_batches(EmbedActor, batch_size=self.batch_size,
