@@ -49,13 +49,18 @@ def vote_from_neighbours(idx: np.ndarray, sims: np.ndarray, Y_ref: np.ndarray, k
     if same_decade_weight != 1.0 and query_decades is not None and ref_decades is not None:
         same = (ref_decades[np.where(valid, idx, 0)] == query_decades[:, None]) & (query_decades[:, None] != UNKNOWN)
         w = np.where(same & valid, w * same_decade_weight, w)
-    Yn = Y_ref[np.where(valid, idx, 0)].astype(np.float64)  # (n, k, g)
+    safe = np.where(valid, idx, 0)
+    P = np.empty((len(idx), Y_ref.shape[1]))
+    for r0 in range(0, len(idx), VOTE_BLOCK):  # (block, k, g) at a time: (n, k, g) is GiBs at 100k
+        Yn = Y_ref[safe[r0 : r0 + VOTE_BLOCK]].astype(np.float64)
+        P[r0 : r0 + VOTE_BLOCK] = np.einsum("nk,nkg->ng", w[r0 : r0 + VOTE_BLOCK], Yn)
     tot = w.sum(1, keepdims=True)
-    P = np.einsum("nk,nkg->ng", w, Yn) / np.maximum(tot, 1e-300)
+    P /= np.maximum(tot, 1e-300)
     prior = Y_ref.mean(0) if len(Y_ref) else np.zeros(Y_ref.shape[1])
     return np.where(tot > 0, P, prior)
 
 
+VOTE_BLOCK = 2048  # queries per (block, k, genres) label tensor in vote_from_neighbours
 MAX_GROUP_SKIP = 2048  # a bigger near-duplicate group leaves its members fewer than k out-of-fold votes
 
 
