@@ -152,6 +152,18 @@ def test_chain_of_near_duplicates_is_one_group():
     assert g[0] == g[1] == g[2] and len(set(g)) == 3
 
 
+def test_known_groups_join_copies_the_threshold_misses():
+    """Augmented copies of one poster may look further apart than the threshold: the caller's
+    groups keep them together (and in one fold), on top of the similarity groups."""
+    X = np.eye(5, dtype=np.float32)
+    X[1] = X[0] * 0.9 + X[1] * 0.1  # a near-duplicate of row 0 by similarity alone
+    g = near_duplicate_groups(X / np.linalg.norm(X, axis=1, keepdims=True), 0.97,
+                              known=[7, 7, 3, 7, 5])  # rows 0 and 3 are copies of one poster
+    assert g.tolist() == [0, 0, 1, 0, 2]
+    with pytest.raises(ValueError, match="2 labels for 5 posters"):
+        near_duplicate_groups(X, 0.97, known=[1, 2])
+
+
 # --------------------------------------------------------------------------------------------
 # the study's baseline
 @pytest.mark.parametrize("class_weight", [None, "balanced"])

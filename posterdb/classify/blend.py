@@ -136,12 +136,14 @@ class GenreClassifier(BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X, Y, decades=None, ids=None, X_unlabelled=None, decades_unlabelled=None,
-            progress=None) -> "GenreClassifier":
+            progress=None, groups=None) -> "GenreClassifier":
         """X (n, d) image vectors; Y (n, 19) multi-hot in GENRES order; decades: years or decades
         per poster (None / -1 = unknown); ids: int id per poster (returned as evidence; default
         0..n-1). X_unlabelled / decades_unlabelled: optional features of posters without labels,
         used only for the decade means of the centring (transductive). progress: optional
-        callable(stage, done, total) called as work units finish (see classify/progress.py)."""
+        callable(stage, done, total) called as work units finish (see classify/progress.py).
+        groups: optional label per poster for copies the caller knows of (augmented copies of
+        one poster); they stay in one fold, like near-duplicates found by similarity."""
         t0 = time.perf_counter()
         X = np.asarray(X, dtype=np.float32)
         Y = np.asarray(Y)
@@ -182,7 +184,7 @@ class GenreClassifier(BaseEstimator):
         prog.add(2 + len(GENRES) * n_blocks + 3)
         Z = self.centering_.transform(X, dec)
         prog.step("centring by decade")
-        groups = near_duplicate_groups(X, self.dup_threshold)
+        groups = near_duplicate_groups(X, self.dup_threshold, known=groups)
         prog.step("near-duplicate groups")
 
         # heads

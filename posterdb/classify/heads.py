@@ -222,6 +222,18 @@ class DecadeMixture:
     def features(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _fit_inputs(self, X, Y, decades, groups):
+        """The checks and casts every `fit` starts with; sets `n_genres_` and `gamma_`."""
+        X = np.asarray(X, dtype=np.float32)
+        Y = np.asarray(Y).astype(np.uint8)
+        n = len(X)
+        if n < 2:
+            raise ValueError("need at least 2 labelled posters to fit the heads")
+        groups = np.arange(n) if groups is None else np.asarray(groups)
+        self.n_genres_ = Y.shape[1]
+        self.gamma_ = (1.0 / (X.shape[1] * float(X.var()))) if self.gamma == "scale" else float(self.gamma)
+        return X, Y, n, as_decades(decades, n), groups
+
     def _choose_decade_weight(self, oof_global: np.ndarray, oof_dec: dict[int, np.ndarray],
                               Y: np.ndarray) -> None:
         def combine(beta):
@@ -333,15 +345,7 @@ class SVMHeads(DecadeMixture):
 
     def fit(self, X: np.ndarray, Y: np.ndarray, decades=None, groups=None, progress=None) -> "SVMHeads":
         prog = as_progress(progress)
-        X = np.asarray(X, dtype=np.float32)
-        Y = np.asarray(Y).astype(np.uint8)
-        n = len(X)
-        if n < 2:
-            raise ValueError("need at least 2 labelled posters to fit the heads")
-        dec = as_decades(decades, n)
-        groups = np.arange(n) if groups is None else np.asarray(groups)
-        self.n_genres_ = Y.shape[1]
-        self.gamma_ = (1.0 / (X.shape[1] * float(X.var()))) if self.gamma == "scale" else float(self.gamma)
+        X, Y, n, dec, groups = self._fit_inputs(X, Y, decades, groups)
         self.X_ = X
         K = rbf_kernel(X, X, self.gamma_)
         n_jobs = self.n_jobs or min(os.cpu_count() or 1, 4)

@@ -214,15 +214,7 @@ class NystroemHeads(DecadeMixture):
 
     def fit(self, X: np.ndarray, Y: np.ndarray, decades=None, groups=None, progress=None) -> "NystroemHeads":
         prog = as_progress(progress)
-        X = np.asarray(X, dtype=np.float32)
-        Y = np.asarray(Y).astype(np.uint8)
-        n = len(X)
-        if n < 2:
-            raise ValueError("need at least 2 labelled posters to fit the heads")
-        dec = as_decades(decades, n)
-        groups = np.arange(n) if groups is None else np.asarray(groups)
-        self.n_genres_ = Y.shape[1]
-        self.gamma_ = (1.0 / (X.shape[1] * float(X.var()))) if self.gamma == "scale" else float(self.gamma)
+        X, Y, n, dec, groups = self._fit_inputs(X, Y, decades, groups)
         self.n_components_ = int(min(self.n_components, n))
         with threadpool_limits(1):  # the landmarks' SVD is small: see _fit_block
             self.map_ = Nystroem(kernel="rbf", gamma=self.gamma_, n_components=self.n_components_,

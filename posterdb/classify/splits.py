@@ -45,14 +45,24 @@ def near_duplicate_pairs(X: np.ndarray, threshold: float = DEFAULT_DUP_THRESHOLD
 
 
 def near_duplicate_groups(X: np.ndarray, threshold: float = DEFAULT_DUP_THRESHOLD,
-                          flat_max: int = FLAT_MAX) -> np.ndarray:
+                          flat_max: int = FLAT_MAX, known: np.ndarray | None = None) -> np.ndarray:
     """Group label per row (0..g-1, in order of first appearance): connected components of the
-    cos >= threshold graph. Rows without near-duplicates get a group of their own."""
+    cos >= threshold graph. Rows without near-duplicates get a group of their own. `known`: a
+    group label per row that the caller knows already (copies of one poster); rows sharing one
+    are joined too, since their looks may be further apart than the threshold."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = len(X)
     pairs = near_duplicate_pairs(X, threshold, flat_max=flat_max)
+    if known is not None:
+        known = np.asarray(known)
+        if len(known) != n:
+            raise ValueError(f"groups has {len(known)} labels for {n} posters")
+        _, first = np.unique(known, return_inverse=True)
+        leader = np.full(first.max() + 1 if n else 0, n, dtype=np.int64)
+        np.minimum.at(leader, first, np.arange(n))
+        pairs = np.concatenate([pairs.reshape(-1, 2), np.stack([np.arange(n), leader[first]], 1)])
     graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     first = np.full(comp.max() + 1 if n else 0, n, dtype=np.int64)
