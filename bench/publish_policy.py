@@ -28,7 +28,7 @@ def measure(precision: float = 0.8, seed: int = 0) -> dict:
     from posterdb.classify.splits import (DEFAULT_DUP_THRESHOLD, drop_near_duplicates_of,
                                           grouped_train_test_split, near_duplicate_groups)
     from posterdb.classify.thresholds import apply_thresholds
-    from posterdb.genre_service import choose_publishing
+    from posterdb.classify.publish import choose_publishing
     from posterdb.genres import GENRES, parse_genres, to_multi_hot
 
     rows = label_rows()

@@ -14,7 +14,6 @@ import argparse
 import json
 import shutil
 import time
-from pathlib import Path
 
 from .common import CACHE, MODELS, Figure, loadavg, poster_folder, run_worker, warm
 

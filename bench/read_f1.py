@@ -34,7 +34,7 @@ import numpy as np
 from bench.identify_eval import LABELS, candidates, load_truth
 from posterdb import read_cache
 from posterdb.classify.blend import GenreClassifier
-from posterdb.classify.evaluate import scores
+from posterdb.classify.report import scores
 from posterdb.classify.heads import f1_objective
 from posterdb.classify.splits import (drop_near_duplicates_of, group_kfold,
                                       grouped_train_test_split, near_duplicate_groups)

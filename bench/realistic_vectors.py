@@ -100,7 +100,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
-    a = ap.parse_args()
+    ap.parse_args()
     real = real_vectors()
     for k, v in check(real).items():
         print(f"{k:7s}", v)

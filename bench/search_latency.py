@@ -79,7 +79,6 @@ def index_bytes(vi) -> int:
 def build(factories: list[tuple[str, int | None]], n: int, source, sample):
     """Build like `PosterDB._rebuild` (train on ≤ 100k vectors, add in chunks), several indexes
     in one pass over the chunks. Returns [(VectorIndex, train_s)], add seconds (all)."""
-    import faiss
 
     from posterdb.index import VectorIndex
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from .atomic import write_atomic
 
 FORMATS = ("csv", "json")
 COLUMNS = ("id", "title", "year", "image", "genres")
@@ -62,26 +62,8 @@ def render(rows: Iterable[FeedRow], fmt: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` in one rename (fsynced first)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_feed(rows: Iterable[FeedRow], path: Path, fmt: str | None = None) -> int:
     """Write the feed atomically; returns the number of rows."""
     rows = list(rows)
-    atomic_write(Path(path), render(rows, format_of(path, fmt)))
+    write_atomic(Path(path), render(rows, format_of(path, fmt)))
     return len(rows)

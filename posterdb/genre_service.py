@@ -18,6 +18,8 @@ import numpy as np
 
 from . import __version__
 from .catalog import Catalog, embedding_table
+from .classify.progress import peak_rss_mib
+from .classify.publish import choose_publishing, publishing_thresholds
 from .embedders.base import Embedder
 from .errors import NotTrainedError, StoreError, UsageError
 from .genres import GENRES, to_multi_hot
@@ -28,48 +30,6 @@ from .review import score_queue
 from .rules import check_origin, decade_of, validate_genres, validate_genres_in_order
 
 MIN_TRAIN = 20
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (MiB; Linux reports ru_maxrss in KiB)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024
-
-
-def choose_publishing(clf, precision: float) -> dict:
-    """Set the classifier's publishing thresholds from its out-of-fold probabilities and return
-    what they achieve out of fold (JSON-friendly)."""
-    from .classify.publish import policy_report, publish_thresholds, published
-    from .classify.thresholds import apply_thresholds
-
-    oof, Y = getattr(clf, "oof_proba_", None), getattr(clf, "Y_", None)
-    if oof is None or Y is None:
-        clf.publish_thresholds_ = np.full(len(GENRES), np.inf)
-    else:
-        clf.publish_thresholds_ = publish_thresholds(oof, Y, precision)
-    clf.publish_precision_ = float(precision)
-    out = {"precision_target": float(precision)}
-    if oof is not None and Y is not None:
-        predicted = apply_thresholds(oof, clf.thresholds_, getattr(clf, "min_genres", 1))
-        rep = policy_report(Y, published(predicted, oof, clf.publish_thresholds_),
-                            clf.publish_thresholds_, list(GENRES))
-        out |= {"oof_" + k: v for k, v in rep.items() if k != "per_genre"}
-        out["thresholds"] = {g["genre"]: g["threshold"] for g in rep["per_genre"]
-                             if g["threshold"] is not None}
-    return out
-
-
-def publishing_thresholds(clf) -> np.ndarray:
-    """The classifier's publishing thresholds; one trained before publishing existed gets them
-    from its out-of-fold probabilities at the default precision."""
-    if getattr(clf, "publish_thresholds_", None) is None:
-        from .classify.publish import DEFAULT_PRECISION
-
-        choose_publishing(clf, DEFAULT_PRECISION)
-    return np.asarray(clf.publish_thresholds_, dtype=np.float64)
 
 
 class GenreService:

@@ -6,11 +6,11 @@ moves. Copies are written before the commit that references them; a killed write
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .atomic import replacing
 from .faults import crash_point
 
 TEMP_FOLDERS = ("", "images", "index", "classifiers", "eval")
@@ -38,11 +38,10 @@ class ImageStore:
         dest = self.root / relpath
         if dest.exists() and dest.stat().st_size == len(data):
             return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        crash_point("image_tmp_written")
-        os.replace(tmp, dest)
+        with replacing(dest, fsync=False) as f:  # DuckDB's commit is the durable record
+            f.write(data)
+            f.flush()
+            crash_point("image_tmp_written")
 
     def remove(self, relpaths: Iterable[str]) -> None:
         for rel in relpaths:

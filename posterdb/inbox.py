@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .atomic import write_atomic
 from .errors import LabelsError, RefusedError
 from .images import SUPPORTED_SUFFIXES
 from .labels import JSONL_SUFFIXES, YEAR_MAX, YEAR_MIN, read_labels
@@ -214,10 +215,8 @@ class Inbox:
         dest.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         note = dest.with_name(dest.name + ERROR_SUFFIX)
-        tmp = note.with_name(f".{note.name}.{os.getpid()}.tmp")
-        tmp.write_text(f"{Path(path).name}: {reason}\n(posterdb watch, {stamp}; move the file back "
-                       f"into the inbox to retry)\n", encoding="utf-8")
-        os.replace(tmp, note)
+        write_atomic(note, f"{Path(path).name}: {reason}\n(posterdb watch, {stamp}; move the file "
+                     f"back into the inbox to retry)\n".encode(), fsync=False)
         os.replace(path, dest)
         self._seen.pop(Path(path), None)
         return dest

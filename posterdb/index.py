@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .atomic import replacing, write_atomic
 from .embedders.base import ModelSpec
 from .faults import crash_point
 
@@ -283,21 +282,16 @@ class VectorIndex:
         meta = {"name": self.spec.name, "version": self.spec.version,
                 "weights_sha256": self.spec.weights_sha256, "dim": self.spec.dim,
                 "factory": self.factory, "ntotal": len(self)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                writer = faiss.PyCallbackIOWriter(f.write)
-                faiss.write_index(self.index, writer)
-                if self.refine is not None:
-                    faiss.write_index(self.refine, writer)
-                del writer
+        with replacing(path, fsync=False) as f:  # a cache: DuckDB rebuilds it if it is lost
+            writer = faiss.PyCallbackIOWriter(f.write)
+            faiss.write_index(self.index, writer)
+            if self.refine is not None:
+                faiss.write_index(self.refine, writer)
+            del writer
+            f.flush()
             crash_point("index_tmp_written")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         crash_point("index_renamed")
-        _atomic_write_text(sidecar(path), json.dumps(meta, indent=1))
+        write_atomic(sidecar(path), json.dumps(meta, indent=1).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
@@ -367,10 +361,3 @@ def _threads(n: int | None):
 
 def sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

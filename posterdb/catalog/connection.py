@@ -7,7 +7,6 @@ file only for the few milliseconds of each batch commit, and the page keeps answ
 """
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from ..atomic import write_atomic
 from ..errors import SchemaVersionError, StoreBusyError, StoreError
 from ..faults import crash_point
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -162,9 +162,7 @@ class Connections:
             return None
 
     def _write_generation_file(self, generation: int) -> None:
-        tmp = self.generation_file.with_name(f".generation.{os.getpid()}.tmp")
-        tmp.write_text(str(generation))
-        os.replace(tmp, self.generation_file)
+        write_atomic(self.generation_file, str(generation).encode(), fsync=False)
 
     @staticmethod
     def generation(con) -> int:

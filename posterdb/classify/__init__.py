@@ -12,7 +12,8 @@ Public API:
     grouped_train_test_split, near_duplicate_groups, tune_thresholds, apply_thresholds
 """
 from posterdb.classify.blend import GenreClassifier, Neighbour, Prediction
-from posterdb.classify.evaluate import METHODS, EvalReport, MethodResult, cross_decade_matrix, evaluate
+from posterdb.classify.evaluate import cross_decade_matrix, evaluate
+from posterdb.classify.report import METHODS, EvalReport, MethodResult
 from posterdb.classify.persist import load_classifier, save_classifier
 from posterdb.classify.splits import grouped_train_test_split, near_duplicate_groups
 from posterdb.classify.study import StudySVM

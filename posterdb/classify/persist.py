@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 from posterdb import __version__
+from posterdb.atomic import fsync_dir, write_atomic
 from posterdb.errors import ClassifierFormatError, StoreError
 
 PICKLE_PROTOCOL = 5
@@ -67,30 +66,10 @@ def save_classifier(clf, path: str | Path) -> str:
     """Pickle `clf` to `path` atomically (temp file in the same folder, fsync, os.replace).
     Returns the sha256 (hex) of the bytes written: record it, loading needs it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = _header() + pickle.dumps(clf, protocol=PICKLE_PROTOCOL)
     digest = sha256_bytes(data)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable too (best effort; not all platforms allow opening a folder)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    write_atomic(path, data)
+    fsync_dir(path.parent)  # make the rename durable too
     return digest
 
 

@@ -26,3 +26,12 @@ class FitProgress:
 def as_progress(progress) -> FitProgress:
     """None, a callback or a FitProgress -> a FitProgress."""
     return progress if isinstance(progress, FitProgress) else FitProgress(progress)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB; Linux reports ru_maxrss in KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024

@@ -8,13 +8,16 @@ judged by its Wilson lower bound (z standard errors below the observed rate) and
 at least `min_hits` correct out-of-fold predictions; a genre that cannot reach the target at
 any cut publishes nothing (threshold inf) and all its predictions stay *suggested*.
 
-Pure functions over arrays: the caller supplies out-of-fold probabilities and labels.
+Pure functions over arrays (the caller supplies out-of-fold probabilities and labels), and the
+two that set a fitted classifier's publishing thresholds from its own out-of-fold probabilities.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from .thresholds import apply_thresholds
 
 NEVER = np.inf
 DEFAULT_PRECISION = 0.8
@@ -128,3 +131,31 @@ def policy_report(Y, published_mask, thresholds: np.ndarray, genres: list[str]) 
         "published_genres": int(np.isfinite(np.asarray(thresholds, dtype=np.float64)).sum()),
         "per_genre": [f.__dict__ for f in per],
     }
+
+
+def choose_publishing(clf, precision: float) -> dict:
+    """Set the classifier's publishing thresholds from its out-of-fold probabilities and return
+    what they achieve out of fold (JSON-friendly)."""
+    oof, Y = getattr(clf, "oof_proba_", None), getattr(clf, "Y_", None)
+    if oof is None or Y is None:
+        clf.publish_thresholds_ = np.full(len(clf.genres_), np.inf)
+    else:
+        clf.publish_thresholds_ = publish_thresholds(oof, Y, precision)
+    clf.publish_precision_ = float(precision)
+    out = {"precision_target": float(precision)}
+    if oof is not None and Y is not None:
+        predicted = apply_thresholds(oof, clf.thresholds_, getattr(clf, "min_genres", 1))
+        rep = policy_report(Y, published(predicted, oof, clf.publish_thresholds_),
+                            clf.publish_thresholds_, list(clf.genres_))
+        out |= {"oof_" + k: v for k, v in rep.items() if k != "per_genre"}
+        out["thresholds"] = {g["genre"]: g["threshold"] for g in rep["per_genre"]
+                             if g["threshold"] is not None}
+    return out
+
+
+def publishing_thresholds(clf) -> np.ndarray:
+    """The classifier's publishing thresholds; one trained before publishing existed gets them
+    from its out-of-fold probabilities at the default precision."""
+    if getattr(clf, "publish_thresholds_", None) is None:
+        choose_publishing(clf, DEFAULT_PRECISION)
+    return np.asarray(clf.publish_thresholds_, dtype=np.float64)

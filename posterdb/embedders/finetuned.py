@@ -7,14 +7,15 @@ base model and the training run, weights_sha256 the file's full hash.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import write_atomic
 from ..errors import WeightsLoadError
 from . import finetuned_name, is_finetuned_name  # noqa: F401  (torch-free, re-exported)
 from .base import Embedder
@@ -26,18 +27,12 @@ SIZE = 224
 
 def save_backbone(backbone: FloatMobileNetV2, folder: str | Path, **meta) -> tuple[Path, str]:
     """Write the backbone atomically as <folder>/<sha256>.pt; returns (path, sha256)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ft-", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(backbone.to_checkpoint(**meta), tmp)
-        digest = sha256_file(tmp)
-        path = folder / f"{digest}.pt"
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()  # a few MB: named by its hash, so it is hashed before it is written
+    torch.save(backbone.to_checkpoint(**meta), buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    path = Path(folder) / f"{digest}.pt"
+    write_atomic(path, data)
     return path, digest
 
 

@@ -127,7 +127,7 @@ def from_tflite(path: str | Path) -> FloatMobileNetV2:
     dtypes = {schema.TensorType.UINT8: np.uint8, schema.TensorType.INT8: np.int8,
               schema.TensorType.INT32: np.int32, schema.TensorType.FLOAT32: np.float32}
 
-    convs, weights, blocks = [], {}, []
+    convs, weights = [], {}
     producer_block: dict[int, int] = {}  # tensor index -> index of the conv producing it
     for op in sg.operators:
         kind = opnames[op.opcodeIndex]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from ..atomic import replacing
 from ..errors import WeightsLoadError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
@@ -139,17 +140,13 @@ def resolve_weights(
 
 def download_url(url: str, dest: Path, sha256: str | None = None, timeout: float = 30.0) -> Path:
     """Fetch url into dest atomically, checking sha256 (full hex or prefix) when given."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+    with urllib.request.urlopen(url, timeout=timeout) as r, replacing(dest, suffix=".part") as f:
         while chunk := r.read(1 << 20):
             h.update(chunk)
             f.write(chunk)
-    if sha256 and not h.hexdigest().startswith(sha256):
-        tmp.unlink(missing_ok=True)
-        raise WeightsLoadError(f"{url}: sha256 {h.hexdigest()} does not match expected {sha256}")
-    os.replace(tmp, dest)
+        if sha256 and not h.hexdigest().startswith(sha256):  # raised inside: dest untouched
+            raise WeightsLoadError(f"{url}: sha256 {h.hexdigest()} does not match expected {sha256}")
     return dest
 
 

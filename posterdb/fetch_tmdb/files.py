@@ -6,33 +6,21 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from pathlib import Path
 
+from .. import atomic
 from .options import FetchError
 
 LABEL_COLUMNS = ("file", "tmdb_id", "title", "year", "genres")
 FLUSH_SECONDS = 1.0
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a kill leaves either the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Write `data` to `path` so that a kill leaves either the old file or the new one (a killed
+    write leaves a `.NAME.*.part` file, which the fetcher sweeps)."""
+    atomic.write_atomic(path, data, suffix=".part")
+    atomic.fsync_dir(path.parent)
 
 
 class LabelsFile:

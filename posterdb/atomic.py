@@ -1,0 +1,58 @@
+"""Atomic file replacement, written once: a kill at any moment leaves the old file or the new
+one, never half of either (temp file beside the target, optional fsync, one `os.replace`).
+
+Temp files are named `.<name>.<random>.tmp` in the target's folder, so a crash leaves only
+dot-files that nothing reads (`ImageStore` sweeps its own; the TMDb fetch sweeps `.part` ones).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+
+@contextmanager
+def replacing(path: str | Path, *, fsync: bool = True, mode: int | None = 0o644,
+              suffix: str = ".tmp") -> Iterator[IO[bytes]]:
+    """Yield a binary file to write `path`'s new content into. On a clean exit it is flushed,
+    fsynced (unless `fsync=False`) and renamed over `path`; on an exception it is removed and
+    `path` is untouched. `mode`: permissions of the new file (mkstemp's 0600 otherwise);
+    `suffix`: of the temp name, for callers that sweep their own leftovers."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_atomic(path: str | Path, data: bytes, *, fsync: bool = True, suffix: str = ".tmp") -> None:
+    """Replace `path` with `data` in one rename."""
+    with replacing(path, fsync=fsync, suffix=suffix) as f:
+        f.write(data)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
