@@ -54,3 +54,22 @@ def poster_slice(tmp_path, label_rows, posters_dir):
         return copy_slice(label_rows, posters_dir, tmp_path / name, n, start, every)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def real(label_rows, posters_dir, model_dir):
+    """Every 10th shared poster (510) embedded once per session by the real int8 MobileNetV2:
+    (X, Y multi-hot, years, ids: the imdb numbers, real-looking ids rather than 0..n-1)."""
+    import numpy as np
+    from PIL import Image
+
+    from posterdb.embedders import get_embedder
+    from posterdb.genres import parse_genres, to_multi_hot
+
+    rows = label_rows[::10]
+    emb = get_embedder("mobilenet-v2", model_dir=model_dir, allow_download=False)
+    X = emb.embed_images([Image.open(posters_dir / r["file"]).convert("RGB") for r in rows])
+    Y = to_multi_hot([parse_genres(r["genres"])[0] for r in rows])
+    years = np.array([int(r["year"]) for r in rows])
+    ids = np.array([int(r["imdb_id"][2:]) for r in rows])
+    return X, Y, years, ids

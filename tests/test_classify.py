@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
@@ -23,26 +22,12 @@ from posterdb.classify.heads import DecadeCentering, as_decades, platt_fit
 from posterdb.classify.splits import drop_near_duplicates_of, group_kfold
 from posterdb.classify.thresholds import best_f1_threshold
 from posterdb.errors import StoreError
-from posterdb.genres import GENRE_INDEX, GENRES, parse_genres, to_multi_hot
+from posterdb.genres import GENRE_INDEX, GENRES
 
 TV = GENRE_INDEX["TV Movie"]
 
 
-# --------------------------------------------------------------------------------------------
-# real features (one embedding pass per module)
-@pytest.fixture(scope="module")
-def real(label_rows, posters_dir, model_dir):
-    from posterdb.embedders import get_embedder
-
-    rows = label_rows[::10]
-    emb = get_embedder("mobilenet-v2", model_dir=model_dir, allow_download=False)
-    X = emb.embed_images([Image.open(posters_dir / r["file"]).convert("RGB") for r in rows])
-    Y = to_multi_hot([parse_genres(r["genres"])[0] for r in rows])
-    years = np.array([int(r["year"]) for r in rows])
-    ids = np.array([int(r["imdb_id"][2:]) for r in rows])  # real-looking ids, not 0..n-1
-    return X, Y, years, ids
-
-
+# real features: the session's `real` fixture (conftest.py)
 @pytest.fixture(scope="module")
 def fitted(real):
     X, Y, years, ids = real

@@ -10,7 +10,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.linear_model import Ridge
 
 from posterdb.classify import GenreClassifier, grouped_train_test_split, load_classifier, save_classifier
@@ -18,23 +17,10 @@ from posterdb.classify.heads import SVMHeads, l2n
 from posterdb.classify.nystroem import NystroemHeads
 from posterdb.classify.splits import near_duplicate_groups
 from posterdb.classify.vote import KNNVote
-from posterdb.genres import GENRE_INDEX, GENRES, parse_genres, to_multi_hot
+from posterdb.genres import GENRE_INDEX, GENRES
 
 TV = GENRE_INDEX["TV Movie"]
 FAST = dict(n_folds=3, k_grid=(10, 40), temperature_grid=(0.05,), alpha_grid=(0.5, 0.8))
-
-
-@pytest.fixture(scope="module")
-def real(label_rows, posters_dir, model_dir):
-    from posterdb.embedders import get_embedder
-
-    rows = label_rows[::10]
-    emb = get_embedder("mobilenet-v2", model_dir=model_dir, allow_download=False)
-    X = emb.embed_images([Image.open(posters_dir / r["file"]).convert("RGB") for r in rows])
-    Y = to_multi_hot([parse_genres(r["genres"])[0] for r in rows])
-    years = np.array([int(r["year"]) for r in rows])
-    ids = np.array([int(r["imdb_id"][2:]) for r in rows])
-    return X, Y, years, ids
 
 
 @pytest.fixture(scope="module")

@@ -234,6 +234,14 @@ class DecadeMixture:
         self.gamma_ = (1.0 / (X.shape[1] * float(X.var()))) if self.gamma == "scale" else float(self.gamma)
         return X, Y, n, as_decades(decades, n), groups
 
+    def _decade_rows(self, dec: np.ndarray, n: int):
+        """(decade, rows) for each decade that gets a head of its own: known, at least
+        `min_decade_size` posters, and not every poster (then it is the global head)."""
+        for d in np.unique(dec):
+            rows = np.flatnonzero(dec == d)
+            if d != UNKNOWN and self.min_decade_size <= len(rows) < n:
+                yield int(d), rows
+
     def _choose_decade_weight(self, oof_global: np.ndarray, oof_dec: dict[int, np.ndarray],
                               Y: np.ndarray) -> None:
         def combine(beta):
@@ -353,16 +361,10 @@ class SVMHeads(DecadeMixture):
             self.global_, oof_global = self._fit_block(K, Y, np.arange(n), groups, pool, prog, "global")
             self.decade_blocks_: dict[int, _Block] = {}
             oof_dec = {}
-            for d in np.unique(dec):
-                if d == UNKNOWN:
-                    continue
-                rows = np.flatnonzero(dec == d)
-                if len(rows) < self.min_decade_size or len(rows) == n:  # == n: same as global
-                    continue
+            for d, rows in self._decade_rows(dec, n):
                 blk, oof = self._fit_block(K, Y, rows, groups, pool, prog, f"{d}s")
                 if blk.ok.any():
-                    self.decade_blocks_[int(d)] = blk
-                    oof_dec[int(d)] = oof
+                    self.decade_blocks_[d], oof_dec[d] = blk, oof
         del K
         self._choose_decade_weight(oof_global, oof_dec, Y)
         return self

@@ -27,7 +27,6 @@ from sklearn.kernel_approximation import Nystroem
 from threadpoolctl import threadpool_limits
 
 from posterdb.classify.heads import (
-    UNKNOWN,
     DecadeMixture,
     _Block,
     platt_apply,
@@ -232,17 +231,11 @@ class NystroemHeads(DecadeMixture):
         self.global_.rows = np.arange(n)
         self.decade_blocks_: dict[int, _Block] = {}
         oof_dec = {}
-        for d in np.unique(dec):
-            if d == UNKNOWN:
-                continue
-            rows = np.flatnonzero(dec == d)
-            if len(rows) < self.min_decade_size or len(rows) == n:  # == n: same as global
-                continue
+        for d, rows in self._decade_rows(dec, n):
             blk, oof, _ = self._fit_block(A[rows], Y[rows], groups[rows], self.C_[:, None], prog, f"{d}s")
             blk.rows = rows
             if blk.ok.any():
-                self.decade_blocks_[int(d)] = blk
-                oof_dec[int(d)] = oof
+                self.decade_blocks_[d], oof_dec[d] = blk, oof
         del A
         self._choose_decade_weight(oof_global, oof_dec, Y)
         return self
