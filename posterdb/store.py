@@ -36,8 +36,8 @@ from .stored_posters import StoredPosters
 DEFAULT_STORE = "posterdb-store"
 DEFAULT_MODEL = "mobilenet-v2"
 
-__all__ = ["PosterDB", "Hit", "Classification", "IndexState", "IngestReport", "DEFAULT_STORE",
-           "DEFAULT_MODEL", "default_store_dir"]
+__all__ = ["PosterDB", "StoredPoster", "ExportedPoster", "Hit", "Classification", "IndexState",
+           "IngestReport", "DEFAULT_STORE", "DEFAULT_MODEL", "default_store_dir"]
 
 
 def default_store_dir() -> Path:
@@ -204,14 +204,15 @@ class PosterDB:
         """Nearest stored posters to a poster id, an image (path or PosterImage) or a vector.
         The query is embedded before DuckDB is opened (no session is held while embedding)."""
         return self.similarity.similar(query, k, decades=decades, genres=genres, exclude=exclude,
-                                   model=model or self.default_model())
+                                       model=model or self.default_model())
 
     def similar_to_vectors(self, vectors: np.ndarray, k: int = 10, *,
                            decades: Sequence[int] | None = None,
                            genres: Sequence[str] | None = None, model: str | None = None,
                            exclude: set[int] | Sequence[int] = ()) -> list[list[Hit]]:
         return self.similarity.similar_to_vectors(vectors, k, decades=decades, genres=genres,
-                                              exclude=exclude, model=model or self.default_model())
+                                                  exclude=exclude,
+                                                  model=model or self.default_model())
 
     def near_duplicates(self, threshold: float = 0.97, model: str | None = None,
                         k: int = 5) -> list[tuple[int, int, float]]:
