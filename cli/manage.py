@@ -53,7 +53,7 @@ def export(
         raise UsageError(f"--output: folder {output.parent} does not exist")
     if fmt == "shop":
         return shop_export(open_store(store), output, as_json)
-    rows = open_store(store).export()
+    rows = [r.to_dict() for r in open_store(store).export()]
     if fmt == "json" or as_json:
         text = json.dumps(rows, indent=1, default=str) + "\n"
     else:
@@ -61,9 +61,9 @@ def export(
         w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            ident = {f"identified_{k}": v for k, v in (r.get("identified") or {}).items()}
+            ident = {f"identified_{k}": v for k, v in (r["identified"] or {}).items()}
             w.writerow(r | {"genres": "|".join(r["genres"]), "predicted": "|".join(r["predicted"]),
-                            "published": "|".join(r.get("published", []))} | ident)
+                            "published": "|".join(r["published"])} | ident)
         text = buf.getvalue()
     if output:
         output.write_text(text, encoding="utf-8")

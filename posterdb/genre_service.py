@@ -25,7 +25,7 @@ from .errors import NotTrainedError, StoreError, UsageError
 from .genres import GENRES, to_multi_hot
 from .image_store import ImageStore
 from .images import PosterImage, open_poster
-from .records import Classification, ClassifierRow, Hit, PosterRecord
+from .records import Classification, ClassifierRow, Hit, PosterRecord, StoredPoster
 from .review import score_queue
 from .rules import check_origin, decade_of, validate_genres, validate_genres_in_order
 
@@ -36,7 +36,7 @@ class GenreService:
     """The genre classifier of one store (see the module docstring for its collaborators)."""
 
     def __init__(self, catalog: Catalog, root: Path, images: ImageStore,
-                 embedder: Callable[[str], Embedder], posters: Callable[[Sequence[int]], list[dict]]):
+                 embedder: Callable[[str], Embedder], posters: Callable[..., list[StoredPoster]]):
         self.catalog, self.root, self.images = catalog, Path(root), images
         self.embedder, self.posters = embedder, posters
         self._rows: dict[str, tuple[int, ClassifierRow | None]] = {}   # model -> (generation, row)
@@ -201,7 +201,7 @@ class GenreService:
         vectors = self.embedder(model).embed_images([p.image for p in posters])
         preds = clf.explain(vectors, decades=[decade_of(y) for y in years], exclude_ids=in_store,
                             n_evidence=n_evidence)
-        meta = {p["id"]: p for p in self.posters(sorted({n.id for p in preds for n in p.evidence}))}
+        meta = {p.id: p for p in self.posters(sorted({n.id for p in preds for n in p.evidence}))}
         out = []
         for poster, year, pid, pred in zip(posters, years, in_store, preds):
             hits = [Hit.from_poster(m, n.similarity) for n in pred.evidence
@@ -231,8 +231,8 @@ class GenreService:
         if not len(ids):
             return []
         top = score_queue(ids, self._probabilities(model, row.id, clf, ids), labels, limit)
-        meta = {p["id"]: p for p in self.posters([pid for _, pid, _, _ in top])}
-        return [meta[pid] | {"suspicion": round(s, 4), "reason": reason,
+        meta = {p.id: p for p in self.posters([pid for _, pid, _, _ in top])}
+        return [meta[pid].to_dict() | {"suspicion": round(s, 4), "reason": reason,
                              "predicted_probabilities": probs}
                 for s, pid, reason, probs in top if pid in meta]
 

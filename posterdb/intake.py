@@ -11,8 +11,8 @@
   the label, heads against vote); `accept()` / `set_genres()` / `apply()` record the decisions
   as review labels; `duplicates()` sorts a poster's look-alikes into tiers.
 
-Collaborators are passed in (the facade's ingest / posters / similar and the genre service), so
-nothing here imports the facade.
+Collaborators are passed in (the facade's ingest and similar, the `posters(ids)` look-up of
+StoredPoster records and the genre service), so nothing here imports the facade.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from .genres import GENRES, to_multi_hot
 from .images import SUPPORTED_SUFFIXES, read_bytes, sha256_bytes
 from .inbox import Hint
 from .labels import LabelRow
+from .records import StoredPoster
 from .rules import validate_genres
 from .triage import LOOK_ALIKE, NEAR_DUPLICATE, duplicate_tier, mistakenness, uncertainty
 from .watch import Outcome
@@ -100,8 +101,8 @@ class Intake:
 
     def feed(self) -> list[FeedRow]:
         """Every poster with the genres the shop may show: labels, else published predictions."""
-        return [FeedRow(p["id"], p["title"], p["year"], str(Path(p["image"]).absolute()),
-                        tuple(p["genres"] or p.get("published") or ()))
+        return [FeedRow(p.id, p.title, p.year, str(Path(p.image).absolute()),
+                        tuple(p.genres or p.published))
                 for p in self.posters()]
 
     # -- review -------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ class Intake:
         if kind not in KINDS:
             raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         model = model or self.default_model()
-        posters = [p for p in self.posters() if not p["reviewed"]]
+        posters = [p for p in self.posters() if not p.reviewed]
         items = []
         if kind in ("new", "all"):
             items += self._new_items(posters, model)
@@ -128,28 +129,28 @@ class Intake:
                 it["duplicates"] = self.duplicates(it["id"], model=model)
         return items
 
-    def _new_items(self, posters: list[dict], model: str) -> list[dict]:
-        todo = [p for p in posters if not p["genres"] and p["predicted"]
-                and (not p["published"] or set(p["predicted"]) - set(p["published"]))]
+    def _new_items(self, posters: list[StoredPoster], model: str) -> list[dict]:
+        todo = [p for p in posters if not p.genres and p.predicted
+                and (not p.published or set(p.predicted) - set(p.published))]
         if not todo:
             return []
         t_pred, t_pub = self._thresholds(model)
-        P = self.genres.probabilities(model, [p["id"] for p in todo])
+        P = self.genres.probabilities(model, [p.id for p in todo])
         u = uncertainty(P, t_pred, t_pub)
         out = []
         for i in np.argsort(u, kind="stable"):
             p = todo[int(i)]
-            suggested = [g for g in p["predicted"] if g not in p["published"]]
+            suggested = [g for g in p.predicted if g not in p.published]
             out.append(_item(p, "new", float(u[i]), "margin to the nearest threshold "
                              f"{u[i]:.3f}", suggested))
         return out
 
-    def _labelled_items(self, posters: list[dict], model: str) -> list[dict]:
-        todo = [p for p in posters if p["genres"]]
+    def _labelled_items(self, posters: list[StoredPoster], model: str) -> list[dict]:
+        todo = [p for p in posters if p.genres]
         if not todo:
             return []
         clf = self.genres.require(model)
-        ids = [p["id"] for p in todo]
+        ids = [p.id for p in todo]
         P = self.genres.probabilities(model, ids)
         H = V = None
         heads = getattr(getattr(clf, "heads_", None), "oof_proba_", None)
@@ -158,7 +159,7 @@ class Intake:
             row = {int(t): r for r, t in enumerate(np.asarray(clf.ids_).tolist())}
             H = np.asarray([heads[row[i]] if i in row else P[k] for k, i in enumerate(ids)])
             V = np.clip((P - alpha * H) / (1 - alpha), 0.0, 1.0)
-        Y = to_multi_hot([p["genres"] for p in todo])
+        Y = to_multi_hot([p.genres for p in todo])
         scored = []
         for k, p in enumerate(todo):
             s = mistakenness(P[k], Y[k], list(GENRES), None if H is None else H[k],
@@ -185,16 +186,16 @@ class Intake:
         """Accept what these posters show as a person's genres: a new poster's predictions
         (published + suggested), a labelled poster's labels (confirmed)."""
         ids = [int(i) for i in ids]
-        found = {p["id"]: p for p in self.posters(ids)}
+        found = {p.id: p for p in self.posters(ids)}
         missing = sorted(set(ids) - set(found))
         if missing:
             raise UsageError(f"no such poster(s): {missing}")
         decisions = []
         for i in dict.fromkeys(ids):
-            shown = found[i]["genres"] or found[i]["predicted"]
+            shown = found[i].shown
             if not shown:
                 raise UsageError(f"poster {i} has neither labels nor a prediction to accept")
-            decisions.append({"id": i, "genres": list(shown)})
+            decisions.append({"id": i, "genres": shown})
         return self._write(decisions)
 
     def set_genres(self, poster_id: int, genres: Sequence[str]) -> list[dict]:
@@ -215,14 +216,14 @@ class Intake:
             if "genres" in d and not isinstance(d["genres"], list):
                 raise UsageError(f"decision {n} (poster {d['id']}): 'genres' must be a list")
             ids.append(d["id"])
-        found = {p["id"]: p for p in self.posters(ids)}
+        found = {p.id: p for p in self.posters(ids)}
         missing = sorted(set(ids) - set(found))
         if missing:
             raise UsageError(f"no such poster(s): {missing}")
         out = []
         for d in decisions:
             p = found[d["id"]]
-            shown = list(p["genres"] or p["predicted"])
+            shown = p.shown
             genres = validate_genres(d["genres"]) if d.get("genres") else None
             if d.get("accept") is True:
                 genres = genres or shown
@@ -240,7 +241,7 @@ class Intake:
                     self.catalog.set_labels(con, [d["id"]], [d["genres"]], "review")
         return decisions
 
-    def arrivals(self, since: datetime | str) -> list[dict]:
+    def arrivals(self, since: datetime | str) -> list[StoredPoster]:
         """Posters stored since then (the page's "today's arrivals"), newest first."""
         stamp = since.isoformat(sep=" ") if isinstance(since, datetime) else str(since)
         with self.catalog.read() as con:
@@ -248,11 +249,12 @@ class Intake:
         return self.posters(ids)
 
 
-def _item(p: dict, kind: str, score: float, reason: str, suggested: list[str]) -> dict:
-    return {"id": p["id"], "kind": kind, "score": round(score, 4), "reason": reason,
-            "title": p["title"], "year": p["year"], "image": p["image"],
-            "labels": p["genres"], "predicted": p["predicted"], "published": p["published"],
-            "suggested": suggested, "genres": p["genres"] or p["predicted"], "accept": False}
+def _item(p: StoredPoster, kind: str, score: float, reason: str, suggested: list[str]) -> dict:
+    return {"id": p.id, "kind": kind, "score": round(score, 4), "reason": reason,
+            "title": p.title, "year": p.year, "image": p.image,
+            "labels": list(p.genres), "predicted": list(p.predicted),
+            "published": list(p.published), "suggested": suggested, "genres": p.shown,
+            "accept": False}
 
 
 __all__ = ["Intake", "KINDS", "NEAR_DUPLICATE", "LOOK_ALIKE"]

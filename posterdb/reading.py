@@ -18,16 +18,17 @@ from .errors import ImageError
 from .identify import IDENTIFIED, PENDING, Identification, Reading, identify
 from .identify.text import squash
 from .ocr import ENGINE, PosterReader, ReadLine, shared_reader
+from .records import StoredPoster
 
 Progress = Callable[[int, int], None]
 CATALOGUE_ORIGIN = "catalogue"
 
 
 class ReadingService:
-    """Wired by PosterDB: `posters(ids)` gives poster dicts (title, year, image path);
+    """Wired by PosterDB: `posters(ids)` gives StoredPoster records (title, year, image path);
     `probabilities(ids)` the image classifier's genre probabilities (or None: no classifier)."""
 
-    def __init__(self, catalog, images, posters: Callable[[Sequence[int]], list[dict]],
+    def __init__(self, catalog, images, posters: Callable[[Sequence[int]], list[StoredPoster]],
                  probabilities: Callable[[Sequence[int]], dict[int, np.ndarray] | None]):
         self.catalog = catalog
         self.images = images
@@ -45,8 +46,8 @@ class ReadingService:
         with self.catalog.read() as con:
             todo = (sorted({int(i) for i in ids}) if redo and ids is not None
                     else self.catalog.unread_ids(con, ids))
-        meta = {p["id"]: p for p in self.posters(todo)}
-        known = {p["id"] for p in self.posters(list(ids))} if ids is not None else set()
+        meta = {p.id: p for p in self.posters(todo)}
+        known = {p.id for p in self.posters(list(ids))} if ids is not None else set()
         missing = [int(i) for i in ids or [] if int(i) not in known]
         reader = self.reader(threads) if todo else None
         done = lines_total = 0
@@ -57,7 +58,7 @@ class ReadingService:
             got_ids, reads = [], []
             for pid in chunk:
                 try:
-                    lines = reader.read_path(self.images.file(meta[pid]["image_path"]))
+                    lines = reader.read_path(self.images.file(meta[pid].image_path))
                 except ImageError as e:
                     failed.append({"id": pid, "reason": e.reason})
                     continue
@@ -96,14 +97,14 @@ class ReadingService:
             chunk = todo[start:start + batch]
             with self.catalog.read() as con:
                 lines = self.catalog.read_lines(con, chunk)
-            meta = {p["id"]: p for p in self.posters(chunk)}
+            meta = {p.id: p for p in self.posters(chunk)}
             probs = self.probabilities(chunk) or {}
             results: list[tuple[int, Identification]] = []
             for pid in chunk:
                 if pid not in meta:
                     continue
                 reading = Reading([ReadLine.from_json(d) for d in lines.get(pid, [])],
-                                  meta[pid]["year"], probs.get(pid))
+                                  meta[pid].year, probs.get(pid))
                 got = identify(reading, catalogue, scorer)
                 results.append((pid, got))
                 counts[got.status] += 1
@@ -121,7 +122,8 @@ class ReadingService:
                          "requests": getattr(catalogue, "requests", 0) - requests0,
                          "stopped": stopped}
 
-    def _store(self, results: list[tuple[int, Identification]], meta: dict[int, dict]) -> None:
+    def _store(self, results: list[tuple[int, Identification]],
+               meta: dict[int, StoredPoster]) -> None:
         if not results:
             return
         done = [(pid, r) for pid, r in results if r.status != PENDING]
@@ -135,17 +137,18 @@ class ReadingService:
                     CATALOGUE_ORIGIN)
             for pid, r in done:
                 p = meta[pid]
-                if r.status == IDENTIFIED and (p["title"] is None or p["year"] is None):
-                    self.catalog.update_metadata(con, pid, p["title"] or r.film.title,
-                                                 p["year"] or r.film.year)
+                if r.status == IDENTIFIED and (p.title is None or p.year is None):
+                    self.catalog.update_metadata(con, pid, p.title or r.film.title,
+                                                 p.year or r.film.year)
 
     # -- look-ups -----------------------------------------------------------------------------
     def search(self, query: str, limit: int = 50) -> list[dict]:
-        """Posters whose read text contains `query` (case and spaces ignored), with the text."""
+        """Posters whose read text contains `query` (case and spaces ignored): each one's
+        `StoredPoster.to_dict()` with its text as "read_text"."""
         with self.catalog.read() as con:
             found = self.catalog.search_text(con, query.strip(), squash(query), limit)
-        meta = {p["id"]: p for p in self.posters([pid for pid, _ in found])}
-        return [meta[pid] | {"read_text": text} for pid, text in found if pid in meta]
+        meta = {p.id: p for p in self.posters([pid for pid, _ in found])}
+        return [meta[pid].to_dict() | {"read_text": text} for pid, text in found if pid in meta]
 
     def of(self, ids: Sequence[int]) -> dict[int, dict]:
         """poster id -> {"lines": [...] or None (unread), "identified": {...} or None}."""

@@ -1,12 +1,13 @@
 """The records posterdb hands around: plain dataclasses, no behaviour beyond `to_dict`.
 
-Every layer speaks these: the catalogue returns them, the services fill them, the CLI prints
-their `to_dict()` as JSON and the page renders them. (Stored posters travel as dicts with the
-keys of `POSTER_COLUMNS` plus genres / predicted / reviewed / image.)
+Every layer speaks these: the catalogue and its components return them, the services fill them,
+the CLI prints their `to_dict()` as JSON and the page renders them. A stored poster is a frozen
+`StoredPoster` (its genre lists are tuples), so a record handed out from a cache cannot be
+changed by whoever holds it; `ExportedPoster` adds the film it was identified as.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from .rules import shown_genres
 
@@ -29,6 +30,58 @@ class PosterRecord:
     source: str | None
 
 
+@dataclass(frozen=True)
+class StoredPoster:
+    """One stored poster: its row (the `POSTER_COLUMNS`), its genres by kind, its image copy."""
+
+    id: int
+    sha256: str
+    path: str             # original path at ingest
+    image_path: str       # the copy's path inside the store
+    title: str | None
+    year: int | None
+    decade: int | None
+    width: int
+    height: int
+    format: str | None
+    source: str | None
+    added_at: str
+    genres: tuple[str, ...]      # its labels (the strongest labelling origin; see rules)
+    predicted: tuple[str, ...]   # the classifier's predictions
+    published: tuple[str, ...]   # the predictions confident enough for the shop feed
+    reviewed: bool               # a person reviewed its genres
+    image: str                   # absolute path of the stored copy
+
+    @property
+    def shown(self) -> list[str]:
+        """The genres it is shown with: its labels, else its predictions."""
+        return shown_genres(self.genres, self.predicted)[0]
+
+    def to_dict(self) -> dict:
+        """JSON-friendly: the POSTER_COLUMNS, then genres / predicted / published (lists),
+        reviewed and image."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("genres", "predicted", "published"):
+            d[key] = list(d[key])
+        return d
+
+    def identified_as(self, film: dict | None) -> ExportedPoster:
+        """This poster with the film it was identified as (None: not identified)."""
+        return ExportedPoster(**{f.name: getattr(self, f.name) for f in fields(StoredPoster)},
+                              identified=film)
+
+
+@dataclass(frozen=True)
+class ExportedPoster(StoredPoster):
+    """A stored poster as `PosterDB.export()` gives it: with `identified` (source, film id,
+    title, year, score of the film it was identified as; None when not identified)."""
+
+    identified: dict | None = None
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"identified": self.identified}
+
+
 @dataclass
 class Hit:
     """One neighbour with the metadata a person needs to judge it."""
@@ -47,11 +100,11 @@ class Hit:
         return dict(self.__dict__)
 
     @classmethod
-    def from_poster(cls, p: dict, similarity: float) -> Hit:
-        """From a stored poster's dict: shown with its labels, else its predictions."""
-        genres, labelled = shown_genres(p["genres"], p["predicted"])
-        return cls(p["id"], float(similarity), p["title"], p["year"], p["decade"], genres,
-                   p["image"], p["path"], labelled)
+    def from_poster(cls, p: StoredPoster, similarity: float) -> Hit:
+        """From a stored poster: shown with its labels, else its predictions."""
+        genres, labelled = shown_genres(p.genres, p.predicted)
+        return cls(p.id, float(similarity), p.title, p.year, p.decade, genres, p.image, p.path,
+                   labelled)
 
 
 @dataclass

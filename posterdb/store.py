@@ -6,7 +6,8 @@ Layout of a store:
     index/<model>.faiss      FAISS cache of one model's vectors (+ .json sidecar) → IndexCache
     classifiers/             fitted classifiers, loaded only after a hash check  → GenreService
 
-Dependencies point one way: this module imports the components, none of them imports it.
+Reads of poster metadata (StoredPosters) and similarity searches (Similarity) are components
+too. Dependencies point one way: this module imports the components, none of them imports it.
 """
 from __future__ import annotations
 
@@ -27,15 +28,16 @@ from .images import PosterImage, open_poster
 from .index import VectorIndex
 from .index_cache import IndexCache
 from .intake import Intake
-from .records import Classification, Hit, IndexState, IngestReport
+from .records import Classification, ExportedPoster, Hit, IndexState, IngestReport, StoredPoster
 from .rules import validate_genres
+from .similarity import Similarity
+from .stored_posters import StoredPosters
 
 DEFAULT_STORE = "posterdb-store"
 DEFAULT_MODEL = "mobilenet-v2"
-PRELOAD_MAX = 200_000  # stores up to this size keep every poster's metadata in memory
 
-__all__ = ["PosterDB", "Hit", "Classification", "IndexState", "IngestReport", "DEFAULT_STORE",
-           "DEFAULT_MODEL", "default_store_dir"]
+__all__ = ["PosterDB", "StoredPoster", "ExportedPoster", "Hit", "Classification", "IndexState",
+           "IngestReport", "DEFAULT_STORE", "DEFAULT_MODEL", "default_store_dir"]
 
 
 def default_store_dir() -> Path:
@@ -52,14 +54,16 @@ class PosterDB:
         self.catalog = Catalog(self.root / "catalog.duckdb", busy_timeout=busy_timeout)
         self.images = ImageStore(self.root)
         self.indexes = IndexCache(self.catalog, self.root, exact_max=exact_max)
+        self.stored = StoredPosters(self.catalog, self.images)
+        self.similarity = Similarity(self.catalog, self.indexes, self.stored.posters, self.embed)
         self.genres = GenreService(self.catalog, self.root, self.images, self.embedder,
-                                   self.posters)
-        self.intake = Intake(self.catalog, self.genres, ingest=self.ingest, posters=self.posters,
+                                   self.stored.posters)
+        self.intake = Intake(self.catalog, self.genres, ingest=self.ingest,
+                             posters=self.stored.posters,
                              similar=self.similar, default_model=self.default_model)
         self.finetuning = FinetuneService(self.catalog, self.root, self.images, self.indexes, model_dir)
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
-        self._poster_cache: tuple[int, dict[int, dict]] = (-1, {})
         self._reading = None
 
     @classmethod
@@ -166,67 +170,26 @@ class PosterDB:
     def count(self) -> int:
         return self._cached("count", self.catalog.count)
 
-    def posters(self, ids: Sequence[int] | None = None) -> list[dict]:
-        """Metadata + labels (+ predictions) of the given posters, in the given order.
-
-        Rows asked for by id are kept in memory until the store's generation moves."""
-        if ids is None:
-            return self._load_posters(None)
-        gen = self.generation()
-        if self._poster_cache[0] != gen:
-            self._poster_cache = (gen, {})
-        cache = self._poster_cache[1]
-        missing = [int(i) for i in ids if int(i) not in cache]
-        if missing:  # small stores: all rows at once, so later lookups stay in memory
-            whole = not cache and self.count() <= PRELOAD_MAX
-            cache.update((p["id"], p) for p in self._load_posters(None if whole else missing))
-        return [dict(cache[int(i)]) for i in ids if int(i) in cache]
-
-    def _load_posters(self, ids: Sequence[int] | None) -> list[dict]:
-        with self.catalog.read() as con:
-            rows = self.catalog.poster_rows(con, ids)
-            labels = self.catalog.labels_of(con, None if ids is None else [r["id"] for r in rows])
-        for r in rows:
-            pid = r["id"]
-            r["genres"] = labels["effective"].get(pid, [])
-            r["predicted"] = labels["prediction"].get(pid, [])
-            r["published"] = labels["by_origin"].get("published", {}).get(pid, [])
-            r["reviewed"] = pid in labels["review"]
-            r["image"] = str(self.images.file(r["image_path"]))
-        if ids is not None:
-            by_id = {r["id"]: r for r in rows}
-            rows = [by_id[int(i)] for i in ids if int(i) in by_id]
-        return rows
+    def posters(self, ids: Sequence[int] | None = None) -> list[StoredPoster]:
+        """Metadata + labels (+ predictions) of the given posters, in the given order (all
+        when None); rows asked for by id stay in memory until the generation moves."""
+        return self.stored.posters(ids)
 
     def browse(self, *, genres: Sequence[str] | None = None, decades: Sequence[int] | None = None,
-               offset: int = 0, limit: int = 24) -> tuple[int, list[dict]]:
+               offset: int = 0, limit: int = 24) -> tuple[int, list[StoredPoster]]:
         """The shop's view: (total, one page of posters) with any of the genres, in the decades."""
-        with self.catalog.read() as con:
-            ids = self.catalog.filter_ids(con, decades=decades, genres=genres)
-        return len(ids), self.posters(ids[offset:offset + limit].tolist())
+        return self.stored.browse(genres=genres, decades=decades, offset=offset, limit=limit)
 
-    def poster(self, poster_id: int) -> dict:
-        found = self.posters([poster_id])
-        if not found:
-            raise StoreError(f"no poster with id {poster_id}")
-        return found[0]
+    def poster(self, poster_id: int) -> StoredPoster:
+        return self.stored.poster(poster_id)
 
-    def find(self, text: str, limit: int = 20) -> list[dict]:
+    def find(self, text: str, limit: int = 20) -> list[StoredPoster]:
         """Posters whose title contains `text` (case-insensitive), or the poster with that id."""
-        with self.catalog.read() as con:
-            ids = self.catalog.find_ids(con, text, limit)
-        return self.posters(ids)
+        return self.stored.find(text, limit)
 
     def vectors(self, ids: Sequence[int], model: str | None = None) -> np.ndarray:
         """Stored vectors of these posters, in the given order."""
-        model = model or self.default_model()
-        with self.catalog.read() as con:
-            got_ids, vecs = self.catalog.vectors(con, embedding_table(model), ids)
-        pos = {int(i): j for j, i in enumerate(got_ids)}
-        missing = [int(i) for i in ids if int(i) not in pos]
-        if missing:
-            raise StoreError(f"no {model} vector for poster(s) {missing[:10]}")
-        return vecs[[pos[int(i)] for i in ids]]
+        return self.similarity.vectors(ids, model or self.default_model())
 
     # -- similarity ---------------------------------------------------------------------------
 
@@ -240,53 +203,21 @@ class PosterDB:
                 exclude: Sequence[int] = ()) -> list[Hit]:
         """Nearest stored posters to a poster id, an image (path or PosterImage) or a vector.
         The query is embedded before DuckDB is opened (no session is held while embedding)."""
-        model = model or self.default_model()
-        exclude = {int(e) for e in exclude}
-        if isinstance(query, (int, np.integer)):
-            vec = self.vectors([int(query)], model)
-            exclude.add(int(query))
-        elif isinstance(query, np.ndarray):
-            vec = np.atleast_2d(query).astype(np.float32)
-        else:
-            vec = self.embed([query], model)
-        return self.similar_to_vectors(vec, k, decades=decades, genres=genres, model=model,
-                                       exclude=exclude)[0]
+        return self.similarity.similar(query, k, decades=decades, genres=genres, exclude=exclude,
+                                       model=model or self.default_model())
 
     def similar_to_vectors(self, vectors: np.ndarray, k: int = 10, *,
                            decades: Sequence[int] | None = None,
                            genres: Sequence[str] | None = None, model: str | None = None,
                            exclude: set[int] | Sequence[int] = ()) -> list[list[Hit]]:
-        model = model or self.default_model()
-        index = self.index(model)
-        allowed = None
-        if decades or genres:
-            with self.catalog.read() as con:
-                allowed = self.catalog.filter_ids(con, decades=decades, genres=genres)
-            if not len(allowed):
-                return [[] for _ in range(len(vectors))]
-        exclude = set(exclude)
-        res = index.search(vectors, k + len(exclude), allowed)
-        wanted = sorted({int(i) for i in res.ids.ravel() if i >= 0} - exclude)
-        meta = {p["id"]: p for p in self.posters(wanted)}
-        return [[Hit.from_poster(meta[int(pid)], sim)
-                 for pid, sim in zip(ids, sims) if int(pid) in meta][:k]
-                for ids, sims in zip(res.ids, res.similarities)]
+        return self.similarity.similar_to_vectors(vectors, k, decades=decades, genres=genres,
+                                                  exclude=exclude,
+                                                  model=model or self.default_model())
 
     def near_duplicates(self, threshold: float = 0.97, model: str | None = None,
                         k: int = 5) -> list[tuple[int, int, float]]:
         """Pairs (a, b, cosine) of stored posters at or above the threshold, a < b, most similar first."""
-        model = model or self.default_model()
-        index = self.index(model)
-        ids = index.ids()
-        pairs: dict[tuple[int, int], float] = {}
-        for i in range(0, len(ids), 4096):
-            chunk = ids[i:i + 4096]
-            res = index.search(self.vectors(chunk, model), k + 1)
-            for a, nbrs, sims in zip(chunk, res.ids, res.similarities):
-                for b, s in zip(nbrs, sims):
-                    if b >= 0 and b != a and s >= threshold:
-                        pairs[(int(min(a, b)), int(max(a, b)))] = float(s)
-        return sorted(((a, b, s) for (a, b), s in pairs.items()), key=lambda t: -t[2])
+        return self.similarity.near_duplicates(threshold, model=model or self.default_model(), k=k)
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -386,18 +317,10 @@ class PosterDB:
         with self.catalog.read() as con:
             return self.catalog.ingest_errors(con, limit)
 
-    def export(self) -> list[dict]:
+    def export(self) -> list[ExportedPoster]:
         """Every poster with metadata, labels, predicted genres and, when its film was
         identified, `identified` (source, film id, title, year, score; else None)."""
-        rows = self.posters()
-        with self.catalog.read() as con:
-            idents = self.catalog.identifications(con)
-        keys = ("source", "film_id", "title", "year", "score")
-        for r in rows:
-            i = idents.get(r["id"])
-            r["identified"] = ({k: i[k] for k in keys} if i and i["status"] == "identified"
-                               else None)
-        return rows
+        return self.stored.export()
 
     # -- reading and identification (posterdb.reading; the `read` extra) ----------------------
 
@@ -411,7 +334,7 @@ class PosterDB:
             except ImportError as e:
                 raise RefusedError(f"reading posters needs the `read` extra: pip install "
                                    f"'posterdb[read]' ({e})") from e
-            self._reading = ReadingService(self.catalog, self.images, self.posters,
+            self._reading = ReadingService(self.catalog, self.images, self.stored.posters,
                                            self.genre_probabilities)
         return self._reading
 
@@ -426,7 +349,7 @@ class PosterDB:
             return None
         with self.catalog.read() as con:
             got, vecs = self.catalog.vectors(con, embedding_table(model), list(ids))
-        years = {p["id"]: p["year"] for p in self.posters(got.tolist())}
+        years = {p.id: p.year for p in self.posters(got.tolist())}
         P = clf.predict_proba(vecs, [None if years[int(i)] is None else years[int(i)] // 10 * 10
                                      for i in got])
         return {int(i): P[j] for j, i in enumerate(got)}

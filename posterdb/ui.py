@@ -15,7 +15,6 @@ from pathlib import Path
 
 from .errors import ImageError, NotTrainedError, PosterDBError, StoreBusyError, StoreError
 from .genres import GENRES
-from .rules import shown_genres
 from .store import DEFAULT_STORE
 
 IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
@@ -43,11 +42,6 @@ def page_config(argv: Sequence[str] | None = None,
     store = args.store or env.get("POSTERDB_STORE") or DEFAULT_STORE
     model_dir = args.model_dir or env.get("POSTERDB_MODEL_DIR") or None
     return PageConfig(Path(store).expanduser(), Path(model_dir).expanduser() if model_dir else None)
-
-
-def shown(poster: Mapping) -> list[str]:
-    """The genres a stored poster is shown with: its labels, else its predictions."""
-    return shown_genres(poster["genres"], poster["predicted"])[0]
 
 
 # -- formatting --------------------------------------------------------------------------------

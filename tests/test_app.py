@@ -129,12 +129,12 @@ def test_classify_upload_shows_genres_and_evidence_then_adds_it(app, store, mode
     assert any("Stored" in s.value for s in app.success)
 
     db = reopen(store, model_dir)
-    (stored,) = [p for p in db.posters() if p["sha256"] == hashlib.sha256(data).hexdigest()]
-    assert stored["genres"] == corrected and stored["reviewed"]
-    assert stored["year"] == int(row["year"]) and stored["title"] == row["title"].rsplit(" (", 1)[0]
-    assert Path(stored["image"]).read_bytes() == data
+    (stored,) = [p for p in db.posters() if p.sha256 == hashlib.sha256(data).hexdigest()]
+    assert list(stored.genres) == corrected and stored.reviewed
+    assert stored.year == int(row["year"]) and stored.title == row["title"].rsplit(" (", 1)[0]
+    assert Path(stored.image).read_bytes() == data
     # the rerun after the write already knows the poster is in the catalogue
-    assert any(f"#{stored['id']}" in i.value for i in app.info)
+    assert any(f"#{stored.id}" in i.value for i in app.info)
 
 
 def test_classify_several_uploads_and_a_bad_file(app, label_rows, posters_dir):
@@ -157,48 +157,48 @@ def test_classify_several_uploads_and_a_bad_file(app, label_rows, posters_dir):
 
 def test_search_by_stored_poster_with_filters(app, store, model_dir):
     db = reopen(store, model_dir)
-    seventies = [p for p in db.posters() if p["decade"] == 1970]
+    seventies = [p for p in db.posters() if p.decade == 1970]
     query = seventies[0]
     go(app, "Search")
-    app.text_input(key="search-query").input(str(query["id"])).run()
+    app.text_input(key="search-query").input(str(query.id)).run()
     assert_clean(app)
-    expected = db.similar(query["id"], 12)
-    assert ids_shown(app) == [query["id"]] + [h.id for h in expected]
-    assert f"#### 12 results for #{query['id']}" in texts(app)
+    expected = db.similar(query.id, 12)
+    assert ids_shown(app) == [query.id] + [h.id for h in expected]
+    assert f"#### 12 results for #{query.id}" in texts(app)
 
     app.multiselect(key="search-decades").set_value([1970]).run()
     assert_clean(app)
-    expected = db.similar(query["id"], 12, decades=[1970])
+    expected = db.similar(query.id, 12, decades=[1970])
     shown = ids_shown(app)[1:]
     assert shown == [h.id for h in expected] and shown
-    assert all(db.poster(i)["decade"] == 1970 for i in shown)
+    assert all(db.poster(i).decade == 1970 for i in shown)
 
     app.multiselect(key="search-decades").set_value([])
     app.multiselect(key="search-genres").set_value(["Drama"])
     app.number_input(key="search-k").set_value(5).run()
     assert_clean(app)
     shown = ids_shown(app)[1:]
-    assert shown == [h.id for h in db.similar(query["id"], 5, genres=["Drama"])]
-    assert len(shown) == 5 and all("Drama" in db.poster(i)["genres"] for i in shown)
+    assert shown == [h.id for h in db.similar(query.id, 5, genres=["Drama"])]
+    assert len(shown) == 5 and all("Drama" in db.poster(i).genres for i in shown)
 
 
 def test_search_by_title_and_by_uploaded_image(app, store, model_dir, label_rows, posters_dir):
     db = reopen(store, model_dir)
     go(app, "Search")
     target = db.posters()[10]
-    word = max(target["title"].split(), key=len)
+    word = max(target.title.split(), key=len)
     app.text_input(key="search-query").input(word).run()
     assert_clean(app)
-    assert ids_shown(app)[0] == db.find(word)[0]["id"]
+    assert ids_shown(app)[0] == db.find(word)[0].id
 
     app.text_input(key="search-query").input("no such title zzzz").run()
     assert not app.exception and app.warning
 
     app.radio(key="search-mode").set_value("Uploaded image").run()
-    data = Path(target["image"]).read_bytes()
+    data = Path(target.image).read_bytes()
     app.file_uploader(key="search-upload").set_value(("q.jpg", data, "image/jpeg")).run()
     assert_clean(app)
-    assert ids_shown(app)[0] == target["id"]  # the stored copy itself comes first
+    assert ids_shown(app)[0] == target.id  # the stored copy itself comes first
     assert "Text" not in app.radio(key="search-mode").options  # MobileNet has no text tower
 
 
@@ -227,7 +227,7 @@ def test_search_by_text_when_the_model_supports_it(store, model_dir, monkeypatch
     shutil.copytree(store, own)
     db = reopen(own, model_dir)
     target = db.posters()[20]
-    vector = db.vectors([target["id"]])[0]
+    vector = db.vectors([target.id])[0]
     real = embedders.get_embedder
     monkeypatch.setattr(embedders, "get_embedder",
                         lambda *a, **kw: _TextCapable(real(*a, **kw), vector))
@@ -238,11 +238,11 @@ def test_search_by_text_when_the_model_supports_it(store, model_dir, monkeypatch
     go(at, "Search")
     assert at.radio(key="search-mode").options[-1] == "Text"
     at.radio(key="search-mode").set_value("Text").run()
-    at.multiselect(key="search-genres").set_value(target["genres"][:1])
+    at.multiselect(key="search-genres").set_value(list(target.genres[:1]))
     at.text_input(key="search-text").input("a cowboy at sunset").run()
     assert_clean(at)
-    expected = db.similar(vector, 12, genres=target["genres"][:1])
-    assert ids_shown(at) == [h.id for h in expected] and expected[0].id == target["id"]
+    expected = db.similar(vector, 12, genres=list(target.genres[:1]))
+    assert ids_shown(at) == [h.id for h in expected] and expected[0].id == target.id
     assert "#### 12 results for “a cowboy at sunset”" in texts(at)
 
 
@@ -254,13 +254,13 @@ def test_browse_by_genre_and_decade_paginated(app, store, model_dir):
     assert len(headings(app)) == 24  # first page of everything
     app.selectbox(key="browse-genre").set_value("Drama").run()
     assert_clean(app)
-    drama = [p for p in db.posters() if "Drama" in (p["genres"] or p["predicted"])]
-    assert ids_shown(app) == [p["id"] for p in drama[:24]]
+    drama = [p for p in db.posters() if "Drama" in (p.genres or p.predicted)]
+    assert ids_shown(app) == [p.id for p in drama[:24]]
     app.number_input(key="browse-page").set_value(2).run()
-    assert ids_shown(app) == [p["id"] for p in drama[24:48]]
+    assert ids_shown(app) == [p.id for p in drama[24:48]]
     app.selectbox(key="browse-decade").set_value(1970).run()
     assert_clean(app)
-    both = [p["id"] for p in drama if p["decade"] == 1970]
+    both = [p.id for p in drama if p.decade == 1970]
     assert ids_shown(app) == both[:24] and both
 
 
@@ -288,8 +288,8 @@ def test_review_queue_accept_and_correct_persist(app, store, model_dir):
 
     db = reopen(store, model_dir)  # DuckDB reopened: the reviews were committed
     a, b = db.poster(first["id"]), db.poster(second["id"])
-    assert a["reviewed"] and a["genres"] == keep
-    assert b["reviewed"] and b["genres"] == ["Comedy", "Western"]
+    assert a.reviewed and list(a.genres) == keep
+    assert b.reviewed and list(b.genres) == ["Comedy", "Western"]
     # reviewed posters leave the queue, on the page as in the library
     shown = ids_shown(app)
     assert first["id"] not in shown and second["id"] not in shown
@@ -305,20 +305,20 @@ def test_review_with_no_genre_is_refused_readably(app, store, model_dir):
     app.button(key=f"review-accept-{item['id']}").click().run()
     assert not app.exception
     assert app.error and "genre" in app.error[0].value
-    assert not reopen(store, model_dir).poster(item["id"])["reviewed"]
+    assert not reopen(store, model_dir).poster(item["id"]).reviewed
 
 
 def test_near_duplicate_pairs_side_by_side(app, store, model_dir):
     db = reopen(store, model_dir)
     pairs = db.near_duplicates(0.97)
-    (reprint,) = [p for p in db.posters() if p["path"].endswith("reprint.jpg")]
-    assert any(reprint["id"] in (a, b) for a, b, _ in pairs)
+    (reprint,) = [p for p in db.posters() if p.path.endswith("reprint.jpg")]
+    assert any(reprint.id in (a, b) for a, b, _ in pairs)
     go(app, "Browse & curate")
     app.radio(key="curate-view").set_value("Near-duplicates").run()
     assert_clean(app)
     shown = ids_shown(app)
     assert shown[:2] == list(pairs[0][:2])
-    assert reprint["id"] in shown
+    assert reprint.id in shown
     assert app.metric[0].value == f"{pairs[0][2]:.4f}"
     app.slider(key="dup-threshold").set_value(1.0).run()
     assert_clean(app)

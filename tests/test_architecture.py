@@ -8,6 +8,7 @@ Stores here use the deterministic `fake-pixels` embedder on synthetic posters (f
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import pickle
 import re
@@ -96,6 +97,33 @@ def test_modules_stay_small():
            + [ROOT / "app.py"] if (n := len(p.read_text().splitlines())) > 450
            and "classify" not in p.parts}  # classify/ internals: engineer "scale" owns them
     assert big == {}
+
+
+# -- records ---------------------------------------------------------------------------------
+
+# what `posterdb export --format json` printed per poster while stored posters were dicts
+EXPORT_KEYS = ["id", "sha256", "path", "image_path", "title", "year", "decade", "width", "height",
+               "format", "source", "added_at", "genres", "predicted", "published", "reviewed",
+               "image", "identified"]
+
+
+def test_stored_posters_keep_the_export_keys_and_cached_records_cannot_change(fake_store):
+    _, store = fake_store
+    code, rows, raw = run("export", "--format", "json", "--store", str(store))
+    assert code == 0 and rows and all(list(r) == EXPORT_KEYS for r in rows), raw[:500]
+    db = PosterDB.open(store, create=False)
+    assert [p.to_dict() for p in db.export()] == rows
+    assert list(db.poster(1).to_dict()) == EXPORT_KEYS[:-1]   # `identified`: export only
+    first = db.posters([1, 2])
+    kept = [p.to_dict() for p in first]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first[0].genres = ("Western",)
+    with pytest.raises(AttributeError):
+        first[0].genres.append("Western")
+    first[0].to_dict()["genres"].append("Western")
+    dataclasses.replace(first[0], title="Changed", genres=("Western",))
+    again = db.posters([1, 2])
+    assert [p.to_dict() for p in again] == kept and again == first
 
 
 # -- errors: one line, the right exit code, nothing created ----------------------------------
@@ -246,7 +274,7 @@ def test_folder_of_symlinks_ingests_images_and_labels(tmp_path):
     assert report.added == 6
     assert [f["reason"] for f in report.failed] == ["labels row 7: path escapes the labels folder"]
     posters = PosterDB.open(tmp_path / "s").posters()
-    assert all(p["genres"] and p["title"].startswith("Poster ") for p in posters)
+    assert all(p.genres and p.title.startswith("Poster ") for p in posters)
 
 
 # -- the approximate index at small scale --------------------------------------------------

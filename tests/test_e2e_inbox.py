@@ -44,8 +44,8 @@ def inbox_store(tmp_path_factory) -> tuple[Path, int, int]:
     Image.open(original).convert("RGB").resize((46, 69)).save(buf, "JPEG", quality=85)
     (inbox / "Arrival 0 rescan.jpg").write_bytes(buf.getvalue())
     Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
-    by_title = {p["title"]: p["id"] for p in db.export()}
-    rescan = next(p["id"] for p in db.export() if p["path"].endswith("rescan.jpg"))
+    by_title = {p.title: p.id for p in db.export()}
+    rescan = next(p.id for p in db.export() if p.path.endswith("rescan.jpg"))
     return db.root, by_title["Arrival 0"], rescan
 
 
@@ -53,7 +53,7 @@ def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path): 
     store, poster, rescan = inbox_store
     db = PosterDB.open(store, create=False)
     waiting = db.intake.queue("new", limit=100)
-    assert len(waiting) == 25 and not any(p["reviewed"] for p in db.posters(
+    assert len(waiting) == 25 and not any(p.reviewed for p in db.posters(
         [w["id"] for w in waiting]))
     tiers = {d["tier"]: d for d in db.intake.duplicates(poster)}
     assert tiers["exact copy"]["path"].endswith("same bytes, other name.png")
@@ -94,8 +94,8 @@ def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path): 
         assert_page_clean(page)
 
     after = PosterDB.open(store, create=False)
-    reviewed = [p for p in after.posters(first_page) if p["reviewed"]]
+    reviewed = [p for p in after.posters(first_page) if p.reviewed]
     assert len(reviewed) == 20
-    assert all(p["genres"] == p["predicted"] for p in reviewed)   # the suggestions, as shown
+    assert all(p.genres == p.predicted for p in reviewed)   # the suggestions, as shown
     assert len(after.intake.queue("new", limit=100)) == 5
     assert "Traceback" not in (tmp_path / "server.log").read_text()

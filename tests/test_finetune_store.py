@@ -45,9 +45,9 @@ def test_finetune_adds_a_second_model_with_hash_checked_weights(tuned_store, mod
     specs = {m.name: m for m in db.models()}
     assert set(specs) == {"mobilenet-v2", name} and specs[name].weights_sha256 == result["sha256"]
     assert len(db.index(name)) == 48 and len(db.index("mobilenet-v2")) == 48
-    ids = [p["id"] for p in db.posters()][:3]
+    ids = [p.id for p in db.posters()][:3]
     # the stored vectors are what the (reloaded) embedder gives for the stored image copies
-    again = db.embed([db.image_file(p["image_path"]) for p in db.posters(ids)], model=name)
+    again = db.embed([db.image_file(p.image_path) for p in db.posters(ids)], model=name)
     assert np.allclose(again, db.vectors(ids, model=name), atol=1e-4)
     hits = db.similar(ids[0], k=5, model=name)
     assert len(hits) == 5 and ids[0] not in [h.id for h in hits]

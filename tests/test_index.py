@@ -116,12 +116,12 @@ def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice
 
     # filters: every hit is in the decade / genre, and the hits are the exact filtered top-5
     pid = int(db.index().ids()[3])
-    decade = db.poster(pid)["decade"]
+    decade = db.poster(pid).decade
     hits = db.similar(pid, k=5, decades=[decade])
     assert hits and all(h.decade == decade for h in hits) and pid not in [h.id for h in hits]
     ids = db.index().ids()
     vecs = db.vectors(ids)
-    same = np.array([db.poster(int(i))["decade"] == decade for i in ids])
+    same = np.array([db.poster(int(i)).decade == decade for i in ids])
     want = exact_top(vecs, ids, vecs[ids == pid], 6, ids[same])[0]
     assert [h.id for h in hits] == [int(i) for i in want if i != pid][:len(hits)]
     for h in db.similar(pid, k=5, genres=["Drama"]):

@@ -45,8 +45,8 @@ def local(tmp_path_factory, posters, model_dir):
 
 def by_sha(db) -> dict[str, np.ndarray]:
     posters = db.posters()
-    vecs = db.vectors([p["id"] for p in posters])
-    return {p["sha256"]: v for p, v in zip(posters, vecs)}
+    vecs = db.vectors([p.id for p in posters])
+    return {p.sha256: v for p, v in zip(posters, vecs)}
 
 
 def same_as_local(db, local) -> None:

@@ -58,7 +58,7 @@ def test_another_engine_reuses_plan_commit_and_post_commit(tmp_path):
     assert report.added == 10 and not report.failed
     fresh = PosterDB.open(tmp_path / "s", create=False)
     assert fresh.check()["ok"] and len(fresh.index()) == 10
-    assert all(p["genres"] for p in fresh.posters())
+    assert all(p.genres for p in fresh.posters())
     again = run_ingest(db.catalog, db.images, db.indexes, emb, src, src / "labels.csv",
                        engine=RemoteEngine(emb))
     assert again.added == 0 and again.skipped == 10

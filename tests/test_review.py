@@ -54,10 +54,10 @@ def store(base_store, tmp_path) -> Path:
 
 def test_published_genres_are_recorded_with_the_prediction_and_fed_to_the_shop(store, tmp_path):
     db = PosterDB.open(store)
-    new = [p for p in db.export() if p["title"].startswith("New ")]
-    assert len(new) == 12 and all(p["predicted"] for p in new)
-    assert all(set(p["published"]) <= set(p["predicted"]) for p in new)
-    assert any(p["published"] for p in new)
+    new = [p for p in db.export() if p.title.startswith("New ")]
+    assert len(new) == 12 and all(p.predicted for p in new)
+    assert all(set(p.published) <= set(p.predicted) for p in new)
+    assert any(p.published for p in new)
     code, out = run("export", "--format", "shop", "-o", tmp_path / "feed.csv", "--json",
                     "--store", store)
     assert code == 0 and out["posters"] == 72
@@ -65,8 +65,8 @@ def test_published_genres_are_recorded_with_the_prediction_and_fed_to_the_shop(s
     assert list(rows[0]) == ["id", "title", "year", "image", "genres"]
     by_id = {int(r["id"]): r for r in rows}
     for p in new:   # the shop sees only published genres of unreviewed posters
-        assert by_id[p["id"]]["genres"] == "|".join(p["published"])
-        assert Path(by_id[p["id"]]["image"]).is_file()
+        assert by_id[p.id]["genres"] == "|".join(p.published)
+        assert Path(by_id[p.id]["image"]).is_file()
     code, out = run("export", "--format", "shop", "--json", "--store", store)
     assert code == 0 and len(out) == 72 and set(out[0]) == {"id", "title", "year", "image", "genres"}
 
@@ -86,9 +86,9 @@ def test_review_list_round_trips_in_json(store, tmp_path):
                     {"id": items[1]["id"], "genres": ["Horror", "Science Fiction"]}]
     db = PosterDB.open(store)
     a, b = db.posters([items[0]["id"], items[1]["id"]])
-    assert a["reviewed"] and a["genres"] == items[0]["predicted"]
-    assert b["reviewed"] and b["genres"] == ["Horror", "Science Fiction"]
-    assert sum(p["reviewed"] for p in db.export()) == 2               # unchanged entries skipped
+    assert a.reviewed and list(a.genres) == items[0]["predicted"]
+    assert b.reviewed and list(b.genres) == ["Horror", "Science Fiction"]
+    assert sum(p.reviewed for p in db.export()) == 2               # unchanged entries skipped
     code, again = run("review", "list", "--kind", "new", "-n", "50", "--json", "--store", store)
     assert {it["id"] for it in again} == {it["id"] for it in items[2:]}
     code, done = run("review", "apply", decisions, "--json", "--store", store)
@@ -132,12 +132,12 @@ def test_classify_save_records_the_published_subset(store, tmp_path):
     code, out = run("classify", img, "--save", "--json", "--store", store)
     assert code == 0, out
     db = PosterDB.open(store)
-    saved = [p for p in db.export() if p["path"] == str(img) or p["path"].endswith(img.name)]
-    assert len(saved) == 1 and saved[0]["predicted"]
-    assert set(saved[0]["published"]) <= set(saved[0]["predicted"])
+    saved = [p for p in db.export() if p.path == str(img) or p.path.endswith(img.name)]
+    assert len(saved) == 1 and saved[0].predicted
+    assert set(saved[0].published) <= set(saved[0].predicted)
     thresholds = dict(zip(GENRES, db.genres.publish_thresholds(db.default_model())))
     probs = (out if isinstance(out, list) else out["results"])[0]["probabilities"]
-    assert saved[0]["published"] == [g for g in saved[0]["predicted"] if probs[g] >= thresholds[g]]
+    assert list(saved[0].published) == [g for g in saved[0].predicted if probs[g] >= thresholds[g]]
 
 
 def test_the_same_bytes_twice_in_one_batch_count_once(store, tmp_path):
@@ -149,7 +149,7 @@ def test_the_same_bytes_twice_in_one_batch_count_once(store, tmp_path):
     shutil.copy(img, inbox / "b.png")
     [rep] = Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
     assert (rep.files, rep.added, rep.already, rep.failed) == (2, 1, 1, 0)
-    pid = db.export()[-1]["id"]
+    pid = db.export()[-1].id
     [d] = [d for d in db.intake.duplicates(pid) if d["tier"] == "exact copy"]
     assert d["path"].endswith("b.png")
     code, items = run("review", "list", "--kind", "new", "-n", "100", "--duplicates", "--json",
@@ -167,10 +167,10 @@ def test_a_labels_file_in_the_inbox_gives_title_year_and_genres(store, tmp_path)
     (inbox / "batch.csv").write_text("file,title,year,genres\nscan-001.png,Metropolis,1927,"
                                      "Drama|Science Fiction\n")
     Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
-    got = {p["title"]: p for p in db.export()[-2:]}
-    assert got["Metropolis"]["year"] == 1927
-    assert got["Metropolis"]["genres"] == ["Drama", "Science Fiction"]     # labelled: published
-    assert got["Nosferatu"]["year"] == 1922 and not got["Nosferatu"]["genres"]
+    got = {p.title: p for p in db.export()[-2:]}
+    assert got["Metropolis"].year == 1927
+    assert list(got["Metropolis"].genres) == ["Drama", "Science Fiction"]  # labelled: published
+    assert got["Nosferatu"].year == 1922 and not got["Nosferatu"].genres
     feed = {r.title: r.genres for r in db.intake.feed()}
     assert feed["Metropolis"] == ("Drama", "Science Fiction")
     assert (inbox / "batch.csv").exists() and not any(inbox.glob("*.png"))

@@ -39,11 +39,11 @@ def test_ingest_stores_posters_labels_vectors(built, label_rows):
     assert db.check()["ok"]
     # metadata of one poster matches its labels row, the image copy is kept in the store
     row = label_rows[0]
-    (p,) = [p for p in db.posters() if p["path"].endswith(row["file"].split("/")[-1])]
-    assert p["year"] == int(row["year"]) and p["decade"] == int(row["year"]) // 10 * 10
-    assert p["genres"] == row["genres"].split("|")
-    assert p["title"] and "(" not in p["title"][-6:]
-    assert (db.root / p["image_path"]).read_bytes() == (src / row["file"]).read_bytes()
+    (p,) = [p for p in db.posters() if p.path.endswith(row["file"].split("/")[-1])]
+    assert p.year == int(row["year"]) and p.decade == int(row["year"]) // 10 * 10
+    assert list(p.genres) == row["genres"].split("|")
+    assert p.title and "(" not in p.title[-6:]
+    assert (db.root / p.image_path).read_bytes() == (src / row["file"]).read_bytes()
 
 
 def test_vectors_are_unit_norm_and_index_matches_duckdb(built):
@@ -75,7 +75,7 @@ def test_similar_returns_neighbours_with_metadata(built):
     assert drama and all("Drama" in h.genres for h in drama)
     # a query by image file finds the poster itself first
     p = db.poster(pid)
-    top = db.similar(db.root / p["image_path"], k=1)[0]
+    top = db.similar(db.root / p.image_path, k=1)[0]
     assert top.id == pid and top.similarity > 0.999
 
 
@@ -177,7 +177,7 @@ def test_unlabelled_folder_and_reviews(tmp_path, poster_slice, model_dir):
     assert db.info()["labelled"] == 0
     pid = int(db.index().ids()[0])
     db.set_review(pid, ["Horror", "Comedy"])
-    assert db.poster(pid)["genres"] == ["Comedy", "Horror"] and db.poster(pid)["reviewed"]
+    assert list(db.poster(pid).genres) == ["Comedy", "Horror"] and db.poster(pid).reviewed
     with pytest.raises(ValueError):
         db.set_review(pid, ["Biography"])
     assert set(GENRES) >= set(db.info()["by_genre"])
@@ -195,9 +195,9 @@ def test_browse_by_genre_and_decade_uses_labels_else_predictions(tmp_path, poste
     db.set_review(b, ["Horror"])  # a person's labels win over the old prediction
     db.set_review(c, ["Drama", "War"])
     total, page = db.browse(genres=["Drama"], decades=[1970])
-    assert total == 2 and [p["id"] for p in page] == [a, c]
+    assert total == 2 and [p.id for p in page] == [a, c]
     total, page = db.browse(decades=[1970], offset=1, limit=1)
-    assert total == 3 and [p["id"] for p in page] == [b]
+    assert total == 3 and [p.id for p in page] == [b]
     assert db.browse(genres=["Western"]) == (0, [])
 
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from posterdb import ui
 from posterdb.genres import GENRES
+from posterdb.records import StoredPoster
 from posterdb.store import PosterDB
 
 EVIDENCE_COLUMNS = 5
@@ -100,15 +101,14 @@ def hit_grid(hits, *, columns: int, highlight=(), key: str) -> None:
                             path=h.path)
 
 
-def poster_grid(posters: list[dict], *, columns: int, key: str) -> None:
+def poster_grid(posters: list[StoredPoster], *, columns: int, key: str) -> None:
     with st.container(key=key):
         for row in ui.chunks(posters, columns):
             cols = st.columns(columns)
             for col, p in zip(cols, row):
-                genres = ui.shown(p)
-                poster_card(col, image=p["image"], title=p["title"], year=p["year"],
-                            poster_id=p["id"], genres=genres, path=p["path"])
-                if not p["genres"] and p["predicted"]:
+                poster_card(col, image=p.image, title=p.title, year=p.year, poster_id=p.id,
+                            genres=p.shown, path=p.path)
+                if not p.genres and p.predicted:
                     col.caption("genres predicted, not yet reviewed")
 
 

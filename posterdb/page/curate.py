@@ -6,6 +6,7 @@ import streamlit as st
 from posterdb import ui
 from posterdb.errors import NotTrainedError
 from posterdb.genres import GENRES
+from posterdb.rules import shown_genres
 from posterdb.store import PosterDB
 
 from .common import (GRID_COLUMNS, load_near_duplicates, load_review_queue, poster_card,
@@ -71,7 +72,7 @@ def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
     st.caption(f"{len(queue)} posters waiting (of the 60 most suspicious), most suspicious first.")
     for p in queue[:shown]:
         pid, probs = p["id"], p.get("predicted_probabilities") or {}
-        current = ui.shown(p)
+        current = shown_genres(p["genres"], p["predicted"])[0]
         with st.container(border=True, key=f"review-{pid}"):
             c1, c2 = st.columns([1, 5])
             c1.image(p["image"], width=110)
@@ -106,7 +107,7 @@ def near_duplicates(db: PosterDB, store: str, generation: int) -> None:
     page = st.number_input(f"{len(pairs)} pairs · page (of {pages})", min_value=1,
                            max_value=pages, value=1, key="dup-page")
     chunk = ui.paginate(pairs, page, per_page)
-    meta = {p["id"]: p for p in db.posters(sorted({i for a, b, _ in chunk for i in (a, b)}))}
+    meta = {p.id: p for p in db.posters(sorted({i for a, b, _ in chunk for i in (a, b)}))}
     with st.container(key="dup-pairs"):
         for a, b, cos in chunk:
             if a not in meta or b not in meta:
@@ -114,7 +115,6 @@ def near_duplicates(db: PosterDB, store: str, generation: int) -> None:
             with st.container(border=True):
                 cols = st.columns([1, 1, 3])
                 for col, p in zip(cols, (meta[a], meta[b])):
-                    poster_card(col, image=p["image"], title=p["title"], year=p["year"],
-                                poster_id=p["id"], genres=ui.shown(p),
-                                width=120, path=p["path"])
+                    poster_card(col, image=p.image, title=p.title, year=p.year,
+                                poster_id=p.id, genres=p.shown, width=120, path=p.path)
                 cols[2].metric("cosine similarity", f"{cos:.4f}")

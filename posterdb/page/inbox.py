@@ -27,11 +27,10 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
         waiting(db)
 
 
-def _published_line(p: dict) -> str:
-    pub = p.get("published") or []
-    sugg = [g for g in p.get("predicted") or [] if g not in pub]
+def _published_line(own, pub, predicted) -> str:
+    """A poster's labels, else its published and suggested predictions, as badges."""
+    sugg = [g for g in predicted if g not in pub]
     parts = []
-    own = p["labels"] if "labels" in p else p.get("genres")   # queue items carry "labels"
     if own:
         parts.append("labels " + ui.badges(own))
     else:
@@ -45,16 +44,16 @@ def _published_line(p: dict) -> str:
 def arrivals(db: PosterDB) -> None:
     today = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)
     posters = db.intake.arrivals(today)
-    published = sum(1 for p in posters if p["genres"] or p.get("published"))
+    published = sum(1 for p in posters if p.genres or p.published)
     st.caption(f"{len(posters)} posters arrived today · {published} with published genres "
                f"(in the shop feed) · {len(posters) - published} waiting for a person")
     with st.container(key="inbox-arrivals"):
         for row in ui.chunks(posters[:120], GRID_COLUMNS):
             cols = st.columns(GRID_COLUMNS)
             for col, p in zip(cols, row):
-                poster_card(col, image=p["image"], title=p["title"], year=p["year"],
-                            poster_id=p["id"], genres=[], path=p["path"])
-                col.markdown(_published_line(p))
+                poster_card(col, image=p.image, title=p.title, year=p.year, poster_id=p.id,
+                            genres=[], path=p.path)
+                col.markdown(_published_line(p.genres, p.published, p.predicted))
 
 
 def _accept(db: PosterDB, ids: list[int]) -> None:
@@ -110,5 +109,5 @@ def waiting(db: PosterDB) -> None:
                     st.checkbox("accept", value=True, key=f"inbox-take-{pid}")
                     st.markdown(ui.poster_heading(it["title"], it["year"], pid)
                                 + f" · margin **{it['score']:.3f}**")
-                    st.markdown(_published_line(it))
+                    st.markdown(_published_line(it["labels"], it["published"], it["predicted"]))
                     _tiers(db, pid)

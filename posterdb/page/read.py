@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from posterdb import ui
+from posterdb.records import StoredPoster
+from posterdb.rules import shown_genres
 from posterdb.store import PosterDB
 
 from .common import EVIDENCE_COLUMNS, GRID_COLUMNS, hit_grid, poster_card
@@ -27,12 +29,12 @@ def identification_md(ident: dict | None) -> str:
     return ":gray-badge[not identified] no catalogue film matched what was read"
 
 
-def show_poster(db: PosterDB, poster: dict, key: str) -> None:
+def show_poster(db: PosterDB, poster: StoredPoster, key: str) -> None:
     """A stored poster: its read lines, its identified film, and its look-alikes."""
-    got = db.reading.of([poster["id"]])[poster["id"]]
+    got = db.reading.of([poster.id])[poster.id]
     left, right = st.columns([1, 3], gap="large")
-    poster_card(left, image=poster["image"], title=poster["title"], year=poster["year"],
-                poster_id=poster["id"], genres=ui.shown(poster), path=poster["path"])
+    poster_card(left, image=poster.image, title=poster.title, year=poster.year,
+                poster_id=poster.id, genres=poster.shown, path=poster.path)
     with right, st.container(key=f"{key}-reading"):
         st.markdown("#### What the poster says")
         if got["lines"] is None:
@@ -45,9 +47,9 @@ def show_poster(db: PosterDB, poster: dict, key: str) -> None:
         st.markdown("#### Film")
         st.markdown(identification_md(got["identified"]))
     st.markdown("#### Evidence: the most similar stored posters")
-    hits = db.similar(int(poster["id"]), 6)
+    hits = db.similar(poster.id, 6)
     if hits:
-        hit_grid(hits, columns=EVIDENCE_COLUMNS, highlight=ui.shown(poster), key=f"{key}-similar")
+        hit_grid(hits, columns=EVIDENCE_COLUMNS, highlight=poster.shown, key=f"{key}-similar")
 
 
 def render_text_search(db: PosterDB, key: str = "read") -> None:
@@ -69,12 +71,13 @@ def render_text_search(db: PosterDB, key: str = "read") -> None:
             cols = st.columns(GRID_COLUMNS)
             for col, p in zip(cols, row):
                 poster_card(col, image=p["image"], title=p["title"], year=p["year"],
-                            poster_id=p["id"], genres=ui.shown(p), path=p["path"])
+                            poster_id=p["id"], genres=shown_genres(p["genres"], p["predicted"])[0],
+                            path=p["path"])
                 col.caption(p["read_text"].replace("\n", " · ")[:80])
     pick = st.selectbox("Show", hits, key=f"{key}-pick", format_func=lambda p: ui.poster_heading(
         p["title"], p["year"], p["id"], p["path"]).replace("**", ""))
     with st.container(border=True):
-        show_poster(db, pick, key=f"{key}-poster")
+        show_poster(db, db.poster(pick["id"]), key=f"{key}-poster")
 
 
 def render(db: PosterDB, store: str, generation: int, info: dict) -> None:

@@ -47,15 +47,14 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
         if len(matches) > 1:
             pick = st.selectbox(f"{len(matches)} posters match", matches, key="search-pick",
                                 format_func=lambda p: ui.poster_heading(
-                                    p["title"], p["year"], p["id"], p["path"]).replace("**", ""))
+                                    p.title, p.year, p.id, p.path).replace("**", ""))
         else:
             pick = matches[0]
         with st.container(key="search-query-poster"):
             cols = st.columns(GRID_COLUMNS)
-            poster_card(cols[0], image=pick["image"], title=pick["title"], year=pick["year"],
-                        poster_id=pick["id"], genres=ui.shown(pick),
-                        path=pick["path"])
-        query, label = int(pick["id"]), f"#{pick['id']}"
+            poster_card(cols[0], image=pick.image, title=pick.title, year=pick.year,
+                        poster_id=pick.id, genres=pick.shown, path=pick.path)
+        query, label = pick.id, f"#{pick.id}"
     elif mode == "Uploaded image":
         f = st.file_uploader("Poster image", type=list(ui.IMAGE_TYPES), key="search-upload")
         if f is None:
