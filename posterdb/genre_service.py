@@ -21,7 +21,7 @@ from .catalog import Catalog, embedding_table
 from .classify.progress import peak_rss_mib
 from .classify.publish import choose_publishing, publishing_thresholds
 from .embedders.base import Embedder
-from .errors import NotTrainedError, StoreError, UsageError
+from .errors import ClassifierFormatError, NotTrainedError, StoreError, UsageError
 from .genres import GENRES, to_multi_hot
 from .image_store import ImageStore
 from .images import PosterImage, open_poster
@@ -244,6 +244,21 @@ class GenreService:
         if not len(ids):
             return np.zeros((0, len(GENRES)))
         return self._probabilities(model, self.latest_row(model).id, clf, ids)
+
+    def image_probabilities(self, model: str, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
+        """{poster id: the classifier's 19 probabilities}, predicted in sample (a reader's prior
+        for identifying the film, not a review score); None without a usable classifier."""
+        try:
+            clf = self.load_latest(model)
+        except (ClassifierFormatError, StoreError):
+            return None
+        if clf is None or not len(ids):
+            return None
+        with self.catalog.read() as con:
+            got, X = self.catalog.vectors(con, embedding_table(model), list(ids))
+            decades = self.catalog.decades(con)
+        P = clf.predict_proba(X, [decades.get(int(i)) for i in got])
+        return {int(i): P[j] for j, i in enumerate(got)}
 
     def _probabilities(self, model: str, row_id: int, clf, ids: np.ndarray) -> np.ndarray:
         """Probabilities of stored posters, cached per classifier: a poster the classifier was

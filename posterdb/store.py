@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog, embedding_table
+from .catalog import Catalog
 from .embedders import is_finetuned_name
 from .embedders.base import Embedder, ModelSpec
 from .errors import ClassifierFormatError, ModelMismatchError, RefusedError, StoreError
@@ -340,19 +340,7 @@ class PosterDB:
 
     def genre_probabilities(self, ids: Sequence[int], model: str | None = None):
         """{poster id: the image classifier's 19 probabilities}, or None without a classifier."""
-        model = model or self.default_model()
-        try:
-            clf = self.genres.load_latest(model)
-        except (ClassifierFormatError, StoreError):
-            return None
-        if clf is None or not len(ids):
-            return None
-        with self.catalog.read() as con:
-            got, vecs = self.catalog.vectors(con, embedding_table(model), list(ids))
-        years = {p.id: p.year for p in self.posters(got.tolist())}
-        P = clf.predict_proba(vecs, [None if years[int(i)] is None else years[int(i)] // 10 * 10
-                                     for i in got])
-        return {int(i): P[j] for j, i in enumerate(got)}
+        return self.genres.image_probabilities(model or self.default_model(), ids)
 
     def temp_files(self, older_than: float = 0.0) -> list[Path]:
         return self.images.temp_files(older_than)
