@@ -11,10 +11,19 @@ from .common import DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit
 
 @command
 def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False):
-    """Counts by decade and genre, models and index state."""
-    data = open_store(store, model_dir).info()
+    """Counts by decade and genre, models and index state (a folder with no store: zeros)."""
+    from posterdb.store import PosterDB
+
+    if not store.is_file() and not PosterDB.exists(store):  # nothing to open: create nothing
+        data = PosterDB.absent_info(store)
+    else:
+        data = open_store(store, model_dir).info()
 
     def human():
+        if not data["exists"]:
+            out.print(f"{store}: no store yet (0 posters); `posterdb ingest DIR --store {store}` "
+                      "makes one")
+            return
         out.print(f"[bold]{data['store']}[/]: {data['posters']} posters, {data['labelled']} "
                   f"labelled, {data['reviewed']} reviewed, {data['ingest_errors']} ingest errors")
         t = Table(title="by decade")

@@ -35,6 +35,7 @@ from .stored_posters import StoredPosters
 
 DEFAULT_STORE = "posterdb-store"
 DEFAULT_MODEL = "mobilenet-v2"
+CATALOG_FILE = "catalog.duckdb"
 
 __all__ = ["PosterDB", "StoredPoster", "ExportedPoster", "Hit", "Classification", "IndexState",
            "IngestReport", "DEFAULT_STORE", "DEFAULT_MODEL", "default_store_dir"]
@@ -51,7 +52,7 @@ class PosterDB:
                  busy_timeout: float = 60.0, exact_max: int | None = None):
         self.root = Path(root)
         self.model_dir = model_dir
-        self.catalog = Catalog(self.root / "catalog.duckdb", busy_timeout=busy_timeout)
+        self.catalog = Catalog(self.root / CATALOG_FILE, busy_timeout=busy_timeout)
         self.images = ImageStore(self.root)
         self.indexes = IndexCache(self.catalog, self.root, exact_max=exact_max)
         self.stored = StoredPosters(self.catalog, self.images)
@@ -305,13 +306,25 @@ class PosterDB:
                    "index": {k: v for k, v in self.index_state(s.name).to_dict().items()
                              if k != "model"}}
                   for s in c["specs"]]
-        return {"store": str(self.root), "posters": c["posters"], "labelled": c["labelled"],
+        return {"store": str(self.root), "exists": True, "posters": c["posters"], "labelled": c["labelled"],
                 "reviewed": c["reviewed"], "by_decade": c["by_decade"], "by_genre": c["by_genre"],
                 "predicted_by_genre": c["predicted_by_genre"],
                 "ingest_errors": c["ingest_errors"], "models": models,
                 "classifiers": [{"model": r.model, "n_train": r.n_train,
                                  "trained_at": r.trained_at} for r in c["classifiers"]],
                 "reading": reading}
+
+    @staticmethod
+    def exists(root: str | Path) -> bool:
+        """Whether `root` holds a store (its catalogue), without opening or creating anything."""
+        return (Path(root) / CATALOG_FILE).is_file()
+
+    @staticmethod
+    def absent_info(root: str | Path) -> dict:
+        """`info()`'s shape for a folder with no store yet: a reader reports it, creates nothing."""
+        return {"store": str(root), "exists": False, "posters": 0, "labelled": 0, "reviewed": 0,
+                "by_decade": {}, "by_genre": {}, "predicted_by_genre": {}, "ingest_errors": 0,
+                "models": [], "classifiers": [], "reading": {"read": 0}}
 
     def errors(self, limit: int = 100) -> list[dict]:
         with self.catalog.read() as con:

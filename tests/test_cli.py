@@ -62,8 +62,12 @@ def test_failures_give_exit_codes(cli_store, tmp_path):
     assert code == 1 and data["failed"][0]["path"].endswith("broken.jpg")
     code, data = run("similar", "1", "--genre", "Biography", *common, "--json")
     assert code == 2 and "Biography" in data["error"]  # a bad argument: 2 (issue 8; was 3)
-    code, data = run("info", "--store", str(tmp_path / "none"), "--json")
+    code, data = run("similar", "1", "--store", str(tmp_path / "none"), "--json")
     assert code == 3 and "no posterdb store" in data["error"]
+    # info only reports: a folder with no store is zeros, exit 0, and nothing is created
+    code, data = run("info", "--store", str(tmp_path / "none"), "--json")
+    assert code == 0 and data["exists"] is False and data["posters"] == 0 and data["models"] == []
+    assert not (tmp_path / "none").exists()
     code, data = run("remove", "99999", "--store", str(store), "--json")
     assert code == 1 and data["not_found"] == [99999]
 
