@@ -20,6 +20,7 @@ from . import __version__
 from .catalog import Catalog, embedding_table
 from .classify.progress import peak_rss_mib
 from .classify.publish import choose_publishing, publishing_thresholds
+from .classify.report import EvalReport
 from .embedders.base import Embedder
 from .errors import ClassifierFormatError, NotTrainedError, StoreError, UsageError
 from .genres import GENRES, to_multi_hot
@@ -365,14 +366,18 @@ class GenreService:
         dec = np.asarray([decade_of(r.year) if r.year else -1 for r in kept], dtype=np.int64)
         return X, Y, dec
 
-    def latest_eval(self) -> dict | None:
+    def latest_eval(self) -> EvalReport | None:
+        """The last `posterdb eval` report (an EvalReport, with its chart's path), or None."""
         path = self.root / "eval" / "latest.json"
         if not path.exists():
             return None
-        report = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{path}: unreadable evaluation report ({e}); run `posterdb eval` "
+                             f"again") from e
         png = path.with_suffix(".png")
-        report["png"] = str(png) if png.exists() else None
-        return report
+        return EvalReport.from_dict(data, str(png) if png.exists() else None)
 
 
 __all__ = ["GenreService", "GENRES"]

@@ -281,7 +281,8 @@ class PosterDB:
         """The study-vs-posterdb report on this store's labelled posters (saved under eval/)."""
         return self.genres.evaluate(model or self.default_model(), **options)
 
-    def latest_eval(self) -> dict | None:
+    def latest_eval(self):
+        """The last evaluation report (an `EvalReport`), or None."""
         return self.genres.latest_eval()
 
     def review_queue(self, limit: int = 50, model: str | None = None) -> list[dict]:

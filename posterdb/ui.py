@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .classify.report import AVERAGES, EvalReport  # noqa: F401  (AVERAGES: the page's columns)
 from .errors import ImageError, NotTrainedError, PosterDBError, StoreBusyError, StoreError
 from .genres import GENRES
 from .store import DEFAULT_STORE
@@ -150,85 +151,48 @@ def decade_counts(info: Mapping) -> list[dict]:
             for d, n in info.get("by_decade", {}).items()]
 
 
-# -- eval report (posterdb.classify.evaluate.EvalReport.to_dict + "png") --------------------------
+# -- eval report (posterdb.classify.report.EvalReport, as read back by `latest_eval`) -------------
 
-AVERAGES = ("weighted", "macro", "micro", "samples")
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _methods(report: Mapping) -> dict[str, Mapping]:
-    methods = report.get("methods") if isinstance(report, Mapping) else None
-    return {k: v for k, v in methods.items() if isinstance(v, Mapping)} if isinstance(
-        methods, Mapping) else {}
-
-
-def method_label(report: Mapping, name: str) -> str:
-    m = _methods(report).get(name) or {}
-    return str(m.get("label") or name)
-
-
-def eval_averages(report: Mapping) -> list[dict]:
+def eval_averages(report: EvalReport) -> list[dict]:
     """One row per method: its label and the weighted / macro / micro / samples F1."""
-    rows = []
-    for name, m in _methods(report).items():
-        avg = m.get("averages") or {}
-        rows.append({"method": method_label(report, name)}
-                    | {a: (float(avg[a]) if _is_number(avg.get(a)) else None) for a in AVERAGES})
-    return rows
+    return [{"method": m.label} | {a: m.averages.get(a) for a in AVERAGES}
+            for m in report.methods.values()]
 
 
-def eval_per_genre_f1(report: Mapping) -> dict[str, dict[str, float]]:
+def eval_per_genre_f1(report: EvalReport) -> dict[str, dict[str, float]]:
     """{method label: {genre: F1}} over the genres with test support (in GENRES order)."""
-    methods = _methods(report)
-    if not methods:
+    if not report.methods:
         return {}
-    first = next(iter(methods.values())).get("per_genre") or {}
-    genres = [g for g in GENRES if isinstance(first.get(g), Mapping)
-              and (first[g].get("support") or 0) > 0]
-    out = {}
-    for name, m in methods.items():
-        per = m.get("per_genre") or {}
-        out[method_label(report, name)] = {
-            g: float(per[g]["f1"]) for g in genres
-            if isinstance(per.get(g), Mapping) and _is_number(per[g].get("f1"))}
+    first = next(iter(report.methods.values())).per_genre
+    genres = [g for g in GENRES if (first.get(g, {}).get("support") or 0) > 0]
+    out = {m.label: {g: f for g in genres if (f := m.per_genre.get(g, {}).get("f1")) is not None}
+           for m in report.methods.values()}
     return {k: v for k, v in out.items() if v}
 
 
-def eval_cross_decade(report: Mapping, average: str = "weighted") -> dict[str, dict]:
+def _label(report: EvalReport, name: str) -> str:
+    m = report.methods.get(name)
+    return m.label if m else name
+
+
+def eval_cross_decade(report: EvalReport, average: str = "weighted") -> dict[str, dict]:
     """{method label: {"decades": [...], "matrix": rows (train decade) × cols (test decade)}}."""
-    cd = report.get("cross_decade") if isinstance(report, Mapping) else None
-    if not isinstance(cd, Mapping) or not cd.get("decades"):
+    cd = report.cross_decade
+    if not cd or not cd["decades"]:
         return {}
     decades = [decade_label(d) for d in cd["decades"]]
-    out = {}
-    for name, m in (cd.get("methods") or {}).items():
-        matrix = m.get(average) if isinstance(m, Mapping) else None
-        if matrix and len(matrix) == len(decades):
-            out[method_label(report, name)] = {
-                "decades": decades,
-                "matrix": [[float(v) if _is_number(v) else None for v in row] for row in matrix]}
-    return out
+    return {_label(report, name): {"decades": decades, "matrix": m[average]}
+            for name, m in cd["methods"].items() if average in m}
 
 
-def eval_per_decade(report: Mapping, average: str = "weighted") -> list[dict]:
-    """Rows {decade, <method label>: F1, ..., test posters} from report["per_decade"]."""
-    per = report.get("per_decade") if isinstance(report, Mapping) else None
-    if not isinstance(per, Mapping):
-        return []
+def eval_per_decade(report: EvalReport, average: str = "weighted") -> list[dict]:
+    """Rows {decade, <method label>: F1, ..., test posters} from the report's per-decade F1."""
     rows: dict[str, dict] = {}
-    for name, by_decade in per.items():
-        if not isinstance(by_decade, Mapping):
-            continue
-        label = method_label(report, name)
+    for name, by_decade in report.per_decade.items():
         for d, sc in by_decade.items():
-            if not isinstance(sc, Mapping):
-                continue
-            row = rows.setdefault(str(d), {"decade": decade_label(d) if str(d).isdigit() else d})
-            row[label] = float(sc[average]) if _is_number(sc.get(average)) else None
-            if _is_number(sc.get("n")):
+            row = rows.setdefault(d, {"decade": decade_label(d) if d.isdigit() else d})
+            row[_label(report, name)] = sc.get(average)
+            if sc.get("n") is not None:
                 row["test posters"] = int(sc["n"])
     return [rows[k] for k in sorted(rows, key=lambda d: (not d.isdigit(), d))]
 

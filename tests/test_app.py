@@ -15,6 +15,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from posterdb import ui
+from posterdb.classify.report import EvalReport
 from posterdb.errors import ImageError, NotTrainedError, StoreBusyError
 from posterdb.genres import GENRES
 from posterdb.store import PosterDB
@@ -342,8 +343,8 @@ def test_stats_renders_counts_charts_and_eval(app, store, model_dir):
     methods = tables[0].value
     assert list(methods.index) == [r["method"] for r in ui.eval_averages(report)]
     assert methods.loc["posterdb: blend", "weighted"] == pytest.approx(
-        report["methods"]["blend"]["averages"]["weighted"])
-    if report.get("png"):
+        report.methods["blend"].averages["weighted"])
+    if report.chart_png:
         assert app.get("image")
 
 
@@ -475,8 +476,10 @@ def test_paging_filtering_badges_and_errors():
 
 
 def test_eval_report_helpers():
+    """A report read back from JSON (another version's, with parts missing and nulls) is
+    checked once by EvalReport.from_dict; the page's helpers then read plain attributes."""
     per = {g: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 0} for g in GENRES}
-    report = {
+    report = EvalReport.from_dict({
         "setup": {"n_train": 80, "n_test": 20},
         "methods": {
             "study_svm": {"label": "study", "averages": {"weighted": 0.3, "macro": None,
@@ -487,7 +490,7 @@ def test_eval_report_helpers():
         "per_decade": {"blend": {"1970": {"weighted": 0.4, "n": 3}, "1920": {"weighted": 0.1}}},
         "cross_decade": {"decades": [1970, 1980], "methods": {
             "blend": {"weighted": [[0.5, None], [0.2, 0.6]]}}},
-        "png": None}
+        "png": None})
     assert ui.eval_averages(report) == [
         {"method": "study", "weighted": 0.3, "macro": None, "micro": 0.2, "samples": 0.1},
         {"method": "posterdb: blend", "weighted": 0.5, "macro": None, "micro": None,
@@ -499,6 +502,13 @@ def test_eval_report_helpers():
     assert ui.eval_per_decade(report) == [{"decade": "1920s", "posterdb: blend": 0.1},
                                           {"decade": "1970s", "posterdb: blend": 0.4,
                                            "test posters": 3}]
-    empty = {"cross_decade": {"decades": [], "methods": {}}}
+    odd = EvalReport.from_dict({
+        "methods": {"junk": 3, "vote": {"averages": {"weighted": "n/a", "macro": float("nan")}}},
+        "cross_decade": {"decades": [1970, 1980], "methods": {"vote": {"weighted": [[0.1]]}}},
+        "per_decade": {"vote": [1, 2]}})
+    assert ui.eval_averages(odd) == [{"method": "vote", "weighted": None, "macro": None,
+                                      "micro": None, "samples": None}]
+    assert (ui.eval_cross_decade(odd), ui.eval_per_decade(odd)) == ({}, [])
+    empty = EvalReport.from_dict({"cross_decade": {"decades": [], "methods": {}}})
     assert (ui.eval_averages(empty), ui.eval_per_genre_f1(empty), ui.eval_cross_decade(empty),
             ui.eval_per_decade(empty)) == ([], {}, {}, [])

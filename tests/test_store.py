@@ -241,3 +241,17 @@ def test_stale_temp_files_are_reported_and_swept(tmp_path, poster_slice, model_d
     assert report["ok"] and any("temporary" in w for w in report["warnings"])
     r = db.ingest(src)
     assert r.swept_temp_files == 1 and not old.exists() and young.exists()
+
+
+def test_eval_report_is_read_back_as_a_record_and_a_torn_one_is_one_line(tmp_path):
+    db = PosterDB.open(tmp_path / "s")
+    assert db.latest_eval() is None
+    (tmp_path / "s" / "eval").mkdir()
+    latest = tmp_path / "s" / "eval" / "latest.json"
+    latest.write_text('{"setup": {"n_train": 8}, "methods": {"blend": {"averages": {"weighted": 0.5}}}}')
+    report = db.latest_eval()
+    assert report.setup == {"n_train": 8} and report.chart_png is None
+    assert report.methods["blend"].label == "blend" and report.methods["blend"].averages["weighted"] == 0.5
+    latest.write_text('{"setup": {"n_tra')  # a torn write by something other than posterdb
+    with pytest.raises(StoreError, match="unreadable evaluation report .* run `posterdb eval` again"):
+        db.latest_eval()

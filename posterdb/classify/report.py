@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from posterdb.atomic import replacing, write_atomic
 from posterdb.genres import GENRES
@@ -33,6 +33,8 @@ MACRO_NOTE = ("macro F1 averages only the genres with support > 0 in the test se
 
 def scores(Y_true: np.ndarray, Y_pred: np.ndarray) -> dict[str, float]:
     """weighted / macro (genres with support only) / micro / samples F1."""
+    from sklearn.metrics import f1_score  # here: readers of a saved report need no sklearn
+
     Y_true = np.asarray(Y_true).astype(int)
     Y_pred = np.asarray(Y_pred).astype(int)
     if len(Y_true) == 0:
@@ -58,6 +60,8 @@ class MethodResult:
 
     @classmethod
     def compute(cls, name, Y_true, Y_pred, fit_s=0.0, pred_s=0.0) -> "MethodResult":
+        from sklearn.metrics import precision_recall_fscore_support
+
         p, r, f, s = precision_recall_fscore_support(Y_true, Y_pred, average=None,
                                                      labels=list(range(len(GENRES))), zero_division=0)
         per = {g: {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j])}
@@ -81,6 +85,17 @@ def _clean(o):
     return o
 
 
+def _num(v) -> float | None:
+    """A finite number as float, anything else (None, NaN, text, bool) as None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _mapping(v) -> dict:
+    return dict(v) if isinstance(v, Mapping) else {}
+
+
 @dataclass
 class EvalReport:
     setup: dict
@@ -89,6 +104,44 @@ class EvalReport:
     cross_decade: dict | None = None
     classifier: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    chart_png: str | None = None  # where `save_png` put its chart, when read back (not saved)
+
+    @classmethod
+    def from_dict(cls, d: Mapping, chart_png: str | None = None) -> "EvalReport":
+        """A report read back from its JSON, checked once here so that readers (the page) use
+        plain attributes: a file written by another version may lack parts or carry nulls;
+        missing numbers become None, entries that are not objects are left out."""
+        d = _mapping(d)
+        methods = {}
+        for name, m in _mapping(d.get("methods")).items():
+            if not isinstance(m, Mapping):
+                continue
+            per = {g: {k: _num(v) for k, v in s.items()}
+                   for g, s in _mapping(m.get("per_genre")).items() if isinstance(s, Mapping)}
+            methods[str(name)] = MethodResult(
+                str(name), str(m.get("label") or name),
+                {a: _num(_mapping(m.get("averages")).get(a)) for a in AVERAGES}, per,
+                _num(m.get("fit_seconds")) or 0.0, _num(m.get("predict_seconds")) or 0.0)
+        per_decade = {str(name): {str(dec): {k: _num(v) for k, v in s.items()}
+                                  for dec, s in by_dec.items() if isinstance(s, Mapping)}
+                      for name, by_dec in _mapping(d.get("per_decade")).items()
+                      if isinstance(by_dec, Mapping)}
+        cd = d.get("cross_decade")
+        cross = None
+        if isinstance(cd, Mapping) and isinstance(cd.get("decades"), list):
+            decades = [int(x) for x in cd["decades"] if _num(x) is not None]
+            mats = {}
+            for name, m in _mapping(cd.get("methods")).items():
+                if not isinstance(m, Mapping):
+                    continue
+                mats[str(name)] = {a: [[_num(v) for v in row] for row in grid]
+                                   for a, grid in m.items() if isinstance(grid, list)
+                                   and len(grid) == len(decades)
+                                   and all(isinstance(r, list) and len(r) == len(decades)
+                                           for r in grid)}
+            cross = {**cd, "decades": decades, "methods": mats}
+        return cls(_mapping(d.get("setup")), methods, per_decade, cross,
+                   _mapping(d.get("classifier")), _mapping(d.get("timings")), chart_png)
 
     # -- serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict:

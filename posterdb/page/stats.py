@@ -38,10 +38,10 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
 
     st.subheader("Latest evaluation")
     report = db.latest_eval()
-    if not report:
+    if report is None:
         st.info("No evaluation report yet: run `posterdb eval` to produce one.")
         return
-    setup = report.get("setup") or {}
+    setup = report.setup
     if setup:
         st.caption(f"{setup.get('description', '')} · {setup.get('n_train', '?')} training / "
                    f"{setup.get('n_test', '?')} test posters. {setup.get('macro_note', '')}")
@@ -71,7 +71,7 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
     if per_decade:
         with st.expander("weighted F1 per test decade"):
             st.dataframe(pd.DataFrame(per_decade).set_index("decade"), width="stretch")
-    if report.get("png"):
-        st.image(report["png"], caption="the report's chart (posterdb eval)")
+    if report.chart_png:
+        st.image(report.chart_png, caption="the report's chart (posterdb eval)")
     with st.expander("full report (JSON)"):
-        st.json({k: v for k, v in report.items() if k != "png"}, expanded=False)
+        st.json(report.to_dict(), expanded=False)
