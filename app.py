@@ -19,10 +19,10 @@ import time
 
 import streamlit as st
 
-from posterdb import ui
-from posterdb.errors import PosterDBError, StoreBusyError
-from posterdb.page import classify, curate, inbox, read, search, stats
-from posterdb.page.common import load_info, open_store, refresh_if_changed, store_lock
+from posterdb.core.errors import PosterDBError, StoreBusyError
+from posterdb.ui import helpers as ui
+from posterdb.ui.page import classify, curate, inbox, read, search, stats
+from posterdb.ui.page.common import load_info, open_store, refresh_if_changed, store_lock
 
 log = logging.getLogger("posterdb.app")
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import time
 
-from .common import MODELS, POSTERS, Figure, api_missing, ensure_store, label_rows, loadavg, standalone, \
-    percentiles
+from .common import (
+    MODELS,
+    POSTERS,
+    Figure,
+    api_missing,
+    ensure_store,
+    label_rows,
+    loadavg,
+    percentiles,
+    standalone,
+)
 
 NAME = "classify"
 GOAL_MS = 50.0

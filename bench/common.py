@@ -117,7 +117,7 @@ def embedder(batch_size: int = 64):
 
 def raw_embed(files: list[Path], batch_size: int = 64, emb=None) -> np.ndarray:
     """The reference loop: read, decode (+sha256), preprocess, embed_batch; one thread."""
-    from posterdb.images import decode, read_bytes
+    from posterdb.media.images import decode, read_bytes
 
     emb = emb or embedder(batch_size)
     out, batch = [], []

@@ -31,8 +31,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from posterdb.embedders.mobilenet_torch import FloatMobileNetV2  # noqa: E402
-from posterdb.finetune import FinetuneConfig, embed, finetune, genre_probabilities, poster_inputs, \
-    square_inputs  # noqa: E402
+from posterdb.finetune.train import (  # noqa: E402
+    FinetuneConfig,
+    embed,
+    finetune,
+    genre_probabilities,
+    poster_inputs,
+    square_inputs,
+)
 
 OUT = os.environ.get("OUT", "/tmp/ft_out")
 BUDGET = float(os.environ.get("FT_BUDGET", 440))

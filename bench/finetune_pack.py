@@ -29,9 +29,13 @@ def main(argv=None):
     import torch
     from PIL import Image
 
-    from posterdb.classify.splits import group_kfold, grouped_train_test_split, near_duplicate_groups
+    from posterdb.classify.splits import (
+        group_kfold,
+        grouped_train_test_split,
+        near_duplicate_groups,
+    )
+    from posterdb.core.genres import GENRES, parse_genres
     from posterdb.embedders.mobilenet_torch import from_tflite
-    from posterdb.genres import GENRES, parse_genres
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("vectors", type=Path)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from posterdb.identify.catalogues import split_title_year
-from posterdb.identify.text import squash
+from posterdb.reading.identify.catalogues import split_title_year
+from posterdb.reading.identify.text import squash
 
 _ARTICLE = re.compile(r"^(.*), (The|A|An|Les|La|Le|L'|Il|Lo|Der|Die|Das|El|Los|Las|Gli|Un|Une|"
                       r"Ein|Eine|De|Het|Den|Det|O|Os|As)$")

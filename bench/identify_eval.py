@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from posterdb import read_cache
-from posterdb.genres import parse_genres
-from posterdb.identify.catalogues import LocalCatalogue
-from posterdb.identify.scoring import FilmScorer, Reading, features
+from posterdb.core.genres import parse_genres
+from posterdb.reading import cache as read_cache
+from posterdb.reading.identify.catalogues import LocalCatalogue
+from posterdb.reading.identify.scoring import FilmScorer, Reading, features
 
 LABELS = Path(__file__).resolve().parents[1] / ".." / "shared" / "posters" / "labels.csv"
 

@@ -23,8 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.identify_eval import LABELS, load_truth
-from posterdb import read_cache
-from posterdb.identify import PENDING, Reading, TMDbCatalogue, identify
+from posterdb.reading import cache as read_cache
+from posterdb.reading.identify import PENDING, Reading, TMDbCatalogue, identify
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def source_calibration(rows, seed: int = 0) -> dict:
     other half, swap; and the threshold from all of them (for calibration.json)."""
     import numpy as np
 
-    from posterdb.identify.scoring import choose_threshold
+    from posterdb.reading.identify.scoring import choose_threshold
 
     score = np.array([r[0] for r in rows])
     right = np.array([r[1] for r in rows], bool)
@@ -76,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--rate-limit", type=int, default=0)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    from posterdb.tmdb import Credentials, TMDbClient
+    from posterdb.tmdb.client import Credentials, TMDbClient
     from tests.tmdb_server import TMDbServer
 
     truth = load_truth(a.labels)

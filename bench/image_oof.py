@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.identify_eval import LABELS, load_truth
 from posterdb.classify.blend import GenreClassifier
-from posterdb.genres import to_multi_hot
+from posterdb.core.genres import to_multi_hot
 
 
 def main(argv=None):

@@ -21,8 +21,17 @@ import time
 
 import numpy as np
 
-from .common import CACHE, THREADS, Figure, Timer, loadavg, percentiles, real_vectors, \
-    rss_peak_mib, run_worker
+from .common import (
+    CACHE,
+    THREADS,
+    Figure,
+    Timer,
+    loadavg,
+    percentiles,
+    real_vectors,
+    rss_peak_mib,
+    run_worker,
+)
 from .realistic_vectors import QUERY_SEED, generate, read_rows
 
 NAME = "index"

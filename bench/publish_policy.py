@@ -22,14 +22,18 @@ NAME = "publish"
 
 
 def measure(precision: float = 0.8, seed: int = 0) -> dict:
+    from posterdb.genres import GENRES, parse_genres, to_multi_hot
+
     from posterdb.classify.blend import GenreClassifier
     from posterdb.classify.heads import as_decades
-    from posterdb.classify.publish import policy_report, published
-    from posterdb.classify.splits import (DEFAULT_DUP_THRESHOLD, drop_near_duplicates_of,
-                                          grouped_train_test_split, near_duplicate_groups)
+    from posterdb.classify.publish import choose_publishing, policy_report, published
+    from posterdb.classify.splits import (
+        DEFAULT_DUP_THRESHOLD,
+        drop_near_duplicates_of,
+        grouped_train_test_split,
+        near_duplicate_groups,
+    )
     from posterdb.classify.thresholds import apply_thresholds
-    from posterdb.classify.publish import choose_publishing
-    from posterdb.genres import GENRES, parse_genres, to_multi_hot
 
     rows = label_rows()
     X = real_vectors(len(rows))

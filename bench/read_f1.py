@@ -32,16 +32,20 @@ from pathlib import Path
 import numpy as np
 
 from bench.identify_eval import LABELS, candidates, load_truth
-from posterdb import read_cache
 from posterdb.classify.blend import GenreClassifier
-from posterdb.classify.report import scores
 from posterdb.classify.heads import f1_objective
-from posterdb.classify.splits import (drop_near_duplicates_of, group_kfold,
-                                      grouped_train_test_split, near_duplicate_groups)
+from posterdb.classify.report import scores
+from posterdb.classify.splits import (
+    drop_near_duplicates_of,
+    group_kfold,
+    grouped_train_test_split,
+    near_duplicate_groups,
+)
 from posterdb.classify.thresholds import apply_thresholds, tune_thresholds
-from posterdb.genres import GENRES, to_multi_hot
-from posterdb.identify.scoring import FilmScorer, Reading, features
-from posterdb.ocr import text_of
+from posterdb.core.genres import GENRES, to_multi_hot
+from posterdb.reading import cache as read_cache
+from posterdb.reading.identify.scoring import FilmScorer, Reading, features
+from posterdb.reading.ocr import text_of
 
 
 class TextGenres:

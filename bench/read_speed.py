@@ -53,6 +53,7 @@ def run(quick: bool = False) -> list[Figure]:
 def _requests(rows, reads) -> Figure:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from posterdb.identify import Reading, TMDbCatalogue, identify
+
     from posterdb.tmdb import Credentials, TMDbClient
     from tests.tmdb_server import TMDbServer, distractor_films, shared_films
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from posterdb.catalog import embedding_table
 from posterdb.genres import GENRES
 from posterdb.review import score_queue
+
 from posterdb.store import PosterDB
 
 from .common import CACHE, MODELS, POSTERS

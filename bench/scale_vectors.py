@@ -56,8 +56,9 @@ def _labels():
 
 def build(copies: int = 4, batch: int = 64, seed: int = 0, verbose: bool = True) -> Path:
     """Embed the originals and `copies` augmented copies of every shared poster (resumable per copy)."""
-    from posterdb.embedders import get_embedder
     from posterdb.images import decode, read_bytes
+
+    from posterdb.embedders import get_embedder
 
     from .common import MODELS
 

@@ -18,8 +18,7 @@ import time
 
 import numpy as np
 
-from .common import MODELS, THREADS, Figure, Timer, ensure_store, loadavg, percentiles, \
-    real_vectors
+from .common import MODELS, THREADS, Figure, Timer, ensure_store, loadavg, percentiles, real_vectors
 
 NAME = "search"
 SIGMA = 0.01

@@ -9,7 +9,7 @@ __all__ = ["PosterDB", "__version__"]
 
 def __getattr__(name: str):
     if name == "PosterDB":  # lazy: `import posterdb` stays cheap (no duckdb/faiss import)
-        from .store import PosterDB
+        from posterdb.store import PosterDB
 
         return PosterDB
     raise AttributeError(f"module 'posterdb' has no attribute {name!r}")

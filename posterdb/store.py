@@ -17,21 +17,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog
-from .embedders import is_finetuned_name
-from .embedders.base import Embedder, ModelSpec
-from .errors import ClassifierFormatError, ModelMismatchError, RefusedError, StoreError
-from .finetune_service import FinetuneService
-from .genre_service import GenreService
-from .image_store import ImageStore
-from .images import PosterImage, open_poster
-from .index import VectorIndex
-from .index_cache import IndexCache
-from .intake import Intake
-from .records import Classification, ExportedPoster, Hit, IndexState, IngestReport, StoredPoster
-from .rules import validate_genres
-from .similarity import Similarity
-from .stored_posters import StoredPosters
+from posterdb.classify.service import GenreService
+from posterdb.core.errors import ClassifierFormatError, ModelMismatchError, RefusedError, StoreError
+from posterdb.core.records import (
+    Classification,
+    ExportedPoster,
+    Hit,
+    IndexState,
+    IngestReport,
+    StoredPoster,
+)
+from posterdb.core.rules import validate_genres
+from posterdb.curation.intake import Intake
+from posterdb.embedders import is_finetuned_name
+from posterdb.embedders.base import Embedder, ModelSpec
+from posterdb.finetune.service import FinetuneService
+from posterdb.media.images import PosterImage, open_poster
+from posterdb.storage.catalog import Catalog
+from posterdb.storage.image_store import ImageStore
+from posterdb.storage.posters import StoredPosters
+from posterdb.vectors.cache import IndexCache
+from posterdb.vectors.index import VectorIndex
+from posterdb.vectors.similarity import Similarity
 
 DEFAULT_STORE = "posterdb-store"
 DEFAULT_MODEL = "mobilenet-v2"
@@ -125,7 +132,7 @@ class PosterDB:
 
     def embedder(self, name: str | None = None, **options) -> Embedder:
         """The embedder for `name` (cached), checked against the vectors already stored."""
-        from .embedders import get_embedder
+        from posterdb.embedders import get_embedder
 
         name = name or self.default_model()
         if name not in self._embedders and is_finetuned_name(name):  # weights inside the store
@@ -225,7 +232,7 @@ class PosterDB:
     def ingest(self, path, labels=None, *, model: str | None = None, auto_classify: bool = True,
                **options) -> IngestReport:
         """Ingest a folder or file (+ optional labels file); see `posterdb.ingest.run_ingest`."""
-        from .ingest import run_ingest
+        from posterdb.ingest import run_ingest
 
         model = model or DEFAULT_MODEL
         embedder = self.embedder(model)
@@ -344,7 +351,7 @@ class PosterDB:
         first use, since OCR and fuzzy matching are an extra."""
         if self._reading is None:
             try:
-                from .reading import ReadingService
+                from posterdb.reading.service import ReadingService
             except ImportError as e:
                 raise RefusedError(f"reading posters needs the `read` extra: pip install "
                                    f"'posterdb[read]' ({e})") from e
@@ -364,6 +371,6 @@ class PosterDB:
 
     def check(self, deep: bool = False) -> dict:
         """Consistency report; `ok` is False when DuckDB, FAISS files and images disagree."""
-        from .consistency import check_store
+        from posterdb.storage.consistency import check_store
 
         return check_store(self.catalog, self.images, self.indexes, deep=deep)

@@ -63,8 +63,8 @@ def real(label_rows, posters_dir, model_dir):
     import numpy as np
     from PIL import Image
 
+    from posterdb.core.genres import parse_genres, to_multi_hot
     from posterdb.embedders import get_embedder
-    from posterdb.genres import parse_genres, to_multi_hot
 
     rows = label_rows[::10]
     emb = get_embedder("mobilenet-v2", model_dir=model_dir, allow_download=False)

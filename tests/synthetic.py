@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from posterdb.genres import GENRES
+from posterdb.core.genres import GENRES
 
 DECADES = (1930, 1950, 1970, 1990, 2010)
 

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from posterdb import ui
 from posterdb.classify.report import EvalReport
-from posterdb.errors import ImageError, NotTrainedError, StoreBusyError
-from posterdb.genres import GENRES
+from posterdb.core.errors import ImageError, NotTrainedError, StoreBusyError
+from posterdb.core.genres import GENRES
 from posterdb.store import PosterDB
+from posterdb.ui import helpers as ui
 from tests.conftest import copy_slice
 
 ROOT = Path(__file__).resolve().parents[1]

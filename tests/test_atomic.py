@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from posterdb.atomic import replacing, write_atomic
+from posterdb.core.atomic import replacing, write_atomic
 
 
 def test_write_replaces_whole_file_and_leaves_no_temp(tmp_path):

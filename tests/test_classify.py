@@ -15,14 +15,23 @@ from sklearn.metrics import f1_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
-from posterdb.classify import (GenreClassifier, Neighbour, Prediction, StudySVM, apply_thresholds,
-                               grouped_train_test_split, load_classifier, near_duplicate_groups,
-                               save_classifier, tune_thresholds)
+from posterdb.classify import (
+    GenreClassifier,
+    Neighbour,
+    Prediction,
+    StudySVM,
+    apply_thresholds,
+    grouped_train_test_split,
+    load_classifier,
+    near_duplicate_groups,
+    save_classifier,
+    tune_thresholds,
+)
 from posterdb.classify.heads import DecadeCentering, as_decades, platt_fit
 from posterdb.classify.splits import drop_near_duplicates_of, group_kfold
 from posterdb.classify.thresholds import best_f1_threshold
-from posterdb.errors import StoreError
-from posterdb.genres import GENRE_INDEX, GENRES
+from posterdb.core.errors import StoreError
+from posterdb.core.genres import GENRE_INDEX, GENRES
 
 TV = GENRE_INDEX["TV Movie"]
 

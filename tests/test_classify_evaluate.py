@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from posterdb.classify import METHODS, EvalReport, evaluate
-from posterdb.genres import GENRES, parse_genres, to_multi_hot
+from posterdb.core.genres import GENRES, parse_genres, to_multi_hot
 
 AVGS = {"weighted", "macro", "micro", "samples"}
 

@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from posterdb.classify import GenreClassifier, grouped_train_test_split, load_classifier, save_classifier
+from posterdb.classify import (
+    GenreClassifier,
+    grouped_train_test_split,
+    load_classifier,
+    save_classifier,
+)
 from posterdb.classify.heads import SVMHeads, l2n
 from posterdb.classify.nystroem import NystroemHeads
 from posterdb.classify.splits import near_duplicate_groups
 from posterdb.classify.vote import KNNVote
-from posterdb.genres import GENRE_INDEX, GENRES
+from posterdb.core.genres import GENRE_INDEX, GENRES
 
 TV = GENRE_INDEX["TV Movie"]
 FAST = dict(n_folds=3, k_grid=(10, 40), temperature_grid=(0.05,), alpha_grid=(0.5, 0.8))

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from posterdb.ui.cli.main import app
 
 runner = CliRunner()
 

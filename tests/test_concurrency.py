@@ -14,9 +14,9 @@ import time
 
 import pytest
 
+from posterdb.store import PosterDB
 from posterdb.testing.slices import copy_posters, posterdb_cmd
 from posterdb.testing.slices import subprocess_env as _env
-from posterdb.store import PosterDB
 
 N_SEED = 30
 N_INGEST = 1000

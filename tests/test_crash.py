@@ -15,9 +15,17 @@ import subprocess
 
 import pytest
 
-from posterdb import faults
-from posterdb.testing.crash import (KINDS, _env, _ingest_args, calibrate, plan, run_trial,
-                                    source_truth, verify)
+from posterdb.core import faults
+from posterdb.testing.crash import (
+    KINDS,
+    _env,
+    _ingest_args,
+    calibrate,
+    plan,
+    run_trial,
+    source_truth,
+    verify,
+)
 from posterdb.testing.slices import copy_posters
 
 MODEL = "fake-pixels"   # crash/resume is about storage: the fast deterministic embedder will do

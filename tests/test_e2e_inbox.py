@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from synthetic import make_posters
-from test_e2e import (CHROMIUM, assert_page_clean, browser, screenshot, serve,  # noqa: F401
-                      wait_images)
+from test_e2e import CHROMIUM, assert_page_clean, browser, screenshot, serve, wait_images  # noqa: F401
 
-from posterdb.inbox import Inbox
+from posterdb.curation.inbox import Inbox
+from posterdb.curation.watch import Watcher
 from posterdb.store import PosterDB
-from posterdb.watch import Watcher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                                   reason=f"{CHROMIUM} is missing")]

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from posterdb.core.errors import PosterDBError, WeightsNotFoundError
 from posterdb.embedders import EMBEDDER_NAMES, default_model_dir, get_embedder
 from posterdb.embedders import weights as W
-from posterdb.errors import PosterDBError, WeightsNotFoundError
 
 MOBILENET = "mobilenet_v2_1.0_224_quant.tflite"
 CLIP_ARCH = "ViT-S-32-alt"  # the smallest built-in open_clip config (~43M params): fast on 2 cores

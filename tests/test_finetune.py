@@ -14,13 +14,18 @@ import pytest
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
+from posterdb.core.errors import WeightsLoadError  # noqa: E402
+from posterdb.core.genres import GENRES, parse_genres  # noqa: E402
 from posterdb.embedders import get_embedder  # noqa: E402
-from posterdb.embedders.finetuned import FineTunedEmbedder, finetuned_name, is_finetuned_name, \
-    load_backbone, save_backbone  # noqa: E402
 from posterdb.embedders.mobilenet_torch import from_tflite  # noqa: E402
-from posterdb.errors import WeightsLoadError  # noqa: E402
-from posterdb.finetune import FinetuneConfig, augment, embed, finetune, poster_inputs  # noqa: E402
-from posterdb.genres import GENRES, parse_genres  # noqa: E402
+from posterdb.finetune.embedder import (  # noqa: E402
+    FineTunedEmbedder,
+    finetuned_name,
+    is_finetuned_name,
+    load_backbone,
+    save_backbone,
+)
+from posterdb.finetune.train import FinetuneConfig, augment, embed, finetune, poster_inputs  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODEL = SHARED / "models" / "mobilenet_v2_1.0_224_quant.tflite"

@@ -11,19 +11,18 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from cli.main import app  # noqa: E402
+from posterdb.core.errors import WeightsLoadError  # noqa: E402
 from posterdb.embedders import is_finetuned_name  # noqa: E402
-from posterdb.errors import WeightsLoadError  # noqa: E402
 from posterdb.store import PosterDB  # noqa: E402
+from posterdb.ui.cli.main import app  # noqa: E402
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def tuned_store(tmp_path_factory, label_rows, posters_dir, model_dir):
-    from conftest import copy_slice
-
     import torch
+    from conftest import copy_slice
     torch.set_num_threads(1)
     src = copy_slice(label_rows, posters_dir, tmp_path_factory.mktemp("src"), 48, every=97)
     store = tmp_path_factory.mktemp("ft") / "store"

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from posterdb.errors import ImageError, LabelsError
-from posterdb.genres import GENRES
-from posterdb.images import PosterImage, decode
-from posterdb.labels import YEAR_MAX, YEAR_MIN, read_labels
+from posterdb.core.errors import ImageError, LabelsError
+from posterdb.core.genres import GENRES
+from posterdb.media.images import PosterImage, decode
+from posterdb.media.labels import YEAR_MAX, YEAR_MIN, read_labels
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")   # PIL warns about corrupt TIFF tags
 FUZZ = settings(max_examples=200, deadline=None,

@@ -8,10 +8,17 @@ import pytest
 
 pytest.importorskip("rapidfuzz")
 
-from posterdb.identify import (PENDING, CatalogueError, Film, LocalCatalogue, Reading,  # noqa: E402
-                               TMDbCatalogue, identify)
-from posterdb.identify.text import queries, spaced, squash, title_keys, years_in  # noqa: E402
-from posterdb.ocr import ReadLine  # noqa: E402
+from posterdb.reading.identify import (
+    PENDING,
+    CatalogueError,
+    Film,
+    LocalCatalogue,
+    Reading,
+    TMDbCatalogue,
+    identify,
+)
+from posterdb.reading.identify.text import queries, spaced, squash, title_keys, years_in  # noqa: E402
+from posterdb.reading.ocr import ReadLine  # noqa: E402
 
 
 def L(text: str, top: float, height: float = 20.0, conf: float = 0.98, left: float = 10.0):
@@ -137,7 +144,7 @@ def server():
 
 
 def _client(srv, **kw):
-    from posterdb.tmdb import Credentials, TMDbClient
+    from posterdb.tmdb.client import Credentials, TMDbClient
     return TMDbClient(srv.url, Credentials(api_key=srv.api_key), **kw)
 
 
@@ -166,7 +173,7 @@ def test_rate_limited_or_down_catalogue_leaves_the_poster_pending(server):
 
 
 def test_a_catalogue_source_may_have_its_own_threshold():
-    from posterdb.identify import FilmScorer
+    from posterdb.reading.identify import FilmScorer
 
     s = FilmScorer.load()
     s.thresholds_ = dict(s.thresholds_, **{"tmdb year known": 0.9})

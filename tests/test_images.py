@@ -8,16 +8,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import hostile  # tests/ is on sys.path (rootdir conftest, no __init__.py)
 import numpy as np
 import pytest
+from hostile import BASE_SIZE, EXPECTED_SIZES, make_hostile_corpus
 from PIL import Image, ImageFile
 
-from posterdb import images
-from posterdb.errors import ImageError
-from posterdb.images import (MAX_FILE_BYTES, SUPPORTED_SUFFIXES, PosterImage, decode, iter_image_files,
-                             open_poster, read_bytes, sha256_bytes)
-import hostile  # tests/ is on sys.path (rootdir conftest, no __init__.py)
-from hostile import BASE_SIZE, EXPECTED_SIZES, make_hostile_corpus
+from posterdb.core.errors import ImageError
+from posterdb.media import images
+from posterdb.media.images import (
+    MAX_FILE_BYTES,
+    SUPPORTED_SUFFIXES,
+    PosterImage,
+    decode,
+    iter_image_files,
+    open_poster,
+    read_bytes,
+    sha256_bytes,
+)
 
 REAL = "images/tt0015648.jpg"
 

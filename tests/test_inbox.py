@@ -6,8 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from posterdb.feed import FeedRow, format_of, render, write_feed
-from posterdb.inbox import ERROR_SUFFIX, Hint, Inbox, InboxBusy, Waker, hint_from_name, is_temporary
+from posterdb.curation.feed import FeedRow, format_of, render, write_feed
+from posterdb.curation.inbox import (
+    ERROR_SUFFIX,
+    Hint,
+    Inbox,
+    InboxBusy,
+    Waker,
+    hint_from_name,
+    is_temporary,
+)
 
 OLD = time.time() - 3600
 
@@ -140,7 +148,7 @@ def test_feed_csv_and_json_atomic(tmp_path):
 
 def test_watch_loop_leaves_files_in_place_when_the_store_cannot_take_a_batch(tmp_path):
     """The loop with a processor that fails once (a store busy past its timeout), then works."""
-    from posterdb.watch import Outcome, Watcher
+    from posterdb.curation.watch import Outcome, Watcher
 
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         _drop(tmp_path / name)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from posterdb import index as index_mod
 from posterdb.embedders.base import ModelSpec
-from posterdb.index import REFINE, VectorIndex, choose_factory
 from posterdb.store import PosterDB
+from posterdb.vectors import index as index_mod
+from posterdb.vectors.index import REFINE, VectorIndex, choose_factory
 
 SPEC = ModelSpec("mobilenet-v2", "test", "0" * 64, 1280)
 
@@ -17,7 +17,7 @@ SPEC = ModelSpec("mobilenet-v2", "test", "0" * 64, 1280)
 def real(label_rows, posters_dir, model_dir) -> np.ndarray:
     """MobileNet vectors of 400 real posters (every 12th row)."""
     from posterdb.embedders import get_embedder
-    from posterdb.images import decode, read_bytes
+    from posterdb.media.images import decode, read_bytes
 
     emb = get_embedder("mobilenet-v2", model_dir=model_dir, allow_download=False)
     files = [posters_dir / r["file"] for r in label_rows[::12][:400]]

@@ -8,12 +8,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import hostile  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+import pytest
+from hostile import EXPECTED_SIZES, NOT_YIELDED, make_hostile_corpus
+
 from posterdb.testing.slices import posterdb_cmd
 from posterdb.testing.slices import subprocess_env as _env
-from hostile import EXPECTED_SIZES, NOT_YIELDED, make_hostile_corpus
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

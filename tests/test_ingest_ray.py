@@ -116,7 +116,7 @@ def test_cli_ray_killed_mid_run_then_rerun_gives_the_exact_set(cluster, posters,
 def test_cli_refuses_a_bad_engine_before_making_a_store(tmp_path, posters):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from posterdb.ui.cli.main import app
 
     store = tmp_path / "s"
     for args in (["--engine", "spark"], ["--ray-address", "auto"]):

@@ -8,8 +8,8 @@ import numpy as np
 from synthetic import make_posters  # tests/ is on sys.path (rootdir conftest, no __init__.py)
 
 from posterdb.embedders import get_embedder
-from posterdb.images import open_poster
 from posterdb.ingest import Embedded, Failed, Item, Known, LocalEngine, plan, run_ingest
+from posterdb.media.images import open_poster
 from posterdb.store import PosterDB
 
 FAKE = "fake-pixels"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from posterdb.errors import LabelsError
-from posterdb.labels import LabelProblem, LabelRow, read_labels
+from posterdb.core.errors import LabelsError
+from posterdb.media.labels import LabelProblem, LabelRow, read_labels
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("rapidocr_onnxruntime")
 
-from posterdb.errors import ImageError  # noqa: E402
-from posterdb.identify.text import squash  # noqa: E402
-from posterdb.ocr import PosterReader, ReadLine, text_of  # noqa: E402
+from posterdb.core.errors import ImageError  # noqa: E402
+from posterdb.reading.identify.text import squash  # noqa: E402
+from posterdb.reading.ocr import PosterReader, ReadLine, text_of  # noqa: E402
 
 
 @pytest.fixture(scope="module")

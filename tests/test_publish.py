@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from posterdb.classify.publish import (margins, policy_report, precision_threshold, publish_thresholds,
-                                       published, wilson_lower)
+from posterdb.classify.publish import (
+    margins,
+    policy_report,
+    precision_threshold,
+    publish_thresholds,
+    published,
+    wilson_lower,
+)
 
 
 def test_threshold_keeps_the_deepest_cut_at_target_precision():

@@ -17,8 +17,8 @@ pytest.importorskip("rapidocr_onnxruntime")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from cli.main import app  # noqa: E402
 from posterdb.store import PosterDB  # noqa: E402
+from posterdb.ui.cli.main import app  # noqa: E402
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +227,7 @@ def test_catalogue_genres_the_image_doubts_are_a_review_signal(tmp_path):
     read off this one are written to the catalogue directly.)"""
     from synthetic import make_posters
 
-    from posterdb.identify import Film, LocalCatalogue
+    from posterdb.reading.identify import Film, LocalCatalogue
 
     src = make_posters(tmp_path / "src", 40, seed=3, labelled=39)
     db = PosterDB.open(tmp_path / "s")

@@ -12,11 +12,11 @@ import pytest
 from synthetic import make_posters
 from typer.testing import CliRunner
 
-from cli.main import app
-from posterdb.genres import GENRES
-from posterdb.inbox import Inbox
+from posterdb.core.genres import GENRES
+from posterdb.curation.inbox import Inbox
+from posterdb.curation.watch import Watcher
 from posterdb.store import PosterDB
-from posterdb.watch import Watcher
+from posterdb.ui.cli.main import app
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from posterdb.errors import StoreError
-from posterdb.genres import GENRES
+from posterdb.core.errors import StoreError
+from posterdb.core.genres import GENRES
 from posterdb.store import PosterDB
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from posterdb.core.errors import ModelMismatchError
 from posterdb.embedders import get_embedder
-from posterdb.errors import ModelMismatchError
 from posterdb.store import PosterDB
 
 pytestmark = pytest.mark.torch

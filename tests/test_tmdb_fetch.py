@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from posterdb.fetch_tmdb import FetchError, FetchOptions, fetch_tmdb
-from posterdb.images import open_poster
-from posterdb.labels import read_labels
+from posterdb.media.images import open_poster
+from posterdb.media.labels import read_labels
 from posterdb.testing.slices import posterdb_cmd, subprocess_env
-from posterdb.tmdb import Credentials, TMDbAuthError, TMDbClient
+from posterdb.tmdb.client import Credentials, TMDbAuthError, TMDbClient
+from posterdb.tmdb.fetch import FetchError, FetchOptions, fetch_tmdb
 from tests.tmdb_server import GENRE_LIST, TMDbServer, generated_films
 
 NAMES = dict(GENRE_LIST)
@@ -184,7 +184,7 @@ def test_a_second_fetch_into_the_same_folder_is_refused(server, tmp_path):
 def test_cli_json_summary_and_exit_codes(server, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from posterdb.ui.cli.main import app
 
     for k, v in server.env().items():
         monkeypatch.setenv(k, v)
@@ -252,7 +252,7 @@ def test_kill_9_mid_fetch_then_resume(tmp_path):
 def test_unreachable_or_malformed_api_root_is_a_clear_error(tmp_path):
     import socket
 
-    from posterdb.tmdb import TMDbError, TMDbUsageError
+    from posterdb.tmdb.client import TMDbError, TMDbUsageError
 
     with pytest.raises(TMDbUsageError, match="not an http"):
         TMDbClient("localhost:8080/3", Credentials(api_key="k"))
@@ -268,7 +268,7 @@ def test_unreachable_or_malformed_api_root_is_a_clear_error(tmp_path):
 def test_retry_after_accepts_seconds_and_http_dates():
     from email.utils import formatdate
 
-    from posterdb.tmdb import _retry_after
+    from posterdb.tmdb.client import _retry_after
 
     assert _retry_after("3", 9.0) == 3.0 and _retry_after(None, 9.0) == 9.0
     assert _retry_after("soon", 9.0) == 9.0

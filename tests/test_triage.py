@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from posterdb.triage import duplicate_tier, mistakenness, uncertainty
+from posterdb.curation.queue import duplicate_tier, mistakenness, uncertainty
 
 G = ["Comedy", "Drama", "Horror"]
 

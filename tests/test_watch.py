@@ -135,7 +135,7 @@ def test_failed_files_are_filed_with_the_reason_and_a_second_watcher_is_refused(
     assert "not an image file (.pdf)" in (failed / "price list.pdf.error.txt").read_text()
     assert (inbox / "still-copying.png.part").exists()           # temp names are left alone
 
-    from posterdb.inbox import Inbox
+    from posterdb.curation.inbox import Inbox
     holder = Inbox(inbox)
     holder.lock()
     try:

@@ -13,8 +13,8 @@ Public API:
 """
 from posterdb.classify.blend import GenreClassifier, Neighbour, Prediction
 from posterdb.classify.evaluate import cross_decade_matrix, evaluate
-from posterdb.classify.report import METHODS, EvalReport, MethodResult
 from posterdb.classify.persist import load_classifier, save_classifier
+from posterdb.classify.report import METHODS, EvalReport, MethodResult
 from posterdb.classify.splits import grouped_train_test_split, near_duplicate_groups
 from posterdb.classify.study import StudySVM
 from posterdb.classify.thresholds import apply_thresholds, tune_thresholds

@@ -22,13 +22,20 @@ from sklearn.base import BaseEstimator
 from sklearn.metrics import f1_score
 
 from posterdb.classify.ann import single_thread_if_small
-from posterdb.classify.heads import UNKNOWN, DecadeCentering, SVMHeads, as_decades, f1_objective, l2n
+from posterdb.classify.heads import (
+    UNKNOWN,
+    DecadeCentering,
+    SVMHeads,
+    as_decades,
+    f1_objective,
+    l2n,
+)
 from posterdb.classify.nystroem import NystroemHeads
 from posterdb.classify.progress import as_progress
 from posterdb.classify.splits import DEFAULT_DUP_THRESHOLD, near_duplicate_groups
 from posterdb.classify.thresholds import apply_thresholds, tune_thresholds
 from posterdb.classify.vote import KNNVote, vote_from_neighbours
-from posterdb.genres import GENRES
+from posterdb.core.genres import GENRES
 
 COMPONENTS = ("blend", "heads", "vote")
 HEADS = ("auto", "exact", "nystroem")

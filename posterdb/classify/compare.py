@@ -10,8 +10,12 @@ from functools import reduce
 
 import numpy as np
 
-from .evaluate import evaluate
-from .splits import DEFAULT_DUP_THRESHOLD, grouped_train_test_split, near_duplicate_groups
+from posterdb.classify.evaluate import evaluate
+from posterdb.classify.splits import (
+    DEFAULT_DUP_THRESHOLD,
+    grouped_train_test_split,
+    near_duplicate_groups,
+)
 
 METHODS = ("heads", "vote", "blend")
 

@@ -21,12 +21,24 @@ import numpy as np
 
 from posterdb.classify.blend import GenreClassifier
 from posterdb.classify.heads import UNKNOWN, as_decades
-from posterdb.classify.report import (HEADS_LABELS, MACRO_NOTE, METHOD_LABELS, METHODS, EvalReport,
-                                      MethodResult, scores)
-from posterdb.classify.splits import (DEFAULT_DUP_THRESHOLD, drop_near_duplicates_of,
-                                      grouped_train_test_split, near_duplicate_groups)
+from posterdb.classify.report import (
+    HEADS_LABELS,
+    MACRO_NOTE,
+    METHOD_LABELS,
+    METHODS,
+    EvalReport,
+    MethodResult,
+    scores,
+)
+from posterdb.classify.splits import (
+    DEFAULT_DUP_THRESHOLD,
+    drop_near_duplicates_of,
+    grouped_train_test_split,
+    near_duplicate_groups,
+)
 from posterdb.classify.study import StudySVM
-from posterdb.genres import GENRES
+from posterdb.core.genres import GENRES
+
 
 def _decade_set(v) -> set[int] | None:
     if v is None:

@@ -26,12 +26,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from sklearn.kernel_approximation import Nystroem
 from threadpoolctl import threadpool_limits
 
-from posterdb.classify.heads import (
-    DecadeMixture,
-    _Block,
-    platt_apply,
-    platt_fit,
-)
+from posterdb.classify.heads import DecadeMixture, _Block, platt_apply, platt_fit
 from posterdb.classify.progress import FitProgress, as_progress
 from posterdb.classify.splits import group_kfold
 from posterdb.classify.thresholds import best_f1_threshold

@@ -17,8 +17,8 @@ import pickle
 from pathlib import Path
 
 from posterdb import __version__
-from posterdb.atomic import fsync_dir, write_atomic
-from posterdb.errors import ClassifierFormatError, StoreError
+from posterdb.core.atomic import fsync_dir, write_atomic
+from posterdb.core.errors import ClassifierFormatError, StoreError
 
 PICKLE_PROTOCOL = 5
 FORMAT_VERSION = 3          # 1: a bare pickle without header (posterdb before issue 8); 2: the vote

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .thresholds import apply_thresholds
+from posterdb.classify.thresholds import apply_thresholds
 
 NEVER = np.inf
 DEFAULT_PRECISION = 0.8

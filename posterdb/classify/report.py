@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from posterdb.atomic import replacing, write_atomic
-from posterdb.genres import GENRES
+from posterdb.core.atomic import replacing, write_atomic
+from posterdb.core.genres import GENRES
 
 METHODS = ("study_svm", "study_svm_balanced", "heads", "vote", "blend")
 METHOD_LABELS = {

@@ -5,9 +5,9 @@ import importlib
 import re
 from pathlib import Path
 
-from .base import Embedder, ModelSpec, l2_normalize
-from ..errors import UsageError
-from .weights import WeightsLoadError, default_model_dir, sha256_file
+from posterdb.core.errors import UsageError
+from posterdb.embedders.base import Embedder, ModelSpec, l2_normalize
+from posterdb.embedders.weights import WeightsLoadError, default_model_dir, sha256_file
 
 EMBEDDER_NAMES = ("mobilenet-v2", "resnet50", "clip")
 _CLASSES = {

@@ -12,10 +12,16 @@ import open_clip
 import torch
 from PIL import Image
 
-from .base import Embedder
-from .resnet import TorchRunner, resolve_device
-from .weights import Download, WeightsLoadError, describe_mismatch, load_torch_state_dict, \
-    resolve_weights, sha256_file
+from posterdb.embedders.base import Embedder
+from posterdb.embedders.resnet import TorchRunner, resolve_device
+from posterdb.embedders.weights import (
+    Download,
+    WeightsLoadError,
+    describe_mismatch,
+    load_torch_state_dict,
+    resolve_weights,
+    sha256_file,
+)
 
 DEFAULT_ARCH = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -69,8 +75,11 @@ def load_clip_state(model: torch.nn.Module, path: Path, what: str) -> None:
     """Load a state dict into an open_clip model safely (weights_only), with open_clip's format
     conversions (mirrors open_clip.load_checkpoint without its unsafe torch.load fallback)."""
     from open_clip.convert import convert_state_dict
-    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, \
-        resize_text_pos_embed
+    from open_clip.model import (
+        convert_to_custom_text_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
 
     sd = load_torch_state_dict(path, what)
     try:

@@ -14,7 +14,7 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from .base import Embedder, l2_normalize
+from posterdb.embedders.base import Embedder, l2_normalize
 
 SIDE = 8
 TAIL = 64

@@ -16,8 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .base import Embedder, l2_normalize
-from .weights import Download, default_model_dir, download_url, resolve_weights, sha256_file
+from posterdb.embedders.base import Embedder, l2_normalize
+from posterdb.embedders.weights import (
+    Download,
+    default_model_dir,
+    download_url,
+    resolve_weights,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 

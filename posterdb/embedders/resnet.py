@@ -11,9 +11,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import Embedder, l2_normalize
-from .weights import Download, WeightsLoadError, describe_mismatch, load_torch_state_dict, \
-    resolve_weights, sha256_file
+from posterdb.embedders.base import Embedder, l2_normalize
+from posterdb.embedders.weights import (
+    Download,
+    WeightsLoadError,
+    describe_mismatch,
+    load_torch_state_dict,
+    resolve_weights,
+    sha256_file,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

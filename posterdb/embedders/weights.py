@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..atomic import replacing
-from ..errors import WeightsLoadError, WeightsNotFoundError
+from posterdb.core.atomic import replacing
+from posterdb.core.errors import WeightsLoadError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,22 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..catalog import Catalog
-from ..embedders.base import Embedder
-from ..image_store import ImageStore
-from ..index_cache import IndexCache
-from ..labels import LabelRow
-from ..records import IngestReport
-from .commit import AddToIndex, Committer, CommitThread, NearDuplicates, Predict, Publish
-from .engine import Embedded, Engine, Failed, Item, Known, LocalEngine
-from .plan import IngestPlan, collect_sources, plan
+from posterdb.core.records import IngestReport
+from posterdb.embedders.base import Embedder
+from posterdb.ingest.commit import (
+    AddToIndex,
+    Committer,
+    CommitThread,
+    NearDuplicates,
+    Predict,
+    Publish,
+)
+from posterdb.ingest.engine import Embedded, Engine, Failed, Item, Known, LocalEngine
+from posterdb.ingest.plan import IngestPlan, collect_sources, plan
+from posterdb.media.labels import LabelRow
+from posterdb.storage.catalog import Catalog
+from posterdb.storage.image_store import ImageStore
+from posterdb.vectors.cache import IndexCache
 
 Progress = Callable[[int, int], None]
 

@@ -17,12 +17,12 @@ from typing import Protocol
 
 import numpy as np
 
-from ..catalog import Catalog
-from ..image_store import ImageStore
-from ..index import VectorIndex
-from ..records import IngestReport, PosterRecord
-from .engine import Item
-from .plan import IngestPlan
+from posterdb.core.records import IngestReport, PosterRecord
+from posterdb.ingest.engine import Item
+from posterdb.ingest.plan import IngestPlan
+from posterdb.storage.catalog import Catalog
+from posterdb.storage.image_store import ImageStore
+from posterdb.vectors.index import VectorIndex
 
 Predict = Callable[[np.ndarray, list], list]  # (vectors, years) -> predictions with genres
 Publish = Callable[[list], list]  # predictions -> the genres of each confident enough to publish

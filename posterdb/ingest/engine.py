@@ -24,11 +24,11 @@ from typing import Protocol
 
 import numpy as np
 
-from ..embedders.base import Embedder
-from ..errors import ImageError
-from ..images import PosterImage, decode, read_bytes, sha256_bytes
-from ..labels import LabelRow
-from .plan import IngestPlan, Source
+from posterdb.core.errors import ImageError
+from posterdb.embedders.base import Embedder
+from posterdb.ingest.plan import IngestPlan, Source
+from posterdb.media.images import PosterImage, decode, read_bytes, sha256_bytes
+from posterdb.media.labels import LabelRow
 
 
 @dataclass

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..catalog import Catalog
-from ..embedders.base import ModelSpec
-from ..images import iter_image_files
-from ..labels import LabelRow, read_labels
+from posterdb.embedders.base import ModelSpec
+from posterdb.media.images import iter_image_files
+from posterdb.media.labels import LabelRow, read_labels
+from posterdb.storage.catalog import Catalog
 
 Source = tuple[Path, "LabelRow | None"]
 

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..embedders.base import Embedder
-from ..errors import RefusedError
-from ..images import PosterImage
-from .engine import Embedded, Failed, Item, Known, load_one
-from .plan import IngestPlan
+from posterdb.core.errors import RefusedError
+from posterdb.embedders.base import Embedder
+from posterdb.ingest.engine import Embedded, Failed, Item, Known, load_one
+from posterdb.ingest.plan import IngestPlan
+from posterdb.media.images import PosterImage
 
 CPU_ONLY = {"mobilenet-v2"}          # embedders that never use a GPU
 DECODE_CPUS = 0.5   # ≠ the actor's 1 CPU, so Ray Data keeps decode in its own tasks (not fused)
@@ -54,7 +54,7 @@ def _import_ray():
 
 @lru_cache(maxsize=2)
 def _worker_embedder(name: str, weights: str, options: tuple, device: str | None = None):
-    from ..embedders import get_embedder
+    from posterdb.embedders import get_embedder
 
     return get_embedder(name, weights=weights, device=device, allow_download=False,
                         **dict(options))

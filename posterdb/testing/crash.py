@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .slices import posterdb_cmd, subprocess_env
+from posterdb.testing.slices import posterdb_cmd, subprocess_env
 
 MODEL = "mobilenet-v2"   # the tests pass "fake-pixels": what is tested is storage, not features
 POINTS = ("before_commit", "after_commit", "index_tmp_written", "index_renamed",
@@ -151,7 +151,7 @@ def verify(store: Path, src_shas: set[str], by_sha: dict[str, dict],
         return [f"check printed no JSON (rc {r.returncode}): {r.stdout[-300:]} {r.stderr[-500:]}"]
     if r.returncode != 0 or not rep.get("ok"):
         bad.append(f"check rc {r.returncode}: {rep.get('problems')}")
-    from posterdb.catalog import Catalog, embedding_table
+    from posterdb.storage.catalog import Catalog, embedding_table
 
     cat = Catalog(store / "catalog.duckdb")
     with cat.read() as con:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import posterdb
 
-SOURCE_ROOT = Path(posterdb.__file__).resolve().parents[1]   # holds posterdb/ and cli/
+SOURCE_ROOT = Path(posterdb.__file__).resolve().parents[1]   # holds posterdb/ (the CLI is posterdb/ui/cli)
 
 
 def write_slice(rows: list[dict], dst: Path, posters: Path) -> Path:
@@ -32,8 +32,8 @@ def copy_posters(dst: Path, n: int, start: int = 0, every: int = 1, *, posters: 
 
 
 def posterdb_cmd() -> list[str]:
-    """`python -m cli.main` with this interpreter (runs the checkout's code, whatever is installed)."""
-    return [sys.executable, "-m", "cli.main"]
+    """`python -m posterdb.ui.cli.main` with this interpreter (runs the checkout's code, whatever is installed)."""
+    return [sys.executable, "-m", "posterdb.ui.cli.main"]
 
 
 def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,283 @@
+"""Turn files on disk (or uploaded bytes) into validated, fully decoded RGB poster images.
+
+Every failure is an :class:`~posterdb.errors.ImageError` naming the file and a short reason;
+nothing from PIL, the OS or numpy escapes. Decoding is thread-safe and touches no global PIL
+settings: the pixel limit is checked against the header size before any pixel is decoded.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from posterdb.core.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+MAX_PIXELS = 40_000_000
+MAX_FILE_BYTES = 64 * 1024**2
+
+# Formats we decode (MPO, a multi-picture JPEG, comes through the JPEG opener) and their suffixes.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+SUFFIX_OF = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
+             "GIF": ".gif"}
+_DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_WHITE = (255, 255, 255, 255)
+
+Image.init()  # register every plugin now, not lazily from several threads at once
+
+
+@dataclass(frozen=True)
+class PosterImage:
+    """A decoded poster: the original bytes plus an RGB image ready for embedding."""
+
+    path: str
+    data: bytes = field(repr=False)
+    sha256: str
+    image: Image.Image = field(repr=False, compare=False)
+    width: int
+    height: int
+    format: str
+    suffix: str
+
+
+class _Reject(Exception):
+    """Internal: a decode failure whose reason is already human-readable."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def _too_large(n: int, limit: int) -> str:
+    return f"file too large ({_mib(n)} > {limit // 1024**2} MiB limit)"
+
+
+def iter_image_files(root: Path) -> Iterator[Path]:
+    """Image files under `root` (recursive, sorted, suffix case-insensitive); a file root yields itself.
+
+    Symlinked directories are followed once each (loops are cut); symlinked files, broken links
+    and other non-directories with an image suffix are yielded so that reading them reports why.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        if os.path.lexists(root):
+            yield root
+            return
+        raise ImageError(root, "file or folder not found")
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:  # reached again through a symlink
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            log.warning("skipping folder %s: %s", folder, e.strerror or e)
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in SUPPORTED_SUFFIXES:
+                found.append(Path(entry.path))
+    yield from sorted(found)
+
+
+def _os_reason(e: OSError, path: str) -> str:
+    if e.errno == errno.ENOENT:
+        return "broken symlink (target missing)" if os.path.islink(path) else "file not found"
+    if e.errno == errno.ELOOP:
+        return "symlink loop"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if e.errno == errno.EISDIR:
+        return "is a directory"
+    if e.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    return f"cannot read file: {e.strerror or e}"
+
+
+def read_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, or ImageError: missing, directory, symlink loop, unreadable, empty, too large."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(p, "is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(p, "not a regular file (device, pipe or socket)")
+        if st.st_size > max_bytes:
+            raise ImageError(p, _too_large(st.st_size, max_bytes))
+        with open(p, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ImageError(p, _os_reason(e, p)) from e
+    except ValueError as e:  # embedded NUL in the name
+        raise ImageError(p, f"invalid file name: {e}") from e
+    if not data:
+        raise ImageError(p, "empty file (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageError(p, _too_large(len(data), max_bytes))
+    return data
+
+
+def _sniff_non_image(data: bytes) -> str:
+    """Reason for bytes PIL could not identify: SVG, HTML, PDF or a known-but-unsupported format."""
+    head = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<svg") or (head.startswith((b"<?xml", b"<!doctype svg")) and b"<svg" in head):
+        return "SVG is not supported (vector image)"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head[:512]:
+        return "not an image: HTML document"
+    if head.startswith(b"%pdf"):
+        return "not an image: PDF document"
+    for fmt in FORMATS:  # right magic number, but PIL refused the header
+        accept = Image.OPEN[fmt][1]
+        ok = accept is not None and accept(data[:16])
+        if ok and not isinstance(ok, str):
+            return f"truncated or corrupt image data: unreadable {fmt} header"
+    try:  # any other PIL format? (opening only parses the header; nothing is decoded)
+        with Image.open(io.BytesIO(data)) as im:
+            return f"unsupported image format {im.format}"
+    except Exception:
+        return "not an image: unrecognised format"
+
+
+def _open_unchecked(data: bytes) -> Image.Image | None:
+    """Open like Image.open but without PIL's own (global) pixel limit; None if unidentified."""
+    prefix = data[:16]
+    for fmt in FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        ok = True if accept is None else accept(prefix)
+        if not ok or isinstance(ok, str):
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, ValueError, OSError, EOFError):
+            continue
+    return None
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise _Reject(_sniff_non_image(data)) from None
+    except Image.DecompressionBombError:
+        # Over PIL's global limit: re-open without it so that we can name the size.
+        im = _open_unchecked(data)
+        if im is None:
+            raise _Reject("decompression bomb: image size exceeds PIL's limit") from None
+        return im
+
+
+def _deep_to_l(im: Image.Image) -> Image.Image:
+    """16/32-bit integer or float greyscale to 8-bit L (scaled, not clipped as PIL's convert does)."""
+    a = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        return Image.fromarray((a.astype(np.uint32) // 257).astype(np.uint8))
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode == "F" and lo >= 0 and hi <= 1:
+        a = a * 255
+    elif lo >= 0 and hi <= 255:
+        pass
+    elif lo >= 0 and hi <= 65535:
+        a = a / 257
+    else:
+        a = (a - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode to a new, standalone RGB image; transparency is composited on white."""
+    mode = im.mode
+    try:
+        if mode in _DEEP_MODES:
+            im = _deep_to_l(im)
+        if mode == "La":  # premultiplied: PIL converts it only to LA
+            im = im.convert("LA")
+        if mode in _ALPHA_MODES or "transparency" in im.info:
+            rgba = im.convert("RGBA")
+            out = Image.new("RGBA", rgba.size, _WHITE)
+            out.alpha_composite(rgba)
+            return out.convert("RGB")
+        return im.convert("RGB")
+    except ValueError as e:
+        raise _Reject(f"unsupported colour mode {mode}") from e
+
+
+def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
+    im = _open(data)
+    try:
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise _Reject(f"invalid image size {w}×{h}")
+        if w * h > max_pixels:
+            raise _Reject(f"decompression bomb: {w}×{h} exceeds {max_pixels:,} pixels")
+        fmt = "JPEG" if im.format == "MPO" else str(im.format)
+        im.load()  # first frame only; raises on truncated data
+        try:
+            ImageOps.exif_transpose(im, in_place=True)
+        except Exception as e:  # unreadable EXIF: keep the pixels as stored
+            log.debug("ignoring bad EXIF: %s", e)
+        return _to_rgb(im), fmt
+    finally:
+        im.close()
+
+
+def _detail(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def decode(data: bytes, path: str = "upload", *, max_pixels: int = MAX_PIXELS) -> PosterImage:
+    """Validate and decode image bytes into a :class:`PosterImage`; ImageError for anything unusable."""
+    path = str(path)
+    data = bytes(data)
+    if not data:
+        raise ImageError(path, "empty file (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(path, _too_large(len(data), MAX_FILE_BYTES))
+    try:
+        image, fmt = _decode(data, max_pixels)
+    except _Reject as e:
+        raise ImageError(path, e.reason) from e
+    except MemoryError as e:
+        raise ImageError(path, "image too large to decode (out of memory)") from e
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+        raise ImageError(path, f"truncated or corrupt image data: {_detail(e)}") from e
+    return PosterImage(path=path, data=data, sha256=sha256_bytes(data), image=image,
+                       width=image.width, height=image.height, format=fmt, suffix=SUFFIX_OF[fmt])
+
+
+def open_poster(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> PosterImage:
+    """read_bytes + decode."""
+    return decode(read_bytes(path), os.fspath(path), max_pixels=max_pixels)

@@ -1,0 +1,167 @@
+"""ReadingService: read the text on stored posters, identify their films, search what was read.
+
+Both stages are resumable and run at their own pace, apart from ingest: `read` picks the
+posters with no stored reading, `identify` those read but not identified yet (or left
+*pending* because the catalogue was down or rate-limited). Each batch is one transaction.
+An identified poster gets its film's genres as labels of origin ``catalogue`` (see
+`posterdb.rules`: a review beats them, they beat predictions) and the film's title and year
+where the poster had none.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from posterdb.core.errors import ImageError
+from posterdb.core.records import StoredPoster
+from posterdb.reading.identify import IDENTIFIED, PENDING, Identification, Reading, identify
+from posterdb.reading.identify.text import squash
+from posterdb.reading.ocr import ENGINE, PosterReader, ReadLine, shared_reader
+
+Progress = Callable[[int, int], None]
+CATALOGUE_ORIGIN = "catalogue"
+
+
+class ReadingService:
+    """Wired by PosterDB: `posters(ids)` gives StoredPoster records (title, year, image path);
+    `probabilities(ids)` the image classifier's genre probabilities (or None: no classifier)."""
+
+    def __init__(self, catalog, images, posters: Callable[[Sequence[int]], list[StoredPoster]],
+                 probabilities: Callable[[Sequence[int]], dict[int, np.ndarray] | None]):
+        self.catalog = catalog
+        self.images = images
+        self.posters = posters
+        self.probabilities = probabilities
+
+    @staticmethod
+    def reader(threads: int = 1) -> PosterReader:
+        return shared_reader(threads)
+
+    # -- read ---------------------------------------------------------------------------------
+    def read(self, ids: Sequence[int] | None = None, *, redo: bool = False, threads: int = 1,
+             batch: int = 16, progress: Progress | None = None) -> dict:
+        """Read the posters not read yet (of `ids`, or all); `redo` reads `ids` again."""
+        with self.catalog.read() as con:
+            todo = (sorted({int(i) for i in ids}) if redo and ids is not None
+                    else self.catalog.unread_ids(con, ids))
+        meta = {p.id: p for p in self.posters(todo)}
+        known = {p.id for p in self.posters(list(ids))} if ids is not None else set()
+        missing = [int(i) for i in ids or [] if int(i) not in known]
+        reader = self.reader(threads) if todo else None
+        done = lines_total = 0
+        failed: list[dict] = []
+        t0 = time.perf_counter()
+        for start in range(0, len(todo), batch):
+            chunk = [i for i in todo[start:start + batch] if i in meta]
+            got_ids, reads = [], []
+            for pid in chunk:
+                try:
+                    lines = reader.read_path(self.images.file(meta[pid].image_path))
+                except ImageError as e:
+                    failed.append({"id": pid, "reason": e.reason})
+                    continue
+                got_ids.append(pid)
+                reads.append(lines)
+            if got_ids:
+                with self.catalog.write() as con:
+                    self.catalog.save_reads(
+                        con, got_ids, [[ln.to_json() for ln in r] for r in reads], ENGINE,
+                        [text_of(r) for r in reads], [squash(text_of(r)) for r in reads])
+            done += len(got_ids)
+            lines_total += sum(len(r) for r in reads)
+            if progress:
+                progress(min(start + batch, len(todo)), len(todo))
+        secs = time.perf_counter() - t0
+        return {"read": done, "lines": lines_total, "failed": failed,
+                "not_found": missing, "seconds": round(secs, 2),
+                "posters_per_s": round(done / secs, 3) if done and secs > 0 else None,
+                "device": reader.device if reader else None}
+
+    # -- identify -----------------------------------------------------------------------------
+    def identify(self, catalogue, ids: Sequence[int] | None = None, *, redo: bool = False,
+                 scorer=None, batch: int = 32, max_pending_in_a_row: int = 3,
+                 progress: Progress | None = None) -> dict:
+        """Identify read posters not identified yet (or pending); `redo`: all of them again.
+
+        A catalogue that stays unavailable for `max_pending_in_a_row` posters ends the run
+        early: the rest stay to be identified (nothing fails; re-run later)."""
+        with self.catalog.read() as con:
+            todo = self.catalog.to_identify(con, ids, redo)
+        counts = {"identified": 0, "unidentified": 0, "pending": 0, "not_tried": 0}
+        requests0 = getattr(catalogue, "requests", 0)
+        in_a_row = 0
+        stopped = None
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            with self.catalog.read() as con:
+                lines = self.catalog.read_lines(con, chunk)
+            meta = {p.id: p for p in self.posters(chunk)}
+            probs = self.probabilities(chunk) or {}
+            results: list[tuple[int, Identification]] = []
+            for pid in chunk:
+                if pid not in meta:
+                    continue
+                reading = Reading([ReadLine.from_json(d) for d in lines.get(pid, [])],
+                                  meta[pid].year, probs.get(pid))
+                got = identify(reading, catalogue, scorer)
+                results.append((pid, got))
+                counts[got.status] += 1
+                in_a_row = in_a_row + 1 if got.status == PENDING else 0
+                if in_a_row >= max_pending_in_a_row:
+                    stopped = got.error
+                    break
+            self._store(results, meta)
+            if progress:
+                progress(min(start + len(results), len(todo)), len(todo))
+            if stopped:
+                counts["not_tried"] = len(todo) - start - len(results)
+                break
+        return counts | {"to_identify": len(todo), "catalogue": getattr(catalogue, "name", "?"),
+                         "requests": getattr(catalogue, "requests", 0) - requests0,
+                         "stopped": stopped}
+
+    def _store(self, results: list[tuple[int, Identification]],
+               meta: dict[int, StoredPoster]) -> None:
+        if not results:
+            return
+        done = [(pid, r) for pid, r in results if r.status != PENDING]
+        with self.catalog.write() as con:
+            self.catalog.save_identifications(con, [r.to_dict() | {"poster_id": pid}
+                                                    for pid, r in results])
+            if done:  # identified: the film's genres; refused: no catalogue labels
+                self.catalog.set_labels(
+                    con, [pid for pid, _ in done],
+                    [list(r.film.genres) if r.status == IDENTIFIED else [] for _, r in done],
+                    CATALOGUE_ORIGIN)
+            for pid, r in done:
+                p = meta[pid]
+                if r.status == IDENTIFIED and (p.title is None or p.year is None):
+                    self.catalog.update_metadata(con, pid, p.title or r.film.title,
+                                                 p.year or r.film.year)
+
+    # -- look-ups -----------------------------------------------------------------------------
+    def search(self, query: str, limit: int = 50) -> list[dict]:
+        """Posters whose read text contains `query` (case and spaces ignored): each one's
+        `StoredPoster.to_dict()` with its text as "read_text"."""
+        with self.catalog.read() as con:
+            found = self.catalog.search_text(con, query.strip(), squash(query), limit)
+        meta = {p.id: p for p in self.posters([pid for pid, _ in found])}
+        return [meta[pid].to_dict() | {"read_text": text} for pid, text in found if pid in meta]
+
+    def of(self, ids: Sequence[int]) -> dict[int, dict]:
+        """poster id -> {"lines": [...] or None (unread), "identified": {...} or None}."""
+        with self.catalog.read() as con:
+            lines = self.catalog.read_lines(con, ids)
+            idents = self.catalog.identifications(con, ids)
+        return {int(i): {"lines": lines.get(int(i)), "identified": idents.get(int(i))}
+                for i in ids}
+
+    def counts(self) -> dict:
+        with self.catalog.read() as con:
+            return {"read": self.catalog.read_count(con)} | self.catalog.identification_counts(con)
+
+
+def text_of(lines: Sequence[ReadLine]) -> str:
+    return "\n".join(ln.text for ln in lines)

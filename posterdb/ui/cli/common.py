@@ -1,0 +1,85 @@
+"""What every command shares: options, opening the store, output, and the one error handler.
+
+`@command` wraps each command: a posterdb error (or an OS error on a file the user named) becomes
+one line on stderr, or `{"error": ..., "type": ...}` on stdout with --json, and the exit code of
+its kind (2 bad argument, 3 refused, 1 failed input; see posterdb.errors). Arguments are
+validated with `posterdb.rules` before any store is opened or created.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from posterdb.core.errors import PosterDBError
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_STORE = Path("posterdb-store")
+StoreOpt = Annotated[Path, typer.Option("--store", envvar="POSTERDB_STORE",
+                                        help="Store directory.")]
+ModelDirOpt = Annotated[Optional[Path], typer.Option(
+    "--model-dir", envvar="POSTERDB_MODEL_DIR", help="Folder holding model weight files.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Embedding model: mobilenet-v2, resnet50 or clip (default: the store's).")]
+
+
+def open_store(store: Path, model_dir: Path | None = None, create: bool = False):
+    """A writer (create=True) initialises or migrates the store; a reader needs it to exist."""
+    from posterdb.core.errors import UsageError
+    from posterdb.store import PosterDB
+
+    if store.exists() and not store.is_dir():
+        raise UsageError(f"--store {store} is a file, not a store folder")
+    return PosterDB.open(store, create=create, model_dir=model_dir)
+
+
+def emit(as_json: bool, data, human=None) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+    elif human is not None:
+        human()
+
+
+def fail(e: BaseException, as_json: bool) -> typer.Exit:
+    """One line (or one JSON object) for an error, and the exit to raise."""
+    code = getattr(e, "exit_code", 1)
+    if as_json:
+        sys.stdout.write(json.dumps({"error": str(e), "type": type(e).__name__}) + "\n")
+    else:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def command(fn):
+    """Decorator for every command: posterdb errors (and OS errors) → one line + exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (PosterDBError, OSError) as e:
+            raise fail(e, bool(kwargs.get("as_json"))) from None
+
+    return wrapper
+
+
+def hits_table(title: str, hits, predicted: list[str] | None = None) -> Table:
+    """Neighbours as a table; with `predicted`, genres shared with the prediction are marked ✓."""
+    t = Table(title=title)
+    for c in ("id", "similarity", "title", "year", "genres"):
+        t.add_column(c, overflow="fold")
+    for h in hits:
+        genres = ", ".join(f"[green]✓ {g}[/]" if predicted and g in predicted else g
+                           for g in h.genres)
+        t.add_row(str(h.id), f"{h.similarity:.3f}", h.title or "", str(h.year or ""), genres)
+    return t

@@ -1,0 +1,147 @@
+"""`posterdb ingest`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from posterdb.core.errors import PosterDBError, UsageError
+from posterdb.core.rules import check_model_name, check_path
+from posterdb.ui.cli.common import (
+    DEFAULT_STORE,
+    JsonOpt,
+    ModelDirOpt,
+    StoreOpt,
+    command,
+    emit,
+    err,
+    open_store,
+    out,
+)
+from posterdb.ui.cli.read import (
+    CatalogueOpt,
+    catalogue_for,
+    identify_line,
+    read_line,
+    run_identify,
+    run_read,
+)
+
+
+@command
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Folder (searched recursively) or image file.")],
+    labels: Annotated[Optional[Path], typer.Option(
+        "--labels", help="CSV or JSON Lines: file, title, year, genres.")] = None,
+    model: Annotated[str, typer.Option("--model", help="mobilenet-v2, resnet50 or clip.")]
+    = "mobilenet-v2",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads.")] = None,
+    no_classify: Annotated[bool, typer.Option(
+        "--no-classify", help="Do not auto-classify unlabelled posters.")] = False,
+    read: Annotated[bool, typer.Option(
+        "--read", help="Then read the text on the posters (OCR, its own stage).")] = False,
+    identify: Annotated[bool, typer.Option(
+        "--identify", help="Then identify their films (implies --read).")] = False,
+    catalogue: CatalogueOpt = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local (threads here) or ray (decode + embed on a Ray cluster).")]
+    = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="Ray cluster to join (auto, host:port, ray://...); default: "
+                              "start a local one.")] = None,
+    ship_weights: Annotated[bool, typer.Option(
+        "--ship-weights", help="Send the model weights to the Ray workers (no shared folder).")]
+    = False,
+    store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
+):
+    """Add posters (and their labels) to the store; re-running adds only what is new."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    check_model_name(model)
+    check_path(path, "folder or file")
+    if labels is not None:
+        check_path(labels, "labels file")
+    for name, value in (("--batch-size", batch_size), ("--workers", workers)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, not {value}")
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be local or ray, not {engine!r}")
+    if engine == "local" and (ray_address or ship_weights):
+        raise UsageError("--ray-address and --ship-weights need --engine ray")
+    cat = catalogue_for(catalogue) if identify else None
+    db = open_store(store, model_dir, create=True)
+    runner = None
+    if engine == "ray":
+        from posterdb.ingest.ray_engine import RayEngine
+
+        runner = RayEngine(db.embedder(model), address=ray_address, batch_size=batch_size,
+                           ship_weights=ship_weights)
+    bar = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]} posters/s"), TimeRemainingColumn(),
+                   console=err, transient=True, disable=as_json or not err.is_terminal)
+    with bar:
+        task = bar.add_task("ingest", total=None, rate="-")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - t0, 1e-6)
+            bar.update(task, completed=done, total=total, rate=f"{rate:.0f}")
+
+        report = db.ingest(path, labels, model=model, batch_size=batch_size, workers=workers,
+                           progress=progress, auto_classify=not no_classify, engine=runner)
+    stages = {}  # after ingest, at their own pace: a failure here never undoes the ingest
+    try:
+        if read or identify:
+            stages["read"] = run_read(db, None, as_json)
+        if identify:
+            stages["identify"] = run_identify(db, cat, None, as_json)
+    except PosterDBError as e:  # e.g. TMDb refused the key: the posters are stored all the same
+        stages["stage_error"] = f"{e} (the posters are stored; run the stage again later)"
+
+    def human():
+        out.print(f"[bold]{report.added}[/] added, {report.skipped} already stored, "
+                  f"{report.duplicates} duplicate files, {report.embedded_existing} re-embedded, "
+                  f"{report.relabelled} relabelled, {report.predicted} auto-classified, "
+                  f"[red]{len(report.failed)} failed[/] — {report.scanned} files in "
+                  f"{report.seconds:.1f} s ({report.posters_per_s:.0f} posters/s)")
+        if report.failed:
+            t = Table(title="failed files")
+            t.add_column("path", overflow="fold")
+            t.add_column("reason", overflow="fold")
+            for f in report.failed[:50]:
+                t.add_row(f["path"], f["reason"])
+            out.print(t)
+            if len(report.failed) > 50:
+                out.print(f"... and {len(report.failed) - 50} more (posterdb info --json)")
+        for w in report.warnings:
+            out.print(f"[yellow]warning:[/] {w}")
+        for w in report.label_warnings[:20]:
+            out.print(f"[yellow]labels row {w['row']}[/] ({w['file']}): {w['reason']}")
+        if report.near_duplicates:
+            out.print(f"{len(report.near_duplicates)} near-duplicates of stored posters, e.g.:")
+            for d in report.near_duplicates[:5]:
+                out.print(f"  {d['path']} ~ poster {d['similar_to']} (cos {d['similarity']})")
+
+        if "read" in stages:
+            out.print(read_line(stages["read"]))
+        if "identify" in stages:
+            out.print(identify_line(stages["identify"]))
+        if "stage_error" in stages:
+            out.print(f"[yellow]warning:[/] {stages['stage_error']}")
+
+    emit(as_json, report.to_dict() | stages, human)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ingest)
