@@ -22,7 +22,12 @@ import streamlit as st
 from posterdb.core.errors import PosterDBError, StoreBusyError
 from posterdb.ui import helpers as ui
 from posterdb.ui.page import classify, curate, inbox, read, search, stats
-from posterdb.ui.page.common import load_info, open_store, refresh_if_changed, store_lock
+from posterdb.ui.page.common import (
+    load_info,
+    open_store,
+    refresh_if_changed,
+    store_lock,
+)
 
 log = logging.getLogger("posterdb.app")
 

@@ -33,9 +33,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--store", type=Path, default=CACHE / "review-oof-store")
     a = ap.parse_args(argv)
     db = PosterDB.open(a.store, model_dir=MODELS)
-    if db.count() < 5000:
+    if db.posters.count() < 5000:
         db.ingest(POSTERS, POSTERS / "labels.csv", auto_classify=False)
-    model = db.default_model()
+    model = db.models.default()
     rng = np.random.default_rng(a.seed)
     with db.catalog.read() as con:
         labels = db.catalog.labels(con, origin="file")
@@ -47,8 +47,8 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         db.train()
         train_s = time.perf_counter() - t0
-        oof_top = [p["id"] for p in db.review_queue(limit=a.top)]
-        clf = db.classifier()
+        oof_top = [p["id"] for p in db.curation.queue(limit=a.top)]
+        clf = db.genres.classifier()
         with db.catalog.read() as con:
             now = db.catalog.labels(con)
             ids, X = db.catalog.vectors(con, embedding_table(model))
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     finally:  # put the true labels back
         with db.catalog.write() as con:
             db.catalog.set_labels(con, chosen, [labels[p] for p in chosen], "file")
-    result = {"posters": db.count(), "swapped": a.swapped, "top": a.top, "seed": a.seed,
+    result = {"posters": db.posters.count(), "swapped": a.swapped, "top": a.top, "seed": a.seed,
               "train_seconds": round(train_s, 1),
               "found_out_of_fold": len(set(oof_top) & set(chosen)),
               "found_in_sample": len(set(insample_top) & set(chosen))}

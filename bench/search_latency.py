@@ -18,7 +18,16 @@ import time
 
 import numpy as np
 
-from .common import MODELS, THREADS, Figure, Timer, ensure_store, loadavg, percentiles, real_vectors
+from .common import (
+    MODELS,
+    THREADS,
+    Figure,
+    Timer,
+    ensure_store,
+    loadavg,
+    percentiles,
+    real_vectors,
+)
 
 NAME = "search"
 SIGMA = 0.01
@@ -185,7 +194,7 @@ def end_to_end(quick: bool) -> list[Figure]:
 
     n = 1000 if quick else 5097
     db = PosterDB.open(ensure_store(n), model_dir=MODELS)
-    ids = db.index().ids()
+    ids = db.indexes.index().ids()
     pick = np.random.default_rng(3).choice(ids, size=min(200, len(ids)), replace=False)
     for pid in pick[:3]:
         db.similar(int(pid), k=K)

@@ -41,7 +41,7 @@ def store(tmp_path_factory, label_rows, posters_dir, model_dir) -> Path:
     assert report.added == N_STORE + 1 and not report.failed
     db.train()
     try:
-        db.evaluate()
+        db.genres.evaluate()
     except ValueError:  # the chart of a store this small (no cross-decade cell) may fail to
         pass            # render; the JSON report is written before it
     return db.root
@@ -130,7 +130,7 @@ def test_classify_upload_shows_genres_and_evidence_then_adds_it(app, store, mode
     assert any("Stored" in s.value for s in app.success)
 
     db = reopen(store, model_dir)
-    (stored,) = [p for p in db.posters() if p.sha256 == hashlib.sha256(data).hexdigest()]
+    (stored,) = [p for p in db.posters.get() if p.sha256 == hashlib.sha256(data).hexdigest()]
     assert list(stored.genres) == corrected and stored.reviewed
     assert stored.year == int(row["year"]) and stored.title == row["title"].rsplit(" (", 1)[0]
     assert Path(stored.image).read_bytes() == data
@@ -158,7 +158,7 @@ def test_classify_several_uploads_and_a_bad_file(app, label_rows, posters_dir):
 
 def test_search_by_stored_poster_with_filters(app, store, model_dir):
     db = reopen(store, model_dir)
-    seventies = [p for p in db.posters() if p.decade == 1970]
+    seventies = [p for p in db.posters.get() if p.decade == 1970]
     query = seventies[0]
     go(app, "Search")
     app.text_input(key="search-query").input(str(query.id)).run()
@@ -172,7 +172,7 @@ def test_search_by_stored_poster_with_filters(app, store, model_dir):
     expected = db.similar(query.id, 12, decades=[1970])
     shown = ids_shown(app)[1:]
     assert shown == [h.id for h in expected] and shown
-    assert all(db.poster(i).decade == 1970 for i in shown)
+    assert all(db.posters.one(i).decade == 1970 for i in shown)
 
     app.multiselect(key="search-decades").set_value([])
     app.multiselect(key="search-genres").set_value(["Drama"])
@@ -180,17 +180,17 @@ def test_search_by_stored_poster_with_filters(app, store, model_dir):
     assert_clean(app)
     shown = ids_shown(app)[1:]
     assert shown == [h.id for h in db.similar(query.id, 5, genres=["Drama"])]
-    assert len(shown) == 5 and all("Drama" in db.poster(i).genres for i in shown)
+    assert len(shown) == 5 and all("Drama" in db.posters.one(i).genres for i in shown)
 
 
 def test_search_by_title_and_by_uploaded_image(app, store, model_dir, label_rows, posters_dir):
     db = reopen(store, model_dir)
     go(app, "Search")
-    target = db.posters()[10]
+    target = db.posters.get()[10]
     word = max(target.title.split(), key=len)
     app.text_input(key="search-query").input(word).run()
     assert_clean(app)
-    assert ids_shown(app)[0] == db.find(word)[0].id
+    assert ids_shown(app)[0] == db.posters.find(word)[0].id
 
     app.text_input(key="search-query").input("no such title zzzz").run()
     assert not app.exception and app.warning
@@ -227,8 +227,8 @@ def test_search_by_text_when_the_model_supports_it(store, model_dir, monkeypatch
     own = tmp_path / "store"  # its own path: the page opens (and caches) a PosterDB per path
     shutil.copytree(store, own)
     db = reopen(own, model_dir)
-    target = db.posters()[20]
-    vector = db.vectors([target.id])[0]
+    target = db.posters.get()[20]
+    vector = db.search.vectors([target.id])[0]
     real = embedders.get_embedder
     monkeypatch.setattr(embedders, "get_embedder",
                         lambda *a, **kw: _TextCapable(real(*a, **kw), vector))
@@ -255,7 +255,7 @@ def test_browse_by_genre_and_decade_paginated(app, store, model_dir):
     assert len(headings(app)) == 24  # first page of everything
     app.selectbox(key="browse-genre").set_value("Drama").run()
     assert_clean(app)
-    drama = [p for p in db.posters() if "Drama" in (p.genres or p.predicted)]
+    drama = [p for p in db.posters.get() if "Drama" in (p.genres or p.predicted)]
     assert ids_shown(app) == [p.id for p in drama[:24]]
     app.number_input(key="browse-page").set_value(2).run()
     assert ids_shown(app) == [p.id for p in drama[24:48]]
@@ -267,8 +267,9 @@ def test_browse_by_genre_and_decade_paginated(app, store, model_dir):
 
 def test_review_queue_accept_and_correct_persist(app, store, model_dir):
     db = reopen(store, model_dir)
-    queue = db.review_queue(limit=50)
-    assert queue and queue[0]["suspicion"] >= queue[-1]["suspicion"]
+    queue = db.curation.queue(limit=50)
+    labelled = [it["score"] for it in queue if it["kind"] == "labelled"]
+    assert queue and labelled == sorted(labelled, reverse=True)
     go(app, "Browse & curate")
     app.radio(key="curate-view").set_value("Review queue").run()
     assert_clean(app)
@@ -288,31 +289,31 @@ def test_review_queue_accept_and_correct_persist(app, store, model_dir):
     assert_clean(app)
 
     db = reopen(store, model_dir)  # DuckDB reopened: the reviews were committed
-    a, b = db.poster(first["id"]), db.poster(second["id"])
+    a, b = db.posters.one(first["id"]), db.posters.one(second["id"])
     assert a.reviewed and list(a.genres) == keep
     assert b.reviewed and list(b.genres) == ["Comedy", "Western"]
     # reviewed posters leave the queue, on the page as in the library
     shown = ids_shown(app)
     assert first["id"] not in shown and second["id"] not in shown
-    assert {first["id"], second["id"]}.isdisjoint(p["id"] for p in db.review_queue(50))
+    assert {first["id"], second["id"]}.isdisjoint(p["id"] for p in db.curation.queue(limit=50))
 
 
 def test_review_with_no_genre_is_refused_readably(app, store, model_dir):
     db = reopen(store, model_dir)
-    item = db.review_queue(limit=1)[0]
+    item = db.curation.queue(limit=1)[0]
     go(app, "Browse & curate")
     app.radio(key="curate-view").set_value("Review queue").run()
     app.multiselect(key=f"review-pick-{item['id']}").set_value([])
     app.button(key=f"review-accept-{item['id']}").click().run()
     assert not app.exception
     assert app.error and "genre" in app.error[0].value
-    assert not reopen(store, model_dir).poster(item["id"]).reviewed
+    assert not reopen(store, model_dir).posters.one(item["id"]).reviewed
 
 
 def test_near_duplicate_pairs_side_by_side(app, store, model_dir):
     db = reopen(store, model_dir)
-    pairs = db.near_duplicates(0.97)
-    (reprint,) = [p for p in db.posters() if p.path.endswith("reprint.jpg")]
+    pairs = db.search.near_duplicates(0.97)
+    (reprint,) = [p for p in db.posters.get() if p.path.endswith("reprint.jpg")]
     assert any(reprint.id in (a, b) for a, b, _ in pairs)
     go(app, "Browse & curate")
     app.radio(key="curate-view").set_value("Near-duplicates").run()
@@ -336,8 +337,8 @@ def test_stats_renders_counts_charts_and_eval(app, store, model_dir):
     assert metrics["posters"] == f"{info['posters']:,}"
     assert metrics["labelled"] == f"{info['labelled']:,}"
     charts = app.get("vega_lite_chart")
-    report = db.latest_eval()
-    assert report is not None  # the fixture ran db.evaluate()
+    report = db.genres.latest_eval()
+    assert report is not None  # the fixture ran db.genres.evaluate()
     assert len(charts) == 3  # genres, decades, per-genre F1 of the eval
     tables = app.dataframe
     methods = tables[0].value
@@ -360,7 +361,7 @@ def test_new_posters_show_up_without_restart(store, model_dir, monkeypatch, tmp_
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     db = reopen(own, model_dir)
-    before = db.count()
+    before = db.posters.count()
     assert f"**{before:,}** posters" in at.sidebar.markdown[0].value
     go(at, "Browse & curate")
     more = copy_slice(label_rows, posters_dir, tmp_path / "more", 12, start=5, every=EVERY)
@@ -512,3 +513,70 @@ def test_eval_report_helpers():
     empty = EvalReport.from_dict({"cross_decade": {"decades": [], "methods": {}}})
     assert (ui.eval_averages(empty), ui.eval_per_genre_f1(empty), ui.eval_cross_decade(empty),
             ui.eval_per_decade(empty)) == ([], {}, {}, [])
+
+
+# -- one review queue, one similarity (issue 18) ------------------------------------------------
+
+def test_one_review_queue_on_the_page_the_cli_and_the_inbox(store, model_dir, label_rows,
+                                                           posters_dir, tmp_path, monkeypatch):
+    """The page's Browse & curate queue, `posterdb review list --json` and the Inbox's waiting
+    posters come from one ranking, in one order."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from posterdb.ui.cli.main import app as cli
+
+    own = tmp_path / "store"
+    shutil.copytree(store, own)
+    arrivals = tmp_path / "arrivals"
+    arrivals.mkdir()
+    for r in outside_poster(label_rows, 12):       # unlabelled arrivals: the "new" part
+        shutil.copy(posters_dir / r["file"], arrivals / Path(r["file"]).name)
+    assert reopen(own, model_dir).ingest(arrivals).added == 12
+
+    def listed(*args):
+        r = CliRunner().invoke(cli, ["review", "list", *args, "--json", "--store", str(own)])
+        assert r.exit_code == 0, r.output
+        return [it["id"] for it in json.loads(r.stdout)]
+
+    everything, new = listed("-n", "60"), listed("--kind", "new", "-n", "1000")
+    assert new and everything[:len(new)] == new and len(everything) == 60
+    monkeypatch.setenv("POSTERDB_STORE", str(own))
+    monkeypatch.setenv("POSTERDB_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    go(at, "Browse & curate")
+    at.radio(key="curate-view").set_value("Review queue").run()
+    at.select_slider(key="review-show").set_value(60).run()
+    assert_clean(at)
+    assert ids_shown(at) == everything
+    go(at, "Inbox")
+    assert_clean(at)
+    assert ids_shown(at)[:len(new)] == new
+    assert [it["id"] for it in reopen(own, model_dir).curation.queue(limit=60)] == everything
+
+
+def test_evidence_shows_the_genres_each_neighbour_voted_with(store, model_dir, label_rows,
+                                                            posters_dir, tmp_path):
+    """A neighbour relabelled after training still shows, as evidence, the genres it voted with;
+    its similarity is named as the vote's (decade-centred cosine)."""
+    from posterdb.core.records import VOTE_SIMILARITY
+
+    work = tmp_path / "store"
+    shutil.copytree(store, work)
+    db = PosterDB.open(work, model_dir=model_dir)
+    image = posters_dir / outside_poster(label_rows)[0]["file"]
+    before = db.classify([image], [1975], n_evidence=5)[0]
+    first = before.evidence[0]
+    voted = list(first.genres)
+    clf = db.genres.classifier()
+    row = list(clf.ids_).index(first.id)
+    assert voted == [g for g, y in zip(clf.genres_, clf.Y_[row]) if y]
+    other = ["Western"] if voted != ["Western"] else ["Documentary"]
+    db.curation.set_genres(first.id, other)                  # relabelled after training
+    assert list(db.posters.one(first.id).genres) == other
+    after = PosterDB.open(work, model_dir=model_dir).classify([image], [1975], n_evidence=5)[0]
+    card = next(h for h in after.evidence if h.id == first.id)
+    assert card.genres == voted and card.measure == VOTE_SIMILARITY
+    assert all(h.measure == "cosine" for h in db.similar(first.id, 3))

@@ -196,7 +196,7 @@ def test_search_answers_during_ingest_and_sees_new_posters(browser, tmp_path_fac
                                                            label_rows, posters_dir, model_dir):
     base = tmp_path_factory.mktemp("e2e-ingest")
     store = build_store(base, label_rows, posters_dir, model_dir, 150, every=33)
-    before = PosterDB.open(store, create=False).count()
+    before = PosterDB.open(store, create=False).posters.count()
     incoming = copy_slice(label_rows, posters_dir, base / "incoming", 1000, start=1, every=5)
     (incoming / "labels.csv").unlink()  # bare scans: the trained classifier labels them
     posterdb = shutil.which("posterdb", path=str(Path(sys.executable).parent)) or "posterdb"
@@ -225,7 +225,7 @@ def test_search_answers_during_ingest_and_sees_new_posters(browser, tmp_path_fac
             out = ingest.communicate(timeout=60)[0].decode(errors="replace")
         assert ingest.returncode == 0, out
         assert during >= 3, f"only {during} searches overlapped the ingest: {out}"
-        after = PosterDB.open(store, create=False).count()
+        after = PosterDB.open(store, create=False).posters.count()
         assert after > before + 900
 
         # no restart: the next interaction shows the new count (and finds the new posters)

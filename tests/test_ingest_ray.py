@@ -44,8 +44,8 @@ def local(tmp_path_factory, posters, model_dir):
 
 
 def by_sha(db) -> dict[str, np.ndarray]:
-    posters = db.posters()
-    vecs = db.vectors([p.id for p in posters])
+    posters = db.posters.get()
+    vecs = db.search.vectors([p.id for p in posters])
     return {p.sha256: v for p, v in zip(posters, vecs)}
 
 
@@ -64,7 +64,7 @@ def same_as_local(db, local) -> None:
 def test_ray_engine_stores_what_the_local_engine_stores(cluster, posters, local, tmp_path,
                                                         model_dir):
     db = PosterDB.open(tmp_path / "s", model_dir=model_dir)
-    engine = RayEngine(db.embedder("mobilenet-v2"))
+    engine = RayEngine(db.models.embedder("mobilenet-v2"))
     report = db.ingest(posters, posters / "labels.csv", engine=engine)
     assert (report.added, report.failed) == (N, [])
     same_as_local(db, local)
@@ -81,7 +81,7 @@ def test_shipped_weights_give_the_same_vectors(cluster, tmp_path, label_rows, po
 
     few = copy_slice(label_rows, posters_dir, tmp_path / "src", 12, every=17)
     db = PosterDB.open(tmp_path / "s", model_dir=model_dir)
-    report = db.ingest(few, engine=RayEngine(db.embedder("mobilenet-v2"), ship_weights=True))
+    report = db.ingest(few, engine=RayEngine(db.models.embedder("mobilenet-v2"), ship_weights=True))
     assert report.added == 12
     theirs = by_sha(local)
     for sha, v in by_sha(db).items():
@@ -102,7 +102,7 @@ def test_cli_ray_killed_mid_run_then_rerun_gives_the_exact_set(cluster, posters,
     killed = _cli(*common, crash_at="after_commit:2")      # SIGKILL after the first commit
     assert killed.returncode == -9, killed.stderr[-2000:]
     db = PosterDB.open(store, model_dir=model_dir)
-    part = db.count()
+    part = db.posters.count()
     assert 0 < part < N                                           # mid-run
     rerun = _cli(*common)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

@@ -33,7 +33,9 @@ MACRO_NOTE = ("macro F1 averages only the genres with support > 0 in the test se
 
 def scores(Y_true: np.ndarray, Y_pred: np.ndarray) -> dict[str, float]:
     """weighted / macro (genres with support only) / micro / samples F1."""
-    from sklearn.metrics import f1_score  # here: readers of a saved report need no sklearn
+    from sklearn.metrics import (
+        f1_score,  # here: readers of a saved report need no sklearn
+    )
 
     Y_true = np.asarray(Y_true).astype(int)
     Y_pred = np.asarray(Y_pred).astype(int)

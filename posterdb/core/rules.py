@@ -26,7 +26,7 @@ MIN_YEAR, MAX_YEAR = 1850, 2100
 
 __all__ = ["ORIGINS", "LABEL_ORIGINS", "PREDICTION_ORIGINS", "decade_of", "check_origin",
            "validate_genres", "sort_genres", "strongest", "shown_genres", "check_year",
-           "check_k", "check_decades", "check_path", "check_model_name"]
+           "check_k", "check_decades", "check_path"]
 
 
 def check_origin(origin: str) -> str:
@@ -97,13 +97,3 @@ def check_path(path: str | Path, what: str = "path") -> Path:
     if not path.exists() and not path.is_symlink():
         raise UsageError(f"{what} {path} does not exist")
     return path
-
-
-def check_model_name(name: str | None) -> str | None:
-    """A known embedder name (or None: the store's), without loading it."""
-    from posterdb.embedders import _CLASSES, EMBEDDER_NAMES, is_finetuned_name
-
-    if name is not None and name not in _CLASSES and not is_finetuned_name(name):
-        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(EMBEDDER_NAMES)} "
-                         "or a fine-tuned mobilenet-v2-ft-<hash> stored in the store")
-    return name

@@ -121,6 +121,11 @@ class Settings:
         return dirs + ([default] if default not in dirs else [])
 
 
+def crash_point_spec() -> str:
+    """$POSTERDB_CRASH_AT, read at each crash point (the crash tests set it per process)."""
+    return (os.environ.get(ENV_CRASH_AT) or "").strip()
+
+
 def current(**explicit) -> Settings:
     """The settings of this process now (environment read at the call)."""
     return Settings.from_env(**explicit)

@@ -19,14 +19,14 @@ from collections.abc import Callable
 import numpy as np
 
 from posterdb.core.records import IngestReport
+from posterdb.core.settings import THRESHOLDS
 from posterdb.embedders.base import Embedder
 from posterdb.ingest.commit import (
     AddToIndex,
+    AutoClassifier,
     Committer,
     CommitThread,
     NearDuplicates,
-    Predict,
-    Publish,
 )
 from posterdb.ingest.engine import Embedded, Engine, Failed, Item, Known, LocalEngine
 from posterdb.ingest.plan import IngestPlan, collect_sources, plan
@@ -52,11 +52,11 @@ def relabel(catalog: Catalog, rows: dict[int, LabelRow]) -> None:
 
 
 def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedder: Embedder,
-               path, labels=None, *, predict: Predict | None = None,
-               publish: Publish | None = None, sources: list | None = None,
+               path, labels=None, *, classifier: AutoClassifier | None = None,
+               sources: list | None = None,
                engine: Engine | None = None, batch_size: int | None = None,
                workers: int | None = None, progress: Progress | None = None,
-               near_duplicate_threshold: float = 0.97, save_every: float = 60.0,
+               near_duplicate_threshold: float = THRESHOLDS.near_duplicate, save_every: float = 60.0,
                commit_every: int = 256, commit_interval: float = 2.0) -> IngestReport:
     """Ingest the images under `path` (a folder, recursively, or one file)."""
     t0 = time.perf_counter()
@@ -70,8 +70,8 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
     index = indexes.index(embedder.name)
     steps = [NearDuplicates(index, report, near_duplicate_threshold),
              AddToIndex(index, indexes.path(embedder.name), save_every)]
-    writer = CommitThread(Committer(catalog, images, the_plan, report, predict=predict,
-                                    publish=publish, steps=steps))
+    writer = CommitThread(Committer(catalog, images, the_plan, report, classifier=classifier,
+                                    steps=steps))
     engine = engine or LocalEngine(embedder, batch_size=batch_size, workers=workers)
     waiting: list[Embedded] = []
     errors: list[tuple[str, str]] = []
@@ -122,6 +122,6 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
     return report
 
 
-__all__ = ["AddToIndex", "Committer", "Embedded", "Engine", "Failed", "IngestPlan",
+__all__ = ["AddToIndex", "AutoClassifier", "Committer", "Embedded", "Engine", "Failed", "IngestPlan",
            "IngestReport", "Item", "Known", "LocalEngine", "NearDuplicates", "collect_sources",
            "plan", "relabel", "run_ingest"]

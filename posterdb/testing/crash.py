@@ -177,11 +177,11 @@ def verify(store: Path, src_shas: set[str], by_sha: dict[str, dict],
     if wrong:
         bad.append(f"{len(wrong)} posters whose labels/year differ from labels.csv, e.g. {wrong[:5]}")
     db = PosterDB.open(store, create=False)
-    faiss_ids = db.index().ids()
+    faiss_ids = db.indexes.index().ids()
     if not np.array_equal(faiss_ids, np.asarray(ids, dtype=np.int64)):
         bad.append("the FAISS index (as opened) differs from DuckDB")
-    if db.index_state().status != "loaded":
-        bad.append(f"index file was not current after the run: {db.index_state()}")
+    if db.indexes.state().status != "loaded":
+        bad.append(f"index file was not current after the run: {db.indexes.state()}")
     return bad
 
 

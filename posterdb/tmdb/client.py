@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import os
 import random
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import httpx
 
 from posterdb.core.errors import RefusedError, UsageError
+from posterdb.core.settings import Settings
 
 DEFAULT_URL = "https://api.themoviedb.org/3"
 URL_ENV, KEY_ENV, TOKEN_ENV = "POSTERDB_TMDB_URL", "TMDB_API_KEY", "TMDB_READ_TOKEN"
@@ -64,9 +64,9 @@ class Credentials:
     def from_env(cls, env: Mapping[str, str] | None = None, *, api_key: str | None = None,
                  read_token: str | None = None) -> Credentials:
         """Explicit values win over ``TMDB_API_KEY`` / ``TMDB_READ_TOKEN``."""
-        env = os.environ if env is None else env
-        key = (api_key or env.get(KEY_ENV) or "").strip() or None
-        token = (read_token or env.get(TOKEN_ENV) or "").strip() or None
+        tmdb = Settings.from_env(env).tmdb
+        key = (api_key or tmdb.api_key or "").strip() or None
+        token = (read_token or tmdb.read_token or "").strip() or None
         return cls(key, token)
 
     def __bool__(self) -> bool:
@@ -172,7 +172,7 @@ class TMDbClient:
                  max_connections: int = 8, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, max_retry_after: float = 60.0,
                  sleep: Callable[[float], None] = time.sleep):
-        self.base_url = (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
+        self.base_url = (base_url or Settings.from_env().tmdb.url).strip().rstrip("/")
         if not self.base_url.startswith(("http://", "https://")):
             raise TMDbUsageError(f"{URL_ENV}={self.base_url!r}: not an http(s) URL")
         self.credentials = credentials if credentials is not None else Credentials.from_env()

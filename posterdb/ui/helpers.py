@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from posterdb.core.errors import (
     StoreError,
 )
 from posterdb.core.genres import GENRES
-from posterdb.store import DEFAULT_STORE
+from posterdb.core.settings import Settings
 
 IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 BUSY_MESSAGE = ("The store is busy: another process (an ingest?) is writing to it. "
@@ -41,14 +40,12 @@ def page_config(argv: Sequence[str] | None = None,
 
     Unknown arguments are ignored (under pytest / AppTest, sys.argv belongs to pytest).
     """
-    env = os.environ if env is None else env
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--store", default=None)
     parser.add_argument("--model-dir", default=None)
     args, _ = parser.parse_known_args(list(argv or []))
-    store = args.store or env.get("POSTERDB_STORE") or DEFAULT_STORE
-    model_dir = args.model_dir or env.get("POSTERDB_MODEL_DIR") or None
-    return PageConfig(Path(store).expanduser(), Path(model_dir).expanduser() if model_dir else None)
+    conf = Settings.from_env(env, store=args.store, model_dir=args.model_dir)
+    return PageConfig(conf.store, conf.model_dir)
 
 
 # -- formatting --------------------------------------------------------------------------------

@@ -21,7 +21,12 @@ from posterdb.tmdb.client import (
     TMDbUsageError,
 )
 from posterdb.tmdb.fetch.files import LabelsFile, write_atomic
-from posterdb.tmdb.fetch.options import DecadeReport, FetchError, FetchOptions, FetchReport
+from posterdb.tmdb.fetch.options import (
+    DecadeReport,
+    FetchError,
+    FetchOptions,
+    FetchReport,
+)
 
 LOCK_NAME = ".posterdb-fetch.lock"
 _PART = re.compile(r"^\..+\.part$")

@@ -11,36 +11,83 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from posterdb.core.errors import PosterDBError
+from posterdb.core.errors import PosterDBError, UsageError
+from posterdb.core.settings import Settings
+
+if TYPE_CHECKING:
+    from posterdb.store import PosterDB
 
 out = Console()
 err = Console(stderr=True)
 
-DEFAULT_STORE = Path("posterdb-store")
-StoreOpt = Annotated[Path, typer.Option("--store", envvar="POSTERDB_STORE",
-                                        help="Store directory.")]
+DEFAULT_STORE = None   # --store left out: $POSTERDB_STORE, else ./posterdb-store (core.settings)
+StoreOpt = Annotated[Optional[Path], typer.Option(
+    "--store", metavar="DIR", show_default=False,
+    help="Store directory (default: $POSTERDB_STORE, else ./posterdb-store).")]
 ModelDirOpt = Annotated[Optional[Path], typer.Option(
-    "--model-dir", envvar="POSTERDB_MODEL_DIR", help="Folder holding model weight files.")]
+    "--model-dir", metavar="DIR",
+    help="Folder holding model weight files (default: $POSTERDB_MODEL_DIR, else what the "
+         "store remembers).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", help="Embedding model: mobilenet-v2, resnet50 or clip (default: the store's).")]
+    "--model", metavar="NAME",
+    help="Embedding model: mobilenet-v2, resnet50 or clip (default: the store's).")]
 
 
-def open_store(store: Path, model_dir: Path | None = None, create: bool = False):
+def settings(store: Path | None = None, model_dir: Path | None = None) -> Settings:
+    """This command's settings: its flags over the environment over the defaults."""
+    return Settings.from_env(store=store, model_dir=model_dir)
+
+
+def store_path(store: Path | None) -> Path:
+    """The store folder a command works on (`--store`, else the environment, else default)."""
+    return settings(store).store
+
+
+def open_store(store: Path | None, model_dir: Path | None = None,
+               create: bool = False) -> PosterDB:
     """A writer (create=True) initialises or migrates the store; a reader needs it to exist."""
-    from posterdb.core.errors import UsageError
     from posterdb.store import PosterDB
 
-    if store.exists() and not store.is_dir():
-        raise UsageError(f"--store {store} is a file, not a store folder")
-    return PosterDB.open(store, create=create, model_dir=model_dir)
+    conf = settings(store, model_dir)
+    if conf.store.exists() and not conf.store.is_dir():
+        raise UsageError(f"--store {conf.store} is a file, not a store folder")
+    return PosterDB.open(create=create, settings=conf)
+
+
+def readable_metavars(command) -> None:
+    """Help shows `--store DIR`, `-k N` and a flag bare (Typer prints `--json <bool>`): every
+    option of the built command tree without its own metavar gets one from its type. (Typer
+    may vendor click, so options are matched by shape.)"""
+    names = {"int": "N", "float": "X", "str": "TEXT", "Path": "PATH", "bool": ""}
+    for param in getattr(command, "params", []):
+        if hasattr(param, "is_flag") and param.metavar is None:
+            kind = param.bare_type() if hasattr(param, "bare_type") else "str"
+            kind = kind.removeprefix("list[").removesuffix("]").replace("Optional[", "")
+            param.metavar = ("" if param.is_flag or param.count
+                             else names.get(kind, kind.split(".")[-1].upper()))
+        elif getattr(param, "param_type_name", "") == "argument" and param.metavar is None:
+            param.metavar = param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        readable_metavars(sub)
+
+
+def decades_option(values, flag: str = "--decade", as_json: bool = False) -> list[int]:
+    """`--decade 1970` or a year in it: a year is read as its decade, and said so (stderr)."""
+    from posterdb.core.rules import check_decades
+
+    decades = check_decades(values)
+    for given, decade in zip(values or [], decades):
+        if int(given) != decade and not as_json:
+            err.print(f"note: {flag} {given} is read as the {decade}s", highlight=False)
+    return decades
 
 
 def emit(as_json: bool, data, human=None) -> None:

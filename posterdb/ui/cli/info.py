@@ -15,6 +15,7 @@ from posterdb.ui.cli.common import (
     emit,
     open_store,
     out,
+    store_path,
 )
 
 
@@ -23,6 +24,7 @@ def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json
     """Counts by decade and genre, models and index state (a folder with no store: zeros)."""
     from posterdb.store import PosterDB
 
+    store = store_path(store)
     if not store.is_file() and not PosterDB.exists(store):  # nothing to open: create nothing
         data = PosterDB.absent_info(store)
     else:

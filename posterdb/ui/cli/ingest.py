@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from posterdb.core.errors import PosterDBError, UsageError
-from posterdb.core.rules import check_model_name, check_path
+from posterdb.core.rules import check_path
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -36,8 +37,9 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="Folder (searched recursively) or image file.")],
     labels: Annotated[Optional[Path], typer.Option(
         "--labels", help="CSV or JSON Lines: file, title, year, genres.")] = None,
-    model: Annotated[str, typer.Option("--model", help="mobilenet-v2, resnet50 or clip.")]
-    = "mobilenet-v2",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", metavar="NAME", help="mobilenet-v2, resnet50 or clip (default: the store's "
+        "model, else mobilenet-v2).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads.")] = None,
     no_classify: Annotated[bool, typer.Option(
@@ -84,7 +86,7 @@ def ingest(
     if engine == "ray":
         from posterdb.ingest.ray_engine import RayEngine
 
-        runner = RayEngine(db.embedder(model), address=ray_address, batch_size=batch_size,
+        runner = RayEngine(db.models.embedder(model), address=ray_address, batch_size=batch_size,
                            ship_weights=ship_weights)
     bar = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]} posters/s"), TimeRemainingColumn(),

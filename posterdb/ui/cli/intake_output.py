@@ -41,7 +41,7 @@ def shop_export(db, output: Path | None, as_json: bool) -> None:
     """The shop feed (posterdb.feed): to `output` atomically (format by suffix), or stdout."""
     from posterdb.curation.feed import format_of, render, write_feed
 
-    rows = db.intake.feed()
+    rows = db.curation.feed()
     if output is not None:
         n = write_feed(rows, output, format_of(output))
         emit(as_json, {"feed": str(output), "posters": n},

@@ -24,8 +24,9 @@ from posterdb.ui.cli import (
     search,
     watch,
 )
+from posterdb.ui.cli.common import readable_metavars
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="posterdb: an embedding store + genre classifier for movie posters.")
 
 ingest.register(app)     # ingest
@@ -44,7 +45,9 @@ def main() -> None:  # pragma: no cover - the console script
     """Run the app; a usage error Typer itself finds (a bad option value) is also one JSON
     object on stdout when --json was given. (Typer may vendor click: matched by shape.)"""
     try:
-        code = app(standalone_mode=False)
+        cli = typer.main.get_command(app)
+        readable_metavars(cli)
+        code = cli(standalone_mode=False)
     except Exception as e:
         if type(e).__name__ == "Abort":
             sys.exit(1)

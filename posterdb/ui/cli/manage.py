@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from posterdb.core.errors import UsageError
-from posterdb.core.rules import check_model_name
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -22,6 +22,7 @@ from posterdb.ui.cli.common import (
     err,
     open_store,
     out,
+    store_path,
 )
 from posterdb.ui.cli.intake_output import shop_export
 
@@ -62,7 +63,7 @@ def export(
         raise UsageError(f"--output: folder {output.parent} does not exist")
     if fmt == "shop":
         return shop_export(open_store(store), output, as_json)
-    rows = [r.to_dict() for r in open_store(store).export()]
+    rows = [r.to_dict() for r in open_store(store).posters.export()]
     if fmt == "json" or as_json:
         text = json.dumps(rows, indent=1, default=str) + "\n"
     else:
@@ -87,8 +88,8 @@ def reindex(model: ModelOpt = None, store: StoreOpt = DEFAULT_STORE, as_json: Js
     """Rebuild the FAISS index from DuckDB."""
     check_model_name(model)
     db = open_store(store)
-    models = [model] if model else [m.name for m in db.models()]
-    states = [db.reindex(m).to_dict() for m in models]
+    models = [model] if model else [m.name for m in db.models.specs()]
+    states = [db.indexes.reindex(m).to_dict() for m in models]
     emit(as_json, {"indexes": states}, lambda: [
         out.print(f"{s['model']}: rebuilt {s['factory']} with {s['ntotal']} vectors")
         for s in states])
@@ -97,6 +98,7 @@ def reindex(model: ModelOpt = None, store: StoreOpt = DEFAULT_STORE, as_json: Js
 @command
 def migrate(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
     """Bring a store written by an older posterdb up to this version's schema."""
+    store = store_path(store)
     if not (store / "catalog.duckdb").exists():
         raise UsageError(f"no posterdb store at {store}")
     version = open_store(store, create=True).catalog.migrate()

@@ -23,6 +23,7 @@ from posterdb.ui.cli.common import (
     err,
     open_store,
     out,
+    settings,
 )
 
 IdsArg = Annotated[Optional[list[int]], typer.Argument(help="Poster ids (default: with --all).")]
@@ -45,7 +46,6 @@ def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
 def catalogue_for(spec: str | None):
     """The catalogue a command names (checked before any store is opened): a file path, or
     tmdb (the default) which needs TMDb credentials."""
-    import os
 
     try:
         from posterdb.reading.identify import open_catalogue
@@ -54,7 +54,7 @@ def catalogue_for(spec: str | None):
                            f"'posterdb[read]' ({e})") from e
 
     if spec is None or spec.lower() == "tmdb":
-        if not (os.environ.get("TMDB_API_KEY") or os.environ.get("TMDB_READ_TOKEN")):
+        if not settings().tmdb.has_credentials:
             raise UsageError("--catalogue tmdb needs TMDB_API_KEY or TMDB_READ_TOKEN; or give "
                              "--catalogue FILE (IMDb title.basics.tsv or a title,year,genres CSV)")
         return open_catalogue("tmdb")

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from posterdb.core.rules import check_decades, check_k, check_model_name, validate_genres
+from posterdb.core.rules import check_k, validate_genres
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -14,6 +15,7 @@ from posterdb.ui.cli.common import (
     ModelOpt,
     StoreOpt,
     command,
+    decades_option,
     emit,
     hits_table,
     open_store,
@@ -34,7 +36,7 @@ def similar(
 ):
     """Look-alikes of a poster, for curation; filter by decade and genre."""
     k = check_k(k)
-    decades = check_decades(decade)
+    decades = decades_option(decade, as_json=as_json)
     genres = validate_genres(genre or [], at_least_one=False)
     check_model_name(model)
     q = int(query) if query.isdigit() and not Path(query).exists() else Path(query)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from posterdb.core.errors import UsageError
-from posterdb.core.rules import check_model_name
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -21,6 +21,7 @@ from posterdb.ui.cli.common import (
     err,
     open_store,
     out,
+    store_path,
 )
 
 
@@ -63,13 +64,14 @@ def watch(
         format_of(feed)
         if not feed.parent.is_dir():
             raise UsageError(f"--feed: folder {feed.parent} does not exist")
+    store = store_path(store)
     for inside, outer, what in ((store, inbox, "the store"), (inbox, store, "the inbox"),
                                 (feed, inbox, "the --feed file")):
         if inside is not None and _within(inside, outer):
             raise UsageError(f"{what} ({inside}) must not lie inside {outer}")
     db = open_store(store, model_dir, create=True)
-    model = model or db.default_model()
-    if db.classifier(model) is None:
+    model = model or db.models.default()
+    if db.genres.classifier(model) is None:
         err.print("[yellow]no classifier trained yet: posters are stored without genres "
                   "(run `posterdb train`)[/]")
     box = Inbox(inbox, settle=settle)
@@ -79,7 +81,7 @@ def watch(
     def after(rep) -> None:
         reports.append(rep)
         if feed is not None:
-            write_feed(db.intake.feed(), feed)
+            write_feed(db.curation.feed(), feed)
         if as_json and not once:
             sys.stdout.write(json.dumps(rep.__dict__) + "\n")
             sys.stdout.flush()
@@ -90,7 +92,7 @@ def watch(
             for w in rep.warnings:
                 out.print(f"  [yellow]warning[/] {w}", highlight=False)
 
-    watcher = Watcher(box, lambda files: db.intake.process(files, model=model, root=box.root),
+    watcher = Watcher(box, lambda files: db.curation.process(files, model=model, root=box.root),
                       batch_size=batch, interval=interval, after_batch=after)
     try:
         if once:

@@ -73,7 +73,11 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
                         f"#{result.in_store} (left out of its own evidence).")
 
     st.markdown("#### Evidence: the most similar stored posters")
-    st.caption("Genres marked ✓ are shared with the prediction.")
+    st.caption("Each shows the genres it voted with (its labels when the classifier was "
+               "trained); ✓ marks those shared with the prediction. The vote's similarity is "
+               "the cosine of features centred on each decade's mean, so vintage and modern "
+               "styles compare fairly."
+               if trained else "Genres marked ✓ are shared with the prediction.")
     if evidence:
         hit_grid(evidence, columns=EVIDENCE_COLUMNS, highlight=genres, key=f"evidence-{key}")
     else:
@@ -94,7 +98,7 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
             if not chosen:
                 st.error("Pick at least one genre before adding the poster.")
             else:
-                pid = db.add_poster(poster, chosen, title=title.strip() or None, year=year)
+                pid = db.genres.add_poster(poster, chosen, title=title.strip() or None, year=year)
                 st.session_state["flash"] = (f"Stored **{title or name}** as poster #{pid} with "
                                              f"genres {', '.join(chosen)}.")
                 st.rerun()

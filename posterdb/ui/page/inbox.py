@@ -42,7 +42,7 @@ def _published_line(own, pub, predicted) -> str:
 
 def arrivals(db: PosterDB) -> None:
     today = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    posters = db.intake.arrivals(today)
+    posters = db.curation.arrivals(today)
     published = sum(1 for p in posters if p.genres or p.published)
     st.caption(f"{len(posters)} posters arrived today · {published} with published genres "
                f"(in the shop feed) · {len(posters) - published} waiting for a person")
@@ -59,14 +59,14 @@ def _accept(db: PosterDB, ids: list[int]) -> None:
     """Button callback: accept the checked suggestions of this page."""
     chosen = [i for i in ids if st.session_state.get(f"inbox-take-{i}", True)]
     try:
-        done = db.intake.accept(chosen)
+        done = db.curation.accept(chosen)
         st.session_state["flash"] = f"Accepted the genres of {len(done)} posters."
     except Exception as e:  # noqa: BLE001 - shown on the page, never as a traceback
         st.session_state["flash_error"] = ui.friendly_error(e)
 
 
 def _tiers(db: PosterDB, pid: int) -> None:
-    dups = db.intake.duplicates(pid)
+    dups = db.curation.duplicates(pid)
     if not dups:
         return
     with st.container(key=f"inbox-dups-{pid}"):
@@ -82,7 +82,7 @@ def waiting(db: PosterDB) -> None:
     c1, c2 = st.columns([1, 3])
     per_page = c1.selectbox("Per page", PAGE_SIZES, index=1, key="inbox-per-page")
     try:
-        queue = db.intake.queue("new", limit=10_000)
+        queue = db.curation.queue("new", limit=10_000)
     except NotTrainedError:
         st.info("Nothing is predicted before a classifier is trained: run `posterdb train`.")
         return
