@@ -28,6 +28,30 @@ def _within(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
+def store_processor(db, root: Path, model: str | None):
+    """The store's intake as the watcher's processor, each stored outcome carrying the sha256
+    of the poster committed for it: the watcher files a scan away as stored only if its bytes,
+    read again without following links, are those."""
+    def process(files):
+        outcomes = db.intake.process(files, model=model, root=root)
+        ids = [o.poster_id for o in outcomes if o.stored and o.poster_id is not None]
+        sha = {p.id: p.sha256 for p in db.posters(ids)} if ids else {}
+        for o in outcomes:
+            if o.stored and o.sha256 is None:
+                o.sha256 = sha.get(o.poster_id, "")   # "": not found, so not filed as stored
+        return outcomes
+    return process
+
+
+def store_watcher(db, box, model: str | None, **options):
+    """The watch loop on this store: its intake as the processor (with committed sha256s) and
+    its `remove` to take back a poster read from bytes the inbox file never held."""
+    from posterdb.curation.watch import Watcher
+
+    return Watcher(box, store_processor(db, box.root, model),
+                   discard=lambda outs: db.remove([o.poster_id for o in outs]), **options)
+
+
 @command
 def watch(
     inbox: Annotated[Path, typer.Argument(help="The folder distributors drop scans into.")],
@@ -41,6 +65,9 @@ def watch(
     settle: Annotated[float, typer.Option(
         "--settle", help="A file is complete once unchanged for this many seconds.")] = 2.0,
     batch: Annotated[int, typer.Option("--batch", help="Files per batch.")] = 64,
+    create: Annotated[bool, typer.Option(
+        "--create", help="Make the inbox folder if it does not exist (without it, a missing "
+                         "inbox is an error: a mistyped path in a cron line must not pass).")] = False,
     model: ModelOpt = None,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
@@ -50,7 +77,6 @@ def watch(
     """
     from posterdb.curation.feed import format_of, write_feed
     from posterdb.curation.inbox import Inbox
-    from posterdb.curation.watch import Watcher
 
     check_model_name(model)
     if interval <= 0 or settle < 0:
@@ -59,6 +85,8 @@ def watch(
         raise UsageError(f"--batch must be at least 1, not {batch}")
     if inbox.exists() and not inbox.is_dir():
         raise UsageError(f"{inbox}: not a folder")
+    if not inbox.exists() and not create:
+        raise UsageError(f"{inbox}: no such inbox folder (check the path; --create makes a new one)")
     if feed is not None:
         format_of(feed)
         if not feed.parent.is_dir():
@@ -67,13 +95,19 @@ def watch(
                                 (feed, inbox, "the --feed file")):
         if inside is not None and _within(inside, outer):
             raise UsageError(f"{what} ({inside}) must not lie inside {outer}")
-    db = open_store(store, model_dir, create=True)
+    if create:
+        inbox.mkdir(parents=True, exist_ok=True)
+    box = Inbox(inbox, settle=settle)
+    box.lock()   # InboxBusy (exit 3) when another watcher has it; Unsafe for a linked lock/done/failed
+    try:
+        db = open_store(store, model_dir, create=True)
+    except BaseException:
+        box.close()
+        raise
     model = model or db.default_model()
     if db.classifier(model) is None:
         err.print("[yellow]no classifier trained yet: posters are stored without genres "
                   "(run `posterdb train`)[/]")
-    box = Inbox(inbox, settle=settle)
-    box.lock()   # InboxBusy (exit 3) when another watcher has it
     reports = []
 
     def after(rep) -> None:
@@ -90,8 +124,8 @@ def watch(
             for w in rep.warnings:
                 out.print(f"  [yellow]warning[/] {w}", highlight=False)
 
-    watcher = Watcher(box, lambda files: db.intake.process(files, model=model, root=box.root),
-                      batch_size=batch, interval=interval, after_batch=after)
+    watcher = store_watcher(db, box, model, batch_size=batch, interval=interval,
+                            after_batch=after)
     try:
         if once:
             watcher.run_once()
@@ -102,16 +136,19 @@ def watch(
                           f"Ctrl-C stops)")
             watcher.run()
     finally:
-        box.unlock()
+        box.close()
     failed = sum(r.failed for r in reports) + sum(bool(r.error) for r in reports)
     if once:
         totals = {k: sum(getattr(r, k) for r in reports)
-                  for k in ("files", "added", "already", "failed", "published", "review")}
+                  for k in ("files", "added", "already", "failed", "retried", "published",
+                            "review")}
         totals["errors"] = [r.error for r in reports if r.error]
         emit(as_json, {"inbox": str(box.root), "batches": [r.__dict__ for r in reports],
                        **totals, "feed": str(feed) if feed else None},
              lambda: out.print(f"{totals['files']} file(s): {totals['added']} added, "
                                f"{totals['already']} already stored, {totals['failed']} failed"
+                               + (f", {totals['retried']} changed while read (left in the inbox)"
+                                  if totals["retried"] else "")
                                if reports else "nothing to do"))
     raise typer.Exit(1 if failed else 0)
 
