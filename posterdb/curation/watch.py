@@ -46,6 +46,8 @@ class Outcome:
     published: tuple[str, ...] = ()
     suggested: tuple[str, ...] = ()
     sha256: str | None = None
+    created: tuple[tuple[int, str], ...] = ()   # (id, sha256) of every poster the batch made
+                                                # from this file's name, when the processor knows
 
 
 Process = Callable[[list[tuple[Path, Hint]]], list[Outcome]]
@@ -87,9 +89,9 @@ class Watcher:
     def __init__(self, inbox: Inbox, process: Process, *, batch_size: int = DEFAULT_BATCH,
                  interval: float = DEFAULT_INTERVAL_S,
                  after_batch: Callable[[BatchReport], None] | None = None,
-                 discard: Callable[[list[Outcome]], None] | None = None):
-        """`discard(outcomes)`: take back new posters committed from bytes the inbox file did
-        not hold (its `sha256` neither the one read before the batch nor after it)."""
+                 discard: Callable[[list[int]], None] | None = None):
+        """`discard(ids)`: take back posters the batch made from bytes that no file of the
+        inbox held as a plain file (`Outcome.created`: a link swapped in while read)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.inbox = inbox
@@ -170,31 +172,33 @@ class Watcher:
                 self._process(rest, snaps, rep)
             return
         crash_point("inbox_before_move")          # crash tests: committed, nothing moved yet
-        vouched, unvouched = set(), []
+        vouched: set[int] = set()     # posters whose bytes a file of the batch held, unlinked
+        suspects: dict[int, Path] = {}
         for f in files:       # committed: now (and only now) file them away
             o = outcomes.get(f) or Outcome(f, False, reason="not processed")
             try:
                 now = self.inbox.snapshot(f)
             except (Unsafe, OSError):
                 now = None
-            if o.stored:      # were the bytes committed ones this file held, as a plain file?
-                held = {snaps[f].sha256} | ({now.sha256} if now else set())
-                if o.sha256 is None or o.sha256 in held:
-                    vouched.add(o.poster_id)
-                elif o.new:
-                    unvouched.append(o)
+            held = {snaps[f].sha256} | ({now.sha256} if now else set())
+            if o.stored and (o.sha256 is None or o.sha256 in held):
+                vouched.add(o.poster_id)
+            made = o.created or (((o.poster_id, o.sha256),) if o.stored and o.new and o.sha256
+                                 else ())
+            suspects.update((pid, f) for pid, sha in made if sha not in held)
             try:
                 self._file_away(f, o, snaps[f], now, rep)
                 crash_point("inbox_moved")        # crash tests: some files of the batch moved
             except OSError as e:  # cannot move it (permissions, disk): say so, leave it there
                 rep.warnings.append(f"{f}: cannot move it out of the inbox: {e.strerror or e}")
-        unvouched = [o for o in unvouched if o.poster_id not in vouched]
-        if unvouched and self.discard is not None:
+        take_back = {pid: f for pid, f in suspects.items() if pid not in vouched}
+        if take_back and self.discard is not None:
             # a link (or other bytes) swapped in just before the store read the file: the new
-            # poster holds bytes the inbox never held as a plain file, so it goes again
-            self.discard(unvouched)
-            rep.warnings += [f"{o.path}: the store read other bytes than the file held (swapped "
-                             f"while read); poster {o.poster_id} removed again" for o in unvouched]
+            # poster holds bytes no file of the inbox held as a plain file, so it goes again
+            self.discard(sorted(take_back))
+            rep.warnings += [f"{f}: the store read other bytes than the file held (swapped "
+                             f"while read); poster {pid} removed again"
+                             for pid, f in take_back.items()]
 
     def _file_away(self, f: Path, o: Outcome, before: Snapshot, now: Snapshot | None,
                    rep: BatchReport) -> None:
