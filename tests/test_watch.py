@@ -334,3 +334,85 @@ def test_watch_refuses_linked_control_paths_and_never_follows_dropped_links(tmp_
     assert _sha(secret.read_bytes()) not in _shas(store)          # the outside image is not stored
     assert {p.name for p in (inbox / "failed").iterdir() if p.is_symlink()} == {"link.png", "labels.csv"}
     assert [p.name for p in (inbox / "done").iterdir()] == ["real.png"]
+
+
+def test_a_name_the_store_cannot_take_fails_alone(tmp_path, trained):
+    from posterdb.curation.inbox import Inbox
+    from posterdb.ui.cli.watch import store_watcher
+
+    store = shutil.copytree(trained, tmp_path / "store")
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    a, b = sorted((make_posters(tmp_path / "n", 2, seed=51, labelled=0) / "images").iterdir())
+    odd = os.fsdecode(b"Metropolis \xe9t\xe9 (1927)\x1b.png")         # latin-1 bytes, an ESC
+    shutil.copy(a, inbox / odd)
+    shutil.copy(b, inbox / "fine.png")
+    box = Inbox(inbox, settle=0)
+    [rep] = store_watcher(PosterDB.open(store), box, None).drain()
+    box.close()
+    assert (rep.error, rep.added, rep.failed) == (None, 1, 1)
+    assert rep.failures[0]["reason"].startswith("its name is not valid UTF-8")
+    assert sorted(os.listdir(inbox / "failed")) == [odd, odd + ".error.txt"]
+    assert os.listdir(inbox / "done") == ["fine.png"]
+
+
+def test_a_live_attacker_swapping_links_never_gets_an_outside_file_stored(tmp_path, trained):
+    """A thread swaps seven names between whole files, in-place rewrites (old mtime kept) and
+    links to an outside image every few ms while the watcher runs, for 4 s: the outside image
+    never stays in the store, no link reaches done/, every file in done/ is stored."""
+    import threading
+
+    from posterdb.curation.inbox import Inbox
+    from posterdb.ui.cli.watch import store_watcher
+
+    store = shutil.copytree(trained, tmp_path / "store")
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    imgs = sorted((make_posters(tmp_path / "r", 9, seed=61, labelled=0) / "images").iterdir())
+    secret = tmp_path / "secret.png"
+    shutil.copy(imgs[0], secret)
+    stop, rnd = threading.Event(), random.Random(7)
+
+    def attacker():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            name, tmp, roll = inbox / f"x{i % 7}.png", inbox / f".t{i}", rnd.random()
+            try:
+                if roll < 0.4:
+                    shutil.copy(rnd.choice(imgs[1:]), tmp)
+                    os.utime(tmp, (time.time() - 60,) * 2)
+                    os.replace(tmp, name)
+                elif roll < 0.8:
+                    os.symlink(secret, tmp)
+                    os.replace(tmp, name)
+                elif name.exists() and not name.is_symlink():
+                    _overwrite(name, rnd.choice(imgs[1:]).read_bytes())
+            except OSError:
+                pass
+            time.sleep(rnd.uniform(0, 0.01))
+
+    db = PosterDB.open(store)
+    box = Inbox(inbox, settle=0)
+    box.lock()
+    watcher = store_watcher(db, box, None, batch_size=4)
+    thread = threading.Thread(target=attacker)
+    thread.start()
+    reports, t0 = [], time.monotonic()
+    try:
+        while time.monotonic() - t0 < 4:
+            reports += watcher.drain()
+    finally:
+        stop.set()
+        thread.join()
+    reports += watcher.drain()
+    box.close()
+    assert reports and not any(r.error or r.stopped for r in reports)
+    shas = _shas(store)
+    assert _sha(secret.read_bytes()) not in shas
+    done = [p for p in (inbox / "done").rglob("*")] if (inbox / "done").exists() else []
+    assert not any(p.is_symlink() for p in done)
+    assert {_sha(p.read_bytes()) for p in done} <= shas
+    assert [p for p in inbox.iterdir() if p.name not in ("done", "failed")
+            and not p.name.startswith(".")] == []
+    assert db.check()["ok"]
