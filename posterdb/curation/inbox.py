@@ -124,14 +124,6 @@ class Inbox:
         self._fd: int | None = None
 
     @property
-    def done_dir(self) -> Path:
-        return self.root / DONE
-
-    @property
-    def failed_dir(self) -> Path:
-        return self.root / FAILED
-
-    @property
     def fd(self) -> int:
         """The inbox folder's descriptor, opened on first use (UsageError: no such folder)."""
         if self._fd is None:
@@ -276,9 +268,8 @@ class Inbox:
             st = safefs.lstat(self.fd, self._rel(path))
         except (OSError, Unsafe):
             return None
-        if safefs.not_regular(st):
-            return None
-        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+        return None if safefs.not_regular(st) else (st.st_dev, st.st_ino, st.st_size,
+                                                     st.st_mtime_ns, st.st_ctime_ns)
 
     def hints(self, paths: Iterable[Path]) -> tuple[dict[Path, Hint], list[str]]:
         """Hint per path (labels files first, then the name) and warnings about labels files.
