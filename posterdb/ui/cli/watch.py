@@ -29,6 +29,40 @@ def _within(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
+def store_processor(db, root: Path, model: str | None):
+    """The store's intake as the watcher's processor. Each outcome also says what the store
+    made of the file: `sha256` of the poster committed for it and `created`, every poster the
+    batch added under its name (the watcher files a scan away as stored only if its bytes, read
+    again without following links, are those, and takes back posters of bytes no plain file
+    held)."""
+    def process(files):
+        with db.catalog.read() as con:
+            before = set(db.catalog.sha_to_id(con).values())
+        outcomes = db.curation.process(files, model=model, root=root)
+        with db.catalog.read() as con:
+            new = sorted(set(db.catalog.sha_to_id(con).values()) - before)
+        ids = {o.poster_id for o in outcomes if o.stored and o.poster_id is not None}
+        posters = {p.id: p for p in db.posters.get(sorted(ids | set(new)))}
+        by_name: dict[str, list] = {}
+        for i in new:      # posters of this batch, by the file name they were read under
+            if i in posters:
+                by_name.setdefault(posters[i].path, []).append((i, posters[i].sha256))
+        for o in outcomes:
+            if o.stored and o.sha256 is None:
+                o.sha256 = posters[o.poster_id].sha256 if o.poster_id in posters else ""
+            o.created = tuple(by_name.get(str(o.path), ()))
+        return outcomes
+    return process
+
+
+def store_watcher(db, box, model: str | None, **options):
+    """The watch loop on this store: its intake as the processor (see `store_processor`) and
+    its `remove` to take back posters read from bytes no inbox file held."""
+    from posterdb.curation.watch import Watcher
+
+    return Watcher(box, store_processor(db, box.root, model), discard=db.remove, **options)
+
+
 @command
 def watch(
     inbox: Annotated[Path, typer.Argument(help="The folder distributors drop scans into.")],
@@ -42,6 +76,9 @@ def watch(
     settle: Annotated[float, typer.Option(
         "--settle", help="A file is complete once unchanged for this many seconds.")] = 2.0,
     batch: Annotated[int, typer.Option("--batch", help="Files per batch.")] = 64,
+    create: Annotated[bool, typer.Option(
+        "--create", help="Make the inbox folder if it does not exist (without it, a missing "
+                         "inbox is an error: a mistyped path in a cron line must not pass).")] = False,
     model: ModelOpt = None,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
@@ -51,7 +88,6 @@ def watch(
     """
     from posterdb.curation.feed import format_of, write_feed
     from posterdb.curation.inbox import Inbox
-    from posterdb.curation.watch import Watcher
 
     check_model_name(model)
     if interval <= 0 or settle < 0:
@@ -60,6 +96,8 @@ def watch(
         raise UsageError(f"--batch must be at least 1, not {batch}")
     if inbox.exists() and not inbox.is_dir():
         raise UsageError(f"{inbox}: not a folder")
+    if not inbox.exists() and not create:
+        raise UsageError(f"{inbox}: no such inbox folder (check the path; --create makes a new one)")
     if feed is not None:
         format_of(feed)
         if not feed.parent.is_dir():
@@ -69,13 +107,19 @@ def watch(
                                 (feed, inbox, "the --feed file")):
         if inside is not None and _within(inside, outer):
             raise UsageError(f"{what} ({inside}) must not lie inside {outer}")
-    db = open_store(store, model_dir, create=True)
+    if create:
+        inbox.mkdir(parents=True, exist_ok=True)
+    box = Inbox(inbox, settle=settle)
+    box.lock()   # InboxBusy (exit 3) when another watcher has it; Unsafe for a linked lock/done/failed
+    try:
+        db = open_store(store, model_dir, create=True)
+    except BaseException:
+        box.close()
+        raise
     model = model or db.models.default()
     if db.genres.classifier(model) is None:
         err.print("[yellow]no classifier trained yet: posters are stored without genres "
                   "(run `posterdb train`)[/]")
-    box = Inbox(inbox, settle=settle)
-    box.lock()   # InboxBusy (exit 3) when another watcher has it
     reports = []
 
     def after(rep) -> None:
@@ -92,8 +136,8 @@ def watch(
             for w in rep.warnings:
                 out.print(f"  [yellow]warning[/] {w}", highlight=False)
 
-    watcher = Watcher(box, lambda files: db.curation.process(files, model=model, root=box.root),
-                      batch_size=batch, interval=interval, after_batch=after)
+    watcher = store_watcher(db, box, model, batch_size=batch, interval=interval,
+                            after_batch=after)
     try:
         if once:
             watcher.run_once()
@@ -104,16 +148,19 @@ def watch(
                           f"Ctrl-C stops)")
             watcher.run()
     finally:
-        box.unlock()
+        box.close()
     failed = sum(r.failed for r in reports) + sum(bool(r.error) for r in reports)
     if once:
         totals = {k: sum(getattr(r, k) for r in reports)
-                  for k in ("files", "added", "already", "failed", "published", "review")}
+                  for k in ("files", "added", "already", "failed", "retried", "published",
+                            "review")}
         totals["errors"] = [r.error for r in reports if r.error]
         emit(as_json, {"inbox": str(box.root), "batches": [r.__dict__ for r in reports],
                        **totals, "feed": str(feed) if feed else None},
              lambda: out.print(f"{totals['files']} file(s): {totals['added']} added, "
                                f"{totals['already']} already stored, {totals['failed']} failed"
+                               + (f", {totals['retried']} changed while read (left in the inbox)"
+                                  if totals["retried"] else "")
                                if reports else "nothing to do"))
     raise typer.Exit(1 if failed else 0)
 
