@@ -32,7 +32,7 @@ def _worker(n: int) -> dict:
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     start_s = time.perf_counter() - t0
-    from posterdb.images import decode, read_bytes, sha256_bytes
+    from posterdb.media.images import decode, read_bytes, sha256_bytes
 
     emb = PosterDB.open(CACHE / "ray-bench-probe", model_dir=MODELS).models.embedder("mobilenet-v2")
     files = sorted((folder / "images").iterdir())

@@ -72,7 +72,7 @@ def queries(real: np.ndarray, n: int, nq: int) -> np.ndarray:
 
 def approx_factory(n: int) -> str:
     """The kind the store picks above its threshold, sized for n (also for sizes it keeps exact)."""
-    from posterdb.index import choose_factory
+    from posterdb.vectors.index import choose_factory
 
     return choose_factory(n, exact_max=0)
 
@@ -88,7 +88,7 @@ def build(factories: list[tuple[str, int | None]], n: int, source, sample):
     """Build like `PosterDB._rebuild` (train on ≤ 100k vectors, add in chunks), several indexes
     in one pass over the chunks. Returns [(VectorIndex, train_s)], add seconds (all)."""
 
-    from posterdb.index import VectorIndex
+    from posterdb.vectors.index import VectorIndex
 
     out = []
     for factory, nprobe in factories:

@@ -17,7 +17,7 @@ import importlib
 # that opens a store) does not pay for scikit-learn and SciPy
 _WHERE = {
     "GenreClassifier": "blend", "Prediction": "blend", "Neighbour": "blend",
-    "cross_decade_matrix": "evaluate", "evaluate": "evaluate",
+    "cross_decade_matrix": "experiment", "evaluate": "experiment",
     "load_classifier": "persist", "save_classifier": "persist",
     "METHODS": "report", "EvalReport": "report", "MethodResult": "report",
     "grouped_train_test_split": "splits", "near_duplicate_groups": "splits",

@@ -26,7 +26,7 @@ def evaluate_store(genres: GenreService, model: str, *, train_decades=None, test
     """heads: the classifier's heads ("auto", "exact", "nystroem"); compare_heads: also report
     the heads and blend of a classifier with those heads, on the same split."""
     from posterdb.classify.blend import HEADS
-    from posterdb.classify.evaluate import evaluate as run_eval
+    from posterdb.classify.experiment import evaluate as run_eval
 
     for name, value in (("--heads", heads), ("--compare-heads", compare_heads)):
         if value is not None and value not in HEADS:

@@ -1,7 +1,7 @@
 """The evaluation report: per method, per-genre precision / recall / F1 / support and the four
 F1 averages; per-decade and cross-decade F1; JSON (NaN-free) and a text table and heatmap.
 
-Kept apart from `evaluate.py` (which fits and splits) so that readers of a saved report (the
+Kept apart from `experiment.py` (which fits and splits) so that readers of a saved report (the
 page, `posterdb eval --json`) need none of the fitting code.
 """
 from __future__ import annotations
