@@ -3,6 +3,9 @@
 The store: 150 real posters (every 33rd labels row: all decades) + one re-encoded copy of a stored
 poster (a near-duplicate), a classifier trained on it, and an eval report. Every check of what the
 page shows is made against the same library call the page makes, or against DuckDB reopened.
+
+The store has a page password and the `app` fixture signs its session in: every change made on
+the page needs that (`posterdb.ui.page.access`); reading does not (see the access tests).
 """
 from __future__ import annotations
 
@@ -18,12 +21,26 @@ from posterdb.classify.report import EvalReport
 from posterdb.core.errors import ImageError, NotTrainedError, StoreBusyError
 from posterdb.core.genres import GENRES
 from posterdb.store import PosterDB
+from posterdb.ui import auth
 from posterdb.ui import helpers as ui
 from tests.conftest import copy_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 N_STORE, EVERY = 150, 33
+PAGE_PASSWORD = "matinee at the Odeon, 1925"
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch):
+    """Streamlit reads .streamlit/config.toml (server.address = 127.0.0.1) from the cwd."""
+    monkeypatch.chdir(ROOT)
+
+
+def sign_in(at: AppTest, password: str = PAGE_PASSWORD, key: str = "signin") -> AppTest:
+    at.text_input(key=f"{key}-password").input(password)
+    at.button(key=f"{key}-submit").click().run()
+    return at
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -44,16 +61,19 @@ def store(tmp_path_factory, label_rows, posters_dir, model_dir) -> Path:
         db.evaluate()
     except ValueError:  # the chart of a store this small (no cross-decade cell) may fail to
         pass            # render; the JSON report is written before it
+    auth.set_page_password(db, PAGE_PASSWORD)
     return db.root
 
 
 @pytest.fixture
 def app(store, model_dir, monkeypatch):
-    """A fresh page session (new AppTest) on the module's store, already run once."""
+    """A fresh page session (new AppTest) on the module's store, run once and signed in."""
     monkeypatch.setenv("POSTERDB_STORE", str(store))
     monkeypatch.setenv("POSTERDB_MODEL_DIR", str(model_dir))
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
+    assert_clean(at)
+    sign_in(at)
     assert_clean(at)
     return at
 
