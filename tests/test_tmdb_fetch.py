@@ -381,6 +381,13 @@ def test_image_redirects_stay_on_the_allowed_hosts(server, other, films, tmp_pat
     kept = rows_of(tmp_path / "set")
     assert 0 < len(kept) < 20 and str(posters[6].id) not in {r["tmdb_id"] for r in kept}
 
+    # an API endpoint answering with a redirect: never followed (the key would go along)
+    server.redirect_image(a.id, f"{other.root}/3/configuration")
+    with TMDbClient(f"{server.root}/t/p/w342", Credentials(api_key=server.api_key)) as api, \
+            pytest.raises(TMDbError, match="redirect to host 127.0.0.2; not followed"):
+        api.get_json(a.poster_path)
+    assert sum(other.image_hits.values()) == 0 and not other.api_hits
+
 
 def test_non_http_urls_are_refused_at_once_without_retries(server, tmp_path):
     from posterdb.tmdb.client import TMDbHostError
