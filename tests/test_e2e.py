@@ -262,6 +262,11 @@ def upload(page, path: Path) -> str:
     return key
 
 
+def success(page, text: str) -> None:
+    """Wait for the page's green flash that starts with `text`."""
+    page.locator('[data-testid="stAlertContentSuccess"]').filter(has_text=text).first.wait_for()
+
+
 def open_review_queue(page) -> None:
     page.locator('[data-testid="stSidebar"]').get_by_text("Browse & curate", exact=True).click()
     page.locator(".st-key-curate-view").get_by_text("Review queue", exact=True).click()
@@ -269,6 +274,8 @@ def open_review_queue(page) -> None:
 
 def test_writes_need_a_signed_in_browser(browser, tmp_path_factory, label_rows, posters_dir,
                                          model_dir):
+    from playwright.sync_api import expect
+
     base = tmp_path_factory.mktemp("e2e-auth")
     store = build_store(base, label_rows, posters_dir, model_dir, 80, every=60)
     auth.set_page_password(PosterDB.open(store, create=False), PAGE_PASSWORD)
@@ -302,15 +309,15 @@ def test_writes_need_a_signed_in_browser(browser, tmp_path_factory, label_rows, 
         anon.get_by_text("Signed in: changes are allowed.").wait_for()
         open_review_queue(anon)
         accept = anon.locator(f".st-key-review-accept-{pid} button")
-        accept.wait_for()
-        assert accept.is_enabled()
+        expect(accept).to_be_enabled(timeout=TIMEOUT_MS)
         accept.click()
-        anon.get_by_text("Reviewed", exact=False).first.wait_for()
+        success(anon, "Reviewed")
         assert PosterDB.open(store, create=False).poster(pid).reviewed
         anon.locator('[data-testid="stSidebar"]').get_by_text("Classify", exact=True).click()
         key = upload(anon, poster)
+        expect(anon.locator(f".st-key-add-btn-{key} button")).to_be_enabled(timeout=TIMEOUT_MS)
         anon.locator(f".st-key-add-btn-{key} button").click()
-        anon.get_by_text("Stored", exact=False).first.wait_for()
+        success(anon, "Stored")
         assert PosterDB.open(store, create=False).count() == before + 1
         assert_page_clean(anon)
         screenshot(anon, "e2e-auth-signed-in.png")
