@@ -524,7 +524,13 @@ def test_served_beyond_loopback_without_a_password_refuses_with_one_line(
         served_on(address)
         line = _only_the_refusal(fresh(bare, model_dir, monkeypatch))
         assert "posterdb page password" in line and str(bare) not in line, address
-    served_on("0.0.0.0")   # no store at all: the same line, no path, no store made
+    served_on("0.0.0.0")   # an unreadable stored hash lets nobody in: the same line
+    db = PosterDB.open(bare, create=False)
+    with db.catalog.write() as con:
+        db.catalog.set_store_setting(con, auth.PASSWORD_SETTING, "plain text, not a hash")
+    _only_the_refusal(fresh(bare, model_dir, monkeypatch))
+    auth.set_page_password(db, None)
+    # no store at all: the same line, no path, no store made
     _only_the_refusal(fresh(tmp_path / "nowhere", model_dir, monkeypatch))
     assert not (tmp_path / "nowhere").exists()
     for address in ("127.0.0.1", "::1", "localhost", "LOCALHOST.", "127.0.0.2", "[::1]",

@@ -46,7 +46,9 @@ class Access:
 
     @property
     def configured(self) -> bool:
-        return self.stored is not None
+        """A usable page password is stored (an unreadable hash lets nobody in, and counts as
+        none for serving beyond loopback, as `posterdb page serve` has it)."""
+        return auth.parse_hash(self.stored) is not None
 
 
 @st.cache_resource
