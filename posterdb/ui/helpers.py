@@ -36,16 +36,19 @@ class PageConfig:
 
 def page_config(argv: Sequence[str] | None = None,
                 env: Mapping[str, str] | None = None) -> PageConfig:
-    """`--store DIR` / `--model-dir DIR` after `streamlit run app.py --`, else the environment.
+    """`--store DIR` / `--model-dir DIR` after `streamlit run app.py --`, else the environment
+    (read by `posterdb.core.settings`), else the defaults.
 
-    Unknown arguments are ignored (under pytest / AppTest, sys.argv belongs to pytest).
+    Unknown arguments are ignored (under pytest / AppTest, sys.argv belongs to pytest). Who may
+    use the page is not configured here: the store's page password (docs/page.md).
     """
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--store", default=None)
     parser.add_argument("--model-dir", default=None)
     args, _ = parser.parse_known_args(list(argv or []))
-    conf = Settings.from_env(env, store=args.store, model_dir=args.model_dir)
-    return PageConfig(conf.store, conf.model_dir)
+    settings = Settings.from_env(env, store=args.store or None,
+                                 model_dir=args.model_dir or None)
+    return PageConfig(settings.store, settings.model_dir)
 
 
 # -- formatting --------------------------------------------------------------------------------

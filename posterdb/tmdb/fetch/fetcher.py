@@ -18,6 +18,7 @@ from posterdb.tmdb.client import (
     TMDbAuthError,
     TMDbClient,
     TMDbError,
+    TMDbHostError,
     TMDbUsageError,
 )
 from posterdb.tmdb.fetch.files import LabelsFile, write_atomic
@@ -152,6 +153,8 @@ class Fetcher:
                     job = pending.pop(fut)
                     try:
                         row, downloaded = fut.result()
+                    except TMDbHostError:
+                        raise  # a URL outside TMDb's hosts: the fetch stops, one line says why
                     except (ImageError, TMDbError) as e:
                         d.failed += 1
                         reason = e.reason if isinstance(e, ImageError) else str(e)

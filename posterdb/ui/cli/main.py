@@ -19,6 +19,7 @@ from posterdb.ui.cli import (
     info,
     ingest,
     manage,
+    page,
     read,
     review,
     search,
@@ -39,6 +40,7 @@ review.register(app)     # review list / accept / set / apply
 fetch.register(app)      # fetch tmdb
 read.register(app)       # read, identify, search-text
 finetune.register(app)   # finetune
+page.register(app)       # page password / status / serve
 
 
 def main() -> None:  # pragma: no cover - the console script

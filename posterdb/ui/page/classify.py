@@ -10,6 +10,7 @@ from posterdb.core.genres import GENRES
 from posterdb.media.images import decode
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
+from posterdb.ui.page import access
 from posterdb.ui.page.common import EVIDENCE_COLUMNS, UPLOAD_WIDTH, hit_grid
 
 
@@ -94,7 +95,11 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
         chosen = c2.multiselect(
             "Genres", list(GENRES), default=list(genres), key=f"genres-pick-{key}",
             format_func=lambda g: f"{g} · {ui.pct(probabilities[g])}" if g in probabilities else g)
-        if st.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}"):
+        access.read_only_note("add posters")
+        if st.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}",
+                                 disabled=not access.can_write()):
+            if not access.may_write(db, "add posters", now=True):
+                return
             if not chosen:
                 st.error("Pick at least one genre before adding the poster.")
             else:

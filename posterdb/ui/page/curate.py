@@ -9,6 +9,7 @@ from posterdb.core.rules import shown_genres
 from posterdb.core.settings import THRESHOLDS
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
+from posterdb.ui.page import access
 from posterdb.ui.page.common import (
     GRID_COLUMNS,
     load_near_duplicates,
@@ -53,6 +54,8 @@ def browse(db: PosterDB, store: str, generation: int, info: dict) -> None:
 
 def _review(db: PosterDB, poster_id: int, pick_key: str, title: str) -> None:
     """Button callback: store the reviewed genres (runs before the rerun draws the queue)."""
+    if not access.may_write(db, "set labels"):
+        return
     chosen = st.session_state.get(pick_key) or []
     try:
         db.curation.set_genres(poster_id, chosen)
@@ -76,6 +79,8 @@ def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
         return
     shown = st.select_slider("Show", [5, 10, 20, 60], value=10, key="review-show", width=320)
     st.caption(f"{len(queue)} posters waiting (the first 60 of the queue).")
+    access.read_only_note("set labels")
+    writable = access.can_write()
     for p in queue[:shown]:
         pid, probs = p["id"], p.get("predicted_probabilities") or {}
         current = shown_genres(p["genres"], p["predicted"])[0]
@@ -97,7 +102,8 @@ def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
                               format_func=lambda g, probs=probs: (
                                   f"{g} · {ui.pct(probs[g])}" if g in probs else g))
                 b.button("✓ Accept", key=f"review-accept-{pid}", type="primary",
-                         on_click=_review, args=(db, pid, pick_key, p["title"] or f"#{pid}"))
+                         disabled=not writable, on_click=_review,
+                         args=(db, pid, pick_key, p["title"] or f"#{pid}"))
 
 
 def near_duplicates(db: PosterDB, store: str, generation: int) -> None:

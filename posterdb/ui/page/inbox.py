@@ -10,6 +10,7 @@ import streamlit as st
 from posterdb.core.errors import NotTrainedError
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
+from posterdb.ui.page import access
 from posterdb.ui.page.common import GRID_COLUMNS, poster_card
 
 PAGE_SIZES = (10, 20, 40)
@@ -57,6 +58,8 @@ def arrivals(db: PosterDB) -> None:
 
 def _accept(db: PosterDB, ids: list[int]) -> None:
     """Button callback: accept the checked suggestions of this page."""
+    if not access.may_write(db, "accept suggestions"):
+        return
     chosen = [i for i in ids if st.session_state.get(f"inbox-take-{i}", True)]
     try:
         done = db.curation.accept(chosen)
@@ -96,8 +99,9 @@ def waiting(db: PosterDB) -> None:
     ids = [it["id"] for it in items]
     st.caption("Least certain first (smallest margin to a threshold). Untick a poster to leave it "
                "for later; accepting stores its genres as a person's review.")
+    access.read_only_note("accept suggestions")
     st.button(f"✓ Accept the suggestions of these {len(ids)} posters", key="inbox-accept-page",
-              type="primary", on_click=_accept, args=(db, ids))
+              type="primary", disabled=not access.can_write(), on_click=_accept, args=(db, ids))
     with st.container(key="inbox-queue"):
         for it in items:
             pid = it["id"]
