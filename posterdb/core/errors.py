@@ -54,6 +54,10 @@ class ModelMismatchError(RefusedError):
     """Vectors from a different model (or weights) than the index was built with."""
 
 
+class ModelNotHeldError(RefusedError):
+    """The store holds no vectors from the model asked for (the message names those it holds)."""
+
+
 class WeightsNotFoundError(RefusedError):
     """Pretrained weights could not be found locally nor downloaded."""
 

@@ -25,7 +25,7 @@ import numpy as np
 from posterdb.core.errors import ImageError, UsageError
 from posterdb.core.genres import GENRES, to_multi_hot
 from posterdb.core.records import StoredPoster
-from posterdb.core.rules import validate_genres
+from posterdb.core.rules import check_poster_id, validate_genres
 from posterdb.curation.feed import FeedRow
 from posterdb.curation.inbox import Hint
 from posterdb.curation.queue import (
@@ -219,6 +219,7 @@ class Intake:
         for n, d in enumerate(decisions):
             if not isinstance(d, dict) or not isinstance(d.get("id"), int) or isinstance(d.get("id"), bool):
                 raise UsageError(f"decision {n}: needs an integer 'id'")
+            check_poster_id(d["id"], f"decision {n}: poster id")
             if "genres" in d and not isinstance(d["genres"], list):
                 raise UsageError(f"decision {n} (poster {d['id']}): 'genres' must be a list")
             ids.append(d["id"])

@@ -4,6 +4,12 @@
 one line on stderr, or `{"error": ..., "type": ...}` on stdout with --json, and the exit code of
 its kind (2 bad argument, 3 refused, 1 failed input; see posterdb.errors). Arguments are
 validated with `posterdb.rules` before any store is opened or created.
+
+Human output goes through `out` / `err`, two `SafeConsole`s: whatever string they print (a line,
+a table cell, a title) has its control characters, ESC sequences, bidi overrides and raw bytes
+made visible (`posterdb.core.text.shown`), so a hostile file name or title cannot drive the
+terminal. Values put into rich markup go through `esc` (also markup-escaped, so a title such as
+`[/bold]` is text, not a tag). JSON output (`emit`) is exact.
 """
 from __future__ import annotations
 
@@ -15,13 +21,35 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.markup import escape
 from rich.table import Table
 
 from posterdb.core.errors import PosterDBError
+from posterdb.core.text import shown
 
-out = Console()
-err = Console(stderr=True)
+
+class SafeConsole(Console):
+    """A rich Console whose every printed string is terminal-safe (see the module docstring):
+    control characters but LF escaped before markup is parsed; a string that is not valid
+    markup (a stray `[/x]` from a file name) is printed as plain text instead of raising."""
+
+    def render_str(self, text: str, **kwargs):
+        text = shown(text, newlines=True)
+        try:
+            return super().render_str(text, **kwargs)
+        except MarkupError:
+            return super().render_str(text, **(kwargs | {"markup": False}))
+
+
+out = SafeConsole(emoji=False)
+err = SafeConsole(stderr=True, emoji=False)
+
+
+def esc(value) -> str:
+    """A value handed in (a name, a title, a reason), ready to put into a rich markup string:
+    on one line, control characters visible, markup brackets escaped."""
+    return escape(shown("" if value is None else value))
 
 DEFAULT_STORE = Path("posterdb-store")
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="POSTERDB_STORE",
@@ -56,7 +84,7 @@ def fail(e: BaseException, as_json: bool) -> typer.Exit:
     if as_json:
         sys.stdout.write(json.dumps({"error": str(e), "type": type(e).__name__}) + "\n")
     else:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {esc(str(e))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -75,11 +103,12 @@ def command(fn):
 
 def hits_table(title: str, hits, predicted: list[str] | None = None) -> Table:
     """Neighbours as a table; with `predicted`, genres shared with the prediction are marked ✓."""
-    t = Table(title=title)
+    t = Table(title=esc(title))
     for c in ("id", "similarity", "title", "year", "genres"):
         t.add_column(c, overflow="fold")
     for h in hits:
         genres = ", ".join(f"[green]✓ {g}[/]" if predicted and g in predicted else g
                            for g in h.genres)
-        t.add_row(str(h.id), f"{h.similarity:.3f}", h.title or "", str(h.year or ""), genres)
+        t.add_row(str(h.id), f"{h.similarity:.3f}", esc(h.title), str(h.year or ""), genres)
     return t
+

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from posterdb.core.errors import RefusedError, UsageError
+from posterdb.core.rules import check_poster_ids
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -39,6 +40,7 @@ def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
         raise UsageError("give poster ids, or --all for every poster still to do")
     if ids and min(ids) < 1:
         raise UsageError(f"poster ids are positive, not {min(ids)}")
+    check_poster_ids(ids or [])
     return None if every else ids
 
 

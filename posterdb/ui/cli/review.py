@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from posterdb.core.errors import UsageError
-from posterdb.core.rules import check_model_name
+from posterdb.core.rules import check_model_name, check_poster_id, check_poster_ids
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -79,6 +79,7 @@ def accept(
     check_model_name(model)
     if not ids and top < 1:
         raise UsageError("give poster ids, or --top N")
+    check_poster_ids(ids or [])
     db = open_store(store)
     ids = list(ids or [])
     if top:
@@ -95,6 +96,7 @@ def set_(
     store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
 ):
     """Set a poster's genres (a person's review: they win over file labels in training)."""
+    check_poster_id(poster_id)
     done = open_store(store).intake.set_genres(poster_id, genres)
     emit(as_json, done, lambda: _decisions_table(done))
 
