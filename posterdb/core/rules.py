@@ -25,6 +25,7 @@ PREDICTION_ORIGINS: tuple[str, ...] = ("prediction",)         # shown only when 
 
 MIN_YEAR, MAX_YEAR = 1850, 2100
 MAX_POSTER_ID = 2**31 - 1      # poster ids are the catalogue's INTEGER (int32) keys
+MAX_TITLE_CHARS = 1000         # a title handed in (labels cell, file name) is cut to this
 
 __all__ = ["ORIGINS", "LABEL_ORIGINS", "PREDICTION_ORIGINS", "decade_of", "check_origin",
            "validate_genres", "sort_genres", "strongest", "shown_genres", "check_year",

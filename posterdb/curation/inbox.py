@@ -20,6 +20,7 @@ stored twice.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import threading
@@ -31,6 +32,8 @@ from pathlib import Path
 
 from posterdb.core.atomic import write_atomic
 from posterdb.core.errors import LabelsError, RefusedError
+from posterdb.core.rules import MAX_TITLE_CHARS
+from posterdb.core.text import readable_name, shown
 from posterdb.media.images import SUPPORTED_SUFFIXES
 from posterdb.media.labels import JSONL_SUFFIXES, YEAR_MAX, YEAR_MIN, read_labels
 
@@ -39,6 +42,8 @@ LOCK_NAME = ".posterdb-watch.lock"
 LABEL_SUFFIXES = frozenset({".csv", ".tsv", ".json"}) | JSONL_SUFFIXES
 TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".swp", "~")
 ERROR_SUFFIX = ".error.txt"
+NAME_MAX = 255          # bytes in one file name (Linux, macOS)
+_TEMP_EXTRA = 14        # write_atomic's temp name: "." + name + "." + 8 random + ".tmp"
 DEFAULT_SETTLE_S = 2.0
 _NAME_YEAR = re.compile(r"^(?P<title>.*?)[\s._-]*[(\[](?P<year>\d{4})[)\]]\s*$")
 
@@ -65,7 +70,7 @@ def is_temporary(name: str) -> bool:
 
 def hint_from_name(path: Path) -> Hint:
     """`Title (1974).jpg` / `Title [1974].jpg` / `Some_Title_(1974).png` -> title and year."""
-    m = _NAME_YEAR.match(Path(path).stem)
+    m = _NAME_YEAR.match(readable_name(Path(path).stem)[:MAX_TITLE_CHARS + 16])
     if not m:
         return Hint()
     year = int(m.group("year"))
@@ -196,8 +201,8 @@ class Inbox:
         rel = Path(path).absolute().relative_to(self.root)
         dest = base / rel
         n = 2
-        while os.path.lexists(dest) or os.path.lexists(dest.with_name(dest.name + ERROR_SUFFIX)):
-            dest = base / rel.parent / f"{Path(rel.name).stem} ({n}){Path(rel.name).suffix}"
+        while os.path.lexists(dest) or os.path.lexists(_note(dest)):
+            dest = base / rel.parent / _fit(f"{Path(rel.name).stem} ({n}){Path(rel.name).suffix}")
             n += 1
         return dest
 
@@ -214,12 +219,31 @@ class Inbox:
         dest = self._target(self.failed_dir, path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        note = dest.with_name(dest.name + ERROR_SUFFIX)
-        write_atomic(note, f"{Path(path).name}: {reason}\n(posterdb watch, {stamp}; move the file "
-                     f"back into the inbox to retry)\n".encode(), fsync=False)
+        note = _note(dest)     # the name and reason escaped: the note is read in a terminal
+        write_atomic(note, f"{shown(Path(path).name)}: {shown(reason)}\n(posterdb watch, {stamp}; "
+                     f"move the file back into the inbox to retry)\n".encode(), fsync=False)
         os.replace(path, dest)
         self._seen.pop(Path(path), None)
         return dest
+
+
+def _fit(name: str, limit: int = NAME_MAX) -> str:
+    """`name`, or (over `limit` bytes) its stem cut with a short hash of the whole name added,
+    so that a name near NAME_MAX still gets its numbered twin and its error note."""
+    raw = os.fsencode(name)
+    if len(raw) <= limit:
+        return name
+    stem, suffix = os.path.splitext(name)
+    suffix = suffix if len(os.fsencode(suffix)) <= 16 else ""
+    tag = "~" + hashlib.sha1(raw).hexdigest()[:8]
+    room = limit - len(os.fsencode(tag + suffix))
+    return os.fsdecode(os.fsencode(stem)[:room]) + tag + suffix
+
+
+def _note(dest: Path) -> Path:
+    """The error note beside a failed file: NAME.error.txt (NAME cut to fit, see `_fit`)."""
+    return dest.with_name(_fit(dest.name, NAME_MAX - _TEMP_EXTRA - len(ERROR_SUFFIX))
+                          + ERROR_SUFFIX)
 
 
 class Waker:

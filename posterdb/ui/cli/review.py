@@ -17,6 +17,7 @@ from posterdb.ui.cli.common import (
     StoreOpt,
     command,
     emit,
+    esc,
     open_store,
     out,
 )
@@ -54,14 +55,14 @@ def list_(
         for c in ("id", "kind", "score", "title", "year", "published", "suggested / labels", "why"):
             t.add_column(c, overflow="fold")
         for it in items:
-            t.add_row(str(it["id"]), it["kind"], f"{it['score']:.3f}", it["title"] or "",
+            t.add_row(str(it["id"]), it["kind"], f"{it['score']:.3f}", esc(it["title"]),
                       str(it["year"] or ""), ", ".join(it["published"]),
-                      ", ".join(it["suggested"] or it["labels"]), it["reason"])
+                      ", ".join(it["suggested"] or it["labels"]), esc(it["reason"]))
         out.print(t)
         for it in items:
             for d in it.get("duplicates", []):
-                out.print(f"  {it['id']}: {d['tier']} — " + (d.get("path") or
-                          f"poster {d['id']} {d.get('title') or ''} (cos {d['similarity']})"),
+                out.print(f"  {it['id']}: {d['tier']} — " + (esc(d.get("path")) or
+                          f"poster {d['id']} {esc(d.get('title'))} (cos {d['similarity']})"),
                           highlight=False)
 
     emit(as_json, items, human)
