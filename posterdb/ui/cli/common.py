@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -50,6 +51,23 @@ def esc(value) -> str:
     """A value handed in (a name, a title, a reason), ready to put into a rich markup string:
     on one line, control characters visible, markup brackets escaped."""
     return escape(shown("" if value is None else value))
+
+
+class _LogLines(logging.Handler):
+    """posterdb's log warnings (e.g. a folder that cannot be read) as escaped lines on stderr,
+    instead of logging's last-resort handler writing the raw message."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(f"[yellow]{record.levelname.lower()}:[/] {esc(record.getMessage())}",
+                      highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+_log = logging.getLogger("posterdb")
+if not any(isinstance(h, _LogLines) for h in _log.handlers):
+    _log.addHandler(_LogLines(logging.WARNING))
 
 DEFAULT_STORE = Path("posterdb-store")
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="POSTERDB_STORE",
