@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from posterdb.core.errors import PosterDBError
-from posterdb.core.text import shown
+from posterdb.core.text import shown, stored_name
 
 
 class SafeConsole(Console):
@@ -86,6 +87,9 @@ def open_store(store: Path, model_dir: Path | None = None, create: bool = False)
 
     if store.exists() and not store.is_dir():
         raise UsageError(f"--store {store} is a file, not a store folder")
+    if stored_name(os.path.abspath(store)) != os.path.abspath(store):
+        raise UsageError(f"--store {store}: the catalogue (DuckDB) opens only folders whose path "
+                         "is valid UTF-8; rename the folder")
     return PosterDB.open(store, create=create, model_dir=model_dir)
 
 
