@@ -242,13 +242,28 @@ def _inside(p: Path, roots: list[Path]) -> bool:
     return any(p == r or p.is_relative_to(r) for r in roots)
 
 
+def _legacy_bytes(name: str) -> list[str]:
+    """The name as a file whose bytes are cp1252 / latin-1 (not UTF-8) would be called: a line
+    that was not UTF-8 was read as cp1252, and its file may be named in the same bytes."""
+    out = []
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            raw = name.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        if raw != name.encode("utf-8", "surrogateescape"):
+            out.append(os.fsdecode(raw))
+    return out
+
+
 def _resolve(name: str, base: Path, roots: list[Path]) -> tuple[Path | None, str | None]:
     """(resolved path, problem): the named file inside the allowed roots, or why not."""
     if "\x00" in name:
         return None, "invalid file name (NUL byte)"
     stripped = name.strip()
     reason = None
-    for cand in dict.fromkeys([stripped, name, stripped.replace("\\", "/"), csv_value(stripped)]):
+    for cand in dict.fromkeys([stripped, name, stripped.replace("\\", "/"), csv_value(stripped),
+                               *_legacy_bytes(stripped)]):
         try:
             # The name must stay inside the folder as written (no `..`, no absolute path
             # elsewhere); a symlink the user placed in their own folder is theirs to follow,
