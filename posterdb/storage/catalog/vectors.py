@@ -16,7 +16,10 @@ from posterdb.storage.catalog.schema import embedding_table
 def not_held(con, model_or_table: str) -> ModelNotHeldError:
     """The error for a model (or its vector table) this store holds no vectors from, naming the
     models it does hold."""
-    held = [r[0] for r in con.execute("SELECT name FROM models ORDER BY name").fetchall()]
+    try:
+        held = [r[0] for r in con.execute("SELECT name FROM models ORDER BY name").fetchall()]
+    except duckdb.Error:     # the connection cannot tell: the error still says what is missing
+        held = []
     name = model_or_table
     if name.startswith("embeddings_"):
         from posterdb.embedders import EMBEDDER_NAMES
@@ -35,8 +38,12 @@ def _model_table(con, table: str):
     try:
         yield
     except duckdb.CatalogException:
-        if con.execute("SELECT count(*) FROM models WHERE table_name = ?",
-                       [table]).fetchall()[0][0]:
+        try:
+            registered = con.execute("SELECT count(*) FROM models WHERE table_name = ?",
+                                     [table]).fetchall()[0][0]
+        except duckdb.Error:
+            registered = 0
+        if registered:
             raise
         raise not_held(con, table) from None
 

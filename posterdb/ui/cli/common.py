@@ -133,4 +133,3 @@ def hits_table(title: str, hits, predicted: list[str] | None = None) -> Table:
                            for g in h.genres)
         t.add_row(str(h.id), f"{h.similarity:.3f}", esc(h.title), str(h.year or ""), genres)
     return t
-
