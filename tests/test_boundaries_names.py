@@ -335,6 +335,17 @@ def test_review_apply_ids_out_of_range(hostile, tmp_path):
     assert code == 2 and "out of range" in json.loads(out)["error"]
 
 
+def test_api_ids_out_of_range(hostile):
+    from posterdb.core.errors import UsageError
+
+    db = PosterDB.open(hostile[1], create=False)
+    for call in (lambda: db.similar(2**31, 3), lambda: db.remove([1, 2**31]),
+                 lambda: db.vectors([2**40]), lambda: db.set_review(2**31, ["Drama"])):
+        with pytest.raises(UsageError, match="out of range"):
+            call()
+    assert db.count() >= len(HOSTILE_TITLES)           # nothing removed
+
+
 @pytest.mark.parametrize("args", [["train", "--model", "resnet50"], ["eval", "--model", "clip"],
                                   ["similar", "1", "--model", "resnet50"]])
 def test_a_model_the_store_does_not_hold(hostile, args):

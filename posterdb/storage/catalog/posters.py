@@ -14,6 +14,7 @@ import pyarrow as pa
 from posterdb.core.records import POSTER_COLUMNS, ClassifierRow, PosterRecord
 from posterdb.core.rules import decade_of
 from posterdb.core.text import clean_text, stored_name
+from posterdb.storage.catalog.schema import id_array
 
 
 def _text(value: str | None) -> str | None:
@@ -73,7 +74,7 @@ class PosterQueries:
         ids = [int(i) for i in ids]
         if not ids:
             return [], []
-        con.register("_gone", pa.table({"id": pa.array(ids, pa.int32())}))
+        con.register("_gone", pa.table({"id": id_array(ids)}))
         try:
             rows = con.execute("SELECT id, image_path FROM posters WHERE id IN "
                                "(SELECT id FROM _gone) ORDER BY id").fetchall()

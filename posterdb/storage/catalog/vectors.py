@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from posterdb.core.errors import ModelMismatchError, ModelNotHeldError
 from posterdb.embedders.base import ModelSpec
-from posterdb.storage.catalog.schema import embedding_table
+from posterdb.storage.catalog.schema import embedding_table, id_array
 
 
 def not_held(con, model_or_table: str) -> ModelNotHeldError:
@@ -113,8 +113,7 @@ class VectorQueries:
                 tbl = con.sql(f"SELECT poster_id, vector FROM {table} "
                               f"ORDER BY poster_id").to_arrow_table()
             else:
-                con.register("_want", pa.table({"id": pa.array(np.asarray(ids, np.int64),
-                                                               pa.int32())}))
+                con.register("_want", pa.table({"id": id_array(np.asarray(ids, np.int64))}))
                 try:
                     tbl = con.sql(f"SELECT poster_id, vector FROM {table} WHERE poster_id IN "
                                   f"(SELECT id FROM _want) ORDER BY poster_id").to_arrow_table()
