@@ -124,3 +124,29 @@ def test_cli_refuses_a_bad_engine_before_making_a_store(tmp_path, posters):
                                        "--json"])
         assert res.exit_code == 2 and json.loads(res.stdout)["type"] == "UsageError", res.output
         assert not store.exists()
+
+
+def test_ray_engine_takes_names_that_are_not_utf8(cluster, tmp_path):
+    """Issue 19: file names travel to the Ray workers as bytes (Arrow strings are UTF-8 only)."""
+    import os
+    import shutil
+
+    from synthetic import make_posters
+
+    from posterdb.core.text import name_bytes
+
+    imgs = make_posters(tmp_path / "src", 3) / "images"
+    bad = os.path.join(os.fsencode(imgs), b"bad\xff\x1b.png")
+    shutil.copy(imgs / "p000001.png", bad)
+    os.remove(imgs / "p000001.png")
+    with open(os.path.join(os.fsencode(imgs), b"junk\xfe.png"), "wb") as f:
+        f.write(b"not an image")
+    db = PosterDB.open(tmp_path / "store")
+    engine = RayEngine(db.models.embedder("fake-pixels"), batch_size=2)
+    report = db.ingest(imgs, model="fake-pixels", engine=engine)
+    assert report.added == 3 and [f["reason"] for f in report.failed] == [
+        "not an image: unrecognised format"]
+    with db.catalog.read() as con:
+        assert bad in {name_bytes(p) for p in db.catalog.known_paths(con)}
+    again = db.ingest(imgs, model="fake-pixels", engine=engine)
+    assert again.added == 0 and again.skipped == 3

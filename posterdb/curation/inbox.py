@@ -41,7 +41,9 @@ from pathlib import Path
 
 from posterdb.core import safefs
 from posterdb.core.errors import LabelsError, RefusedError, UsageError
+from posterdb.core.rules import MAX_TITLE_CHARS
 from posterdb.core.safefs import Unsafe
+from posterdb.core.text import readable_name, shown
 from posterdb.media.images import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, sha256_bytes
 from posterdb.media.labels import JSONL_SUFFIXES, YEAR_MAX, YEAR_MIN, read_labels
 
@@ -50,6 +52,8 @@ LOCK_NAME = ".posterdb-watch.lock"
 LABEL_SUFFIXES = frozenset({".csv", ".tsv", ".json"}) | JSONL_SUFFIXES
 TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", ".swp", "~")
 ERROR_SUFFIX = ".error.txt"
+NAME_MAX = 255          # bytes in one file name (Linux, macOS)
+_TEMP_EXTRA = 14        # write_atomic's temp name: "." + name + "." + 8 random + ".tmp"
 DEFAULT_SETTLE_S = 2.0
 NAME_MAX = 255          # bytes in one file name (Linux, macOS)
 _NAME_YEAR = re.compile(r"^(?P<title>.*?)[\s._-]*[(\[](?P<year>\d{4})[)\]]\s*$")
@@ -77,7 +81,7 @@ def is_temporary(name: str) -> bool:
 
 def hint_from_name(path: Path) -> Hint:
     """`Title (1974).jpg` / `Title [1974].jpg` / `Some_Title_(1974).png` -> title and year."""
-    m = _NAME_YEAR.match(Path(path).stem)
+    m = _NAME_YEAR.match(readable_name(Path(path).stem)[:MAX_TITLE_CHARS + 16])
     if not m:
         return Hint()
     year = int(m.group("year"))
@@ -346,7 +350,7 @@ class Inbox:
     def mark_failed(self, path: Path, reason: str) -> Path:
         """Write the reason (atomically), then move the entry to failed/ beside it."""
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        text = (f"{Path(path).name}: {reason}\n(posterdb watch, {stamp}; move the file back into "
+        text = (f"{shown(Path(path).name)}: {shown(reason)}\n(posterdb watch, {stamp}; move the file back into "
                 f"the inbox to retry)\n")
         return self._move(FAILED, path, text.encode("utf-8", "backslashreplace"))
 

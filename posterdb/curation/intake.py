@@ -27,7 +27,7 @@ from posterdb.classify.service import GenreService
 from posterdb.core.errors import ImageError, UsageError
 from posterdb.core.genres import GENRES, to_multi_hot
 from posterdb.core.records import StoredPoster
-from posterdb.core.rules import validate_genres
+from posterdb.core.rules import check_poster_id, validate_genres
 from posterdb.curation.feed import FeedRow
 from posterdb.curation.inbox import Hint
 from posterdb.curation.queue import (
@@ -233,6 +233,7 @@ class Curation:
         for n, d in enumerate(decisions):
             if not isinstance(d, dict) or not isinstance(d.get("id"), int) or isinstance(d.get("id"), bool):
                 raise UsageError(f"decision {n}: needs an integer 'id'")
+            check_poster_id(d["id"], f"decision {n}: poster id")
             if "genres" in d and not isinstance(d["genres"], list):
                 raise UsageError(f"decision {n} (poster {d['id']}): 'genres' must be a list")
             ids.append(d["id"])

@@ -6,6 +6,9 @@
     commit.py   image copies + one DuckDB transaction per ≥ `commit_every` posters (or every
                 `commit_interval` s), then the post-commit steps (near-duplicates, FAISS add)
 
+File names are kept as the OS gives them (bytes that are not UTF-8 as surrogate escapes) until
+the catalogue stores them (`core.text.stored_name`): one odd name never fails a commit.
+
 Idempotent and incremental: bytes already stored with a vector for this model are skipped, so
 a crash loses at most the commit in flight and a re-run resumes. The FAISS index is a cache,
 saved at the end (and every `save_every` s) and synced from DuckDB on open.
@@ -20,6 +23,7 @@ import numpy as np
 
 from posterdb.core.records import IngestReport
 from posterdb.core.settings import THRESHOLDS
+from posterdb.core.text import stored_name
 from posterdb.embedders.base import Embedder
 from posterdb.ingest.commit import (
     AddToIndex,
@@ -102,7 +106,7 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
             elif isinstance(got, Known):
                 report.duplicates += got.duplicate
                 report.skipped += not got.duplicate
-                if str(got.path) not in the_plan.known_paths:
+                if stored_name(got.path) not in the_plan.known_paths:
                     aliases.append((got.sha256, str(got.path)))
                 stored = the_plan.initial.get(got.sha256)
                 if got.row is not None and stored is not None:

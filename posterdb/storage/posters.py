@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from posterdb.core.errors import StoreError
 from posterdb.core.records import POSTER_COLUMNS, ExportedPoster, StoredPoster
+from posterdb.core.rules import check_poster_ids
 from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 
@@ -41,6 +42,7 @@ class StoredPosters:
         if ids is None:
             with self.catalog.read() as con:
                 return self._load(con, None)
+        ids = check_poster_ids(ids)   # an id out of the catalogue's range: UsageError
         gen = self.catalog.current_generation()
         if self._cache[0] != gen:
             self._cache = (gen, {})

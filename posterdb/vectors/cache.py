@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from posterdb.core.errors import StoreError
 from posterdb.core.records import IndexState
 from posterdb.embedders.base import ModelSpec
 from posterdb.storage.catalog import Catalog, embedding_table
@@ -64,7 +63,7 @@ class IndexCache:
         with self.catalog.read() as con:
             spec = self.catalog.model_spec(con, model)
             if spec is None:
-                raise StoreError(f"this store has no vectors from model {model!r}")
+                raise self.catalog.not_held(con, model)
             table = embedding_table(model)
             db_ids = self.catalog.vector_ids(con, table)
             index, state = self._load_or_rebuild(con, spec, table, db_ids,

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 import posterdb.embedders as registry
-from posterdb.core.errors import ModelMismatchError, RefusedError
+from posterdb.core.errors import ModelMismatchError, ModelNotHeldError
 from posterdb.core.settings import Settings
 from posterdb.embedders.base import Embedder, ModelSpec
 from posterdb.storage.catalog import Catalog
@@ -24,10 +24,6 @@ class FinetunedModels(Protocol):
     """Where fine-tuned backbones come from (their weights live inside the store)."""
 
     def embedder(self, name: str, device: str | None = None) -> Embedder: ...
-
-
-class ModelNotHeld(RefusedError):
-    """A command named a model this store has no vectors from."""
 
 
 class StoreModels:
@@ -66,9 +62,7 @@ class StoreModels:
         name = self.resolve(name)
         names = self.names()
         if name not in names:
-            held = ", ".join(names) if names else "none yet (run `posterdb ingest`)"
-            raise ModelNotHeld(f"this store holds no vectors from model {name!r}; "
-                               f"models it holds: {held}")
+            raise ModelNotHeldError.naming(name, names)
         return name
 
     def embedder(self, name: str | None = None, **options) -> Embedder:

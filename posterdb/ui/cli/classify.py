@@ -21,6 +21,7 @@ from posterdb.ui.cli.common import (
     decades_option,
     emit,
     err,
+    esc,
     hits_table,
     open_store,
     out,
@@ -135,12 +136,12 @@ def classify(
     def human():
         for r in results:
             probs = ", ".join(f"{g} {r.probabilities[g]:.2f}" for g in r.genres)
-            out.print(f"[bold]{r.name}[/]{f' ({r.year})' if r.year else ''}: [green]{probs}[/]  "
+            out.print(f"[bold]{esc(r.name)}[/]{f' ({r.year})' if r.year else ''}: [green]{probs}[/]  "
                       f"(heads {r.alpha:.0%} / vote {1 - r.alpha:.0%}"
                       f"{f', {r.decade_head}s head' if r.decade_head else ''})")
             out.print(hits_table("evidence: most similar stored posters", r.evidence, r.genres))
         for f in failed:
-            out.print(f"[red]failed[/] {f['path']}: {f['reason']}")
+            out.print(f"[red]failed[/] {esc(f['path'])}: {esc(f['reason'])}")
         if saved:
             out.print(f"saved {len(saved)} posters with their predicted genres")
 

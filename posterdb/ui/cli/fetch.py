@@ -16,7 +16,7 @@ from rich.table import Table
 
 from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_decades
-from posterdb.ui.cli.common import JsonOpt, command, emit, err, out
+from posterdb.ui.cli.common import JsonOpt, command, emit, err, esc, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Build a labelled training set from an online catalogue.")
@@ -90,7 +90,8 @@ def _human(report) -> None:
     for decade, missing in report.short.items():
         out.print(f"[yellow]{decade}s: TMDb has no more films for this query; "
                   f"{missing} short[/]")
-    out.print(f"next: posterdb ingest {report.out_dir} --labels {report.labels}", soft_wrap=True)
+    out.print(f"next: posterdb ingest {esc(report.out_dir)} --labels {esc(report.labels)}",
+              soft_wrap=True)
 
 
 @app.command("tmdb")

@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from posterdb.core.text import shown
 from posterdb.ui.cli import (
     classify,
     fetch,
@@ -58,7 +59,9 @@ def main() -> None:  # pragma: no cover - the console script
         if "--json" in sys.argv[1:]:
             sys.stdout.write(json.dumps({"error": e.format_message(),
                                          "type": type(e).__name__}) + "\n")
-        else:
+        else:   # the message may quote an argument: control characters shown, not sent
+            if isinstance(getattr(e, "message", None), str):
+                e.message = shown(e.message, newlines=True)
             e.show()
         sys.exit(e.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from posterdb.core.errors import RefusedError, UsageError
+from posterdb.core.rules import check_poster_ids
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -21,6 +22,7 @@ from posterdb.ui.cli.common import (
     command,
     emit,
     err,
+    esc,
     open_store,
     out,
     settings,
@@ -40,6 +42,7 @@ def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
         raise UsageError("give poster ids, or --all for every poster still to do")
     if ids and min(ids) < 1:
         raise UsageError(f"poster ids are positive, not {min(ids)}")
+    check_poster_ids(ids or [])
     return None if every else ids
 
 
@@ -154,12 +157,12 @@ def search_text(query: Annotated[str, typer.Argument(help="Words to find in the 
              "read_text": h["read_text"]} for h in hits]
 
     def human():
-        t = Table(title=f"read text containing {query!r}")
+        t = Table(title=esc(f"read text containing {query!r}"))
         for c in ("id", "title", "year", "read text"):
             t.add_column(c, overflow="fold")
         for h in rows:
-            t.add_row(str(h["id"]), h["title"] or "", str(h["year"] or ""),
-                      h["read_text"].replace("\n", " · ")[:120])
+            t.add_row(str(h["id"]), esc(h["title"]), str(h["year"] or ""),
+                      esc(h["read_text"].replace("\n", " · ")[:120]))
         out.print(t)
 
     emit(as_json, {"query": query, "hits": rows}, human)

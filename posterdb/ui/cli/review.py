@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from posterdb.core.errors import UsageError
+from posterdb.core.rules import check_poster_id, check_poster_ids
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
@@ -18,6 +18,7 @@ from posterdb.ui.cli.common import (
     StoreOpt,
     command,
     emit,
+    esc,
     open_store,
     out,
 )
@@ -64,13 +65,13 @@ def list_(
                 genres = ", ".join(f"✓ {g}" for g in it["published"])
                 genres += (" · " if genres else "") + ", ".join(f"? {g}" for g in it["suggested"])
             t.add_row(str(it["id"]), f"{it['score']:.3f}",
-                      f"{escape(it['title'] or '')}{year}\n[dim]{it['kind']}[/]",
-                      f"{escape(genres or 'no genres')}\n[dim]{escape(it['reason'])}[/]")
+                      f"{esc(it['title'] or '')}{year}\n[dim]{it['kind']}[/]",
+                      f"{esc(genres or 'no genres')}\n[dim]{esc(it['reason'])}[/]")
         out.print(t)
         for it in items:
             for d in it.get("duplicates", []):
-                out.print(f"  {it['id']}: {d['tier']} — " + (d.get("path") or
-                          f"poster {d['id']} {d.get('title') or ''} (cos {d['similarity']})"),
+                out.print(f"  {it['id']}: {d['tier']} — " + (esc(d.get("path")) or
+                          f"poster {d['id']} {esc(d.get('title'))} (cos {d['similarity']})"),
                           highlight=False)
 
     emit(as_json, items, human)
@@ -88,6 +89,7 @@ def accept(
     check_model_name(model)
     if not ids and top < 1:
         raise UsageError("give poster ids, or --top N")
+    check_poster_ids(ids or [])
     db = open_store(store)
     ids = list(ids or [])
     if top:
@@ -104,6 +106,7 @@ def set_(
     store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
 ):
     """Set a poster's genres (a person's review: they win over file labels in training)."""
+    check_poster_id(poster_id)
     done = open_store(store).curation.set_genres(poster_id, genres)
     emit(as_json, done, lambda: _decisions_table(done))
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from posterdb.core.errors import UsageError
+from posterdb.core.rules import check_output_path
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
@@ -19,6 +20,7 @@ from posterdb.ui.cli.common import (
     command,
     emit,
     err,
+    esc,
     open_store,
     out,
     store_path,
@@ -103,6 +105,8 @@ def watch(
         if not feed.parent.is_dir():
             raise UsageError(f"--feed: folder {feed.parent} does not exist")
     store = store_path(store)
+    if feed is not None:
+        check_output_path(feed, store, "--feed")
     for inside, outer, what in ((store, inbox, "the store"), (inbox, store, "the inbox"),
                                 (feed, inbox, "the --feed file")):
         if inside is not None and _within(inside, outer):
@@ -130,11 +134,12 @@ def watch(
             sys.stdout.write(json.dumps(rep.__dict__) + "\n")
             sys.stdout.flush()
         elif not as_json:
-            out.print(rep.line(), highlight=False, soft_wrap=True)
+            out.print(esc(rep.line()), highlight=False, soft_wrap=True)
             for f in rep.failures:
-                out.print(f"  [red]failed[/] {f['path']}: {f['reason']}", highlight=False)
+                out.print(f"  [red]failed[/] {esc(f['path'])}: {esc(f['reason'])}",
+                          highlight=False)
             for w in rep.warnings:
-                out.print(f"  [yellow]warning[/] {w}", highlight=False)
+                out.print(f"  [yellow]warning[/] {esc(w)}", highlight=False)
 
     watcher = store_watcher(db, box, model, batch_size=batch, interval=interval,
                             after_batch=after)
