@@ -7,8 +7,9 @@ any pixel is decoded.
 
 Bounded memory: a caller that only needs the image at some size (a model's 224² input, the OCR
 detector's side) passes `fit`; then no more pixels are decoded than `REDUCING_GAP` × `fit` on
-each side: JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (`Image.draft`), other
-formats are box-reduced right after loading, before any colour conversion. The stored original
+each side (at least `DECODE_FLOOR`): JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself
+(`Image.draft`), other formats are box-reduced right after loading, before any colour conversion,
+by one factor for both sides (the aspect ratio is kept). The stored original
 bytes and the recorded width and height are the original's. A `MemoryWindow` passed as
 `window` is held for the decode's estimated size (`decode_cost`) while it runs.
 """
@@ -45,6 +46,10 @@ MAX_ASPECT = 8.0
 # default for thumbnails): the result of the caller's resize is then indistinguishable from one
 # of the full image.
 REDUCING_GAP = 2
+# ... and never less than this a side: an ordinary poster (the shared ones are at most 600 px)
+# decodes exactly as without `fit` (the same pixels, the same vectors as every other path);
+# only scans bigger than twice this are reduced (a 6300² scan decodes at 1/4 scale: 1575²).
+DECODE_FLOOR = 1024
 
 # Formats we decode (MPO, a multi-picture JPEG, comes through the JPEG opener) and their suffixes.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
@@ -263,30 +268,36 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         raise _Reject(f"unsupported colour mode {mode}") from e
 
 
-def decode_cost(mode: str, width: int, height: int) -> int:
-    """Estimated peak bytes of decoding a width×height image of `mode` to RGB: PIL's own buffer
-    (4 bytes a pixel for RGB/RGBA/CMYK/I/F, 2 for I;16, 1 for L/P/1) plus up to three 4-byte
-    copies made while converting (RGBA, the white composite, RGB)."""
-    stored = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
-    return width * height * (stored + 12)
+def decode_cost(im: Image.Image, original: tuple[int, int]) -> int:
+    """Estimated peak bytes of decoding `im` (opened, drafted) to RGB: PIL's own buffer (4 bytes
+    a pixel for RGB/RGBA/CMYK/I/F, 2 for I;16, 1 for L/P/1) plus up to three 4-byte copies made
+    while converting (RGBA, the white composite, RGB); a progressive JPEG's coefficients at the
+    original size (2 bytes a sample, whatever the draft scale); an animated WebP's canvases."""
+    w, h = im.size
+    stored = 1 if im.mode in ("1", "L", "P") else 2 if im.mode.startswith("I;16") else 4
+    cost = w * h * (stored + 12)
+    if im.format in ("JPEG", "MPO") and ("progressive" in im.info or "progression" in im.info):
+        cost += original[0] * original[1] * 2 * len(im.getbands())
+    if im.format == "WEBP" and getattr(im, "n_frames", 1) > 1:
+        cost += w * h * 8
+    return cost
 
 
 def _wanted(size: tuple[int, int], fit: int | None) -> tuple[int, int] | None:
     """The least size worth decoding for a caller resizing to `fit` (None: everything)."""
     if not fit:
         return None
-    side = max(1, int(fit) * REDUCING_GAP)
+    side = max(1, int(fit) * REDUCING_GAP, DECODE_FLOOR)
     return min(size[0], side), min(size[1], side)
 
 
 def _reduce(im: Image.Image, want: tuple[int, int] | None) -> Image.Image:
-    """Box-reduce by whole factors while each side stays ≥ `want` (no-op when it would not)."""
+    """Box-reduce by a whole factor, the same on both sides (the aspect ratio is kept: CLIP
+    crops), while each side stays ≥ `want` (no-op when it would not)."""
     if want is None:
         return im
-    fx, fy = max(1, im.width // want[0]), max(1, im.height // want[1])
-    if fx == fy == 1:
-        return im
-    return im.reduce((fx, fy))
+    factor = min(im.width // want[0], im.height // want[1])
+    return im.reduce(factor) if factor >= 2 else im
 
 
 def _orientation(im: Image.Image) -> int:
@@ -307,14 +318,14 @@ def _decode(data: bytes, max_pixels: int, fit: int | None, window: MemoryWindow 
         if w * h > max_pixels:
             raise _Reject(f"decompression bomb: {w}×{h} exceeds {max_pixels:,} pixels")
         if max(w, h) > max_aspect * min(w, h):
-            raise _Reject(f"extreme aspect ratio {w}×{h} ({max(w, h) / min(w, h):.0f}:1; a "
+            raise _Reject(f"extreme aspect ratio {w}×{h} ({max(w, h) / min(w, h):.3g}:1; a "
                           f"poster is at most {max_aspect:g}:1): crop or re-scan it")
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
         orientation = _orientation(im)
         want = _wanted(im.size, fit)
         if want is not None and fmt == "JPEG":
             im.draft(None, want)          # libjpeg decodes at 1/2, 1/4 or 1/8 scale
-        cost = decode_cost(im.mode, *im.size)
+        cost = decode_cost(im, (w, h))
         with window.hold(cost) if window is not None else nullcontext():
             im.load()  # first frame only; raises on truncated data
             out = im
