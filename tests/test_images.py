@@ -515,3 +515,8 @@ def test_memory_window_accounting():
         MemoryWindow(0)
     with window.hold(-5) as got:                          # nonsense sizes count as nothing
         assert got == 0
+    from posterdb.media.window import TRIM_ABOVE, give_back_freed_memory
+
+    with window.hold(TRIM_ABOVE):                         # a big grant gives back on release
+        pass
+    assert window.stats()["trims"] == (1 if give_back_freed_memory() else 0)

@@ -279,7 +279,7 @@ def decode_cost(im: Image.Image, original: tuple[int, int]) -> int:
     if im.format in ("JPEG", "MPO") and ("progressive" in im.info or "progression" in im.info):
         cost += original[0] * original[1] * 2 * len(im.getbands())
     if im.format == "WEBP" and getattr(im, "n_frames", 1) > 1:
-        cost += w * h * 8
+        cost += w * h * 12
     return cost
 
 
@@ -321,19 +321,23 @@ def _decode(data: bytes, max_pixels: int, fit: int | None, window: MemoryWindow 
             raise _Reject(f"extreme aspect ratio {w}×{h} ({max(w, h) / min(w, h):.3g}:1; a "
                           f"poster is at most {max_aspect:g}:1): crop or re-scan it")
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
-        orientation = _orientation(im)
         want = _wanted(im.size, fit)
         if want is not None and fmt == "JPEG":
             im.draft(None, want)          # libjpeg decodes at 1/2, 1/4 or 1/8 scale
         cost = decode_cost(im, (w, h))
         with window.hold(cost) if window is not None else nullcontext():
-            im.load()  # first frame only; raises on truncated data
-            out = im
-            if out.mode in _REDUCIBLE and "transparency" not in out.info:
-                out = _reduce(out, want)
-            if orientation in _ORIENT:
-                out = out.transpose(_ORIENT[orientation])
-            rgb = _reduce(_to_rgb(out), want)
+            try:
+                im.load()  # first frame only; raises on truncated data
+                orientation = _orientation(im)   # after load: PNG's getexif() loads the pixels
+                out = im
+                if out.mode in _REDUCIBLE and "transparency" not in out.info:
+                    out = _reduce(out, want)
+                if orientation in _ORIENT:
+                    out = out.transpose(_ORIENT[orientation])
+                rgb = _reduce(_to_rgb(out), want)
+            finally:   # free the big buffers before the window lets the next decode in
+                out = None
+                im.close()
         size = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
         return rgb, fmt, size
     finally:

@@ -6,14 +6,46 @@ many threads there are and whatever the files' sizes. A request larger than the 
 is granted alone (when nothing else is held), so one huge image runs by itself, never
 deadlocks. Grants are first come, first served: a big request is not starved by small ones.
 
-The accounting (`in_use`, `peak`, `largest`, `waits`, `grants`) is kept for tests and benches.
+Freed is not returned: glibc serves PIL's 16 MiB pixel blocks from per-thread arenas once a
+first big block has been freed (its mmap threshold adapts upwards), and keeps what they free.
+Decoding in 4 threads one after another then holds ~4 decodes' worth of resident memory (16
+RGBA 6300² PNGs: 1,050 MiB peak vs 628 MiB in one thread). So releasing a grant of at least
+`TRIM_ABOVE` bytes calls glibc's `malloc_trim(0)`, handing the freed pages back (628 MiB in 4
+threads too); a no-op where there is no glibc.
+
+The accounting (`in_use`, `peak`, `largest`, `waits`, `grants`, `trims`) is kept for tests and
+benches.
 """
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
+
+TRIM_ABOVE = 32 * 1024**2
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def give_back_freed_memory() -> bool:
+    """Return the pages malloc keeps after frees to the OS (glibc); False where unsupported."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class MemoryWindow:
@@ -31,6 +63,7 @@ class MemoryWindow:
         self.largest = 0         # largest single grant
         self.grants = 0          # grants so far
         self.waits = 0           # grants that had to wait for others to release
+        self.trims = 0           # big releases followed by malloc_trim
 
     def _fits(self, n: int) -> bool:
         return self.holders == 0 or self.in_use + n <= self.capacity
@@ -62,6 +95,9 @@ class MemoryWindow:
             self.in_use -= n
             self.holders -= 1
             self._cond.notify_all()
+        if n >= TRIM_ABOVE and give_back_freed_memory():
+            with self._cond:
+                self.trims += 1
 
     @contextmanager
     def hold(self, n: int) -> Iterator[int]:
@@ -75,4 +111,5 @@ class MemoryWindow:
     def stats(self) -> dict:
         with self._cond:
             return {"capacity": self.capacity, "in_use": self.in_use, "peak": self.peak,
-                    "largest": self.largest, "grants": self.grants, "waits": self.waits}
+                    "largest": self.largest, "grants": self.grants, "waits": self.waits,
+                    "trims": self.trims}
