@@ -427,7 +427,7 @@ def test_a_session_not_signed_in_reads_but_cannot_write(store, model_dir, monkey
     if waiting:
         forced_click(at, "inbox-accept-page")
         assert not at.exception
-        assert {it["id"] for it in reopen(store, model_dir).intake.queue("new", limit=100)} \
+        assert {it["id"] for it in reopen(store, model_dir).curation.queue("new", limit=100)} \
             == set(waiting)
     # a plain value where the sign-in is kept (all a browser could send) is not a sign-in
     go(at, "Browse & curate")
