@@ -54,7 +54,7 @@ def _worker(folder: Path, store: Path) -> dict:
 
     shutil.rmtree(store, ignore_errors=True)
     db = PosterDB.open(store, model_dir=MODELS)
-    emb = db.embedder("mobilenet-v2")
+    emb = db.models.embedder("mobilenet-v2")
     emb.embed_images([])
     labels = folder / "labels.csv"
     t0 = time.perf_counter()

@@ -147,7 +147,7 @@ def test_ingest_memory_window_accounting(tmp_path, big_folder):
     from posterdb.store import PosterDB
 
     db = PosterDB.open(tmp_path / "store")
-    emb = db.embedder("fake-pixels")
+    emb = db.models.embedder("fake-pixels")
     engine = LocalEngine(emb, batch_size=4, workers=3, decode_window=3_000_000,
                          read_ahead=1_500_000, batch_bytes=2_000_000)
     gen0 = db.catalog.current_generation()
