@@ -26,21 +26,9 @@ from posterdb.core.settings import THRESHOLDS
 from posterdb.core.text import stored_name
 from posterdb.embedders.base import Embedder
 from posterdb.ingest.commit import (
-    AddToIndex,
-    AutoClassifier,
-    Committer,
-    CommitThread,
-    NearDuplicates,
-)
+    AddToIndex, AutoClassifier, Committer, CommitThread, NearDuplicates)
 from posterdb.ingest.engine import (
-    Embedded,
-    Engine,
-    Failed,
-    Item,
-    Known,
-    LocalEngine,
-    poster_bytes,
-)
+    Embedded, Engine, Failed, Item, Known, LocalEngine, poster_bytes)
 from posterdb.ingest.plan import IngestPlan, collect_sources, plan
 from posterdb.media.labels import LabelRow
 from posterdb.storage.catalog import Catalog
