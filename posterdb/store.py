@@ -356,8 +356,20 @@ class PosterDB:
                 raise RefusedError(f"reading posters needs the `read` extra: pip install "
                                    f"'posterdb[read]' ({e})") from e
             self._reading = ReadingService(self.catalog, self.images, self.stored.posters,
-                                           self.genre_probabilities)
+                                           self.genre_probabilities, self.artwork)
         return self._reading
+
+    def artwork(self, model: str | None = None):
+        """Catalogue posters cached in this store, compared with its scans in the model's
+        artwork space (posterdb.reading.identify.artwork); None when the model has none."""
+        from posterdb.reading.identify.artwork import Artwork, ArtworkSpace
+
+        model = model or self.default_model()
+        space = ArtworkSpace.for_model(model)
+        if space is None:
+            return None
+        return Artwork(self.catalog, self.images, self.embedder(model),
+                       lambda ids: self.vectors(ids, model), space)
 
     def genre_probabilities(self, ids: Sequence[int], model: str | None = None):
         """{poster id: the image classifier's 19 probabilities}, or None without a classifier."""

@@ -126,6 +126,25 @@ class Movie:
 
 
 @dataclass(frozen=True)
+class PosterInfo:
+    """One poster of a film as ``GET /movie/{id}/images`` lists it (``posters[]``)."""
+
+    file_path: str
+    iso_639_1: str | None = None
+    width: int = 0
+    height: int = 0
+    vote_average: float = 0.0
+    vote_count: int = 0
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PosterInfo:
+        return cls(file_path=str(d["file_path"]), iso_639_1=d.get("iso_639_1") or None,
+                   width=int(d.get("width") or 0), height=int(d.get("height") or 0),
+                   vote_average=float(d.get("vote_average") or 0.0),
+                   vote_count=int(d.get("vote_count") or 0))
+
+
+@dataclass(frozen=True)
 class MoviePage:
     """One page of a movie list: ``page`` of ``total_pages`` (``total_results`` films in all)."""
 
@@ -192,6 +211,7 @@ class TMDbClient:
         self._images = httpx.Client(headers={"User-Agent": "posterdb"}, timeout=timeout,
                                     limits=limits, follow_redirects=True)
         self._genres: dict[str, dict[int, str]] = {}
+        self._config: ImageConfig | None = None
         self._lock = threading.Lock()
         self.requests = 0  # HTTP requests sent, retries included
 
@@ -272,6 +292,36 @@ class TMDbClient:
         if not base or not sizes:
             raise TMDbError("GET /configuration: no image base URL or poster sizes in the answer")
         return ImageConfig(str(base), sizes)
+
+    def image_config(self) -> ImageConfig:
+        """:meth:`configuration`, asked once per client (TMDb: cache it, it rarely changes)."""
+        if self._config is None:
+            self._config = self.configuration()
+        return self._config
+
+    def movie_images(self, movie_id: int,
+                     include_image_language: str | None = None) -> list[PosterInfo]:
+        """A film's posters (``GET /movie/{id}/images``), in TMDb's order; entries without a
+        ``file_path`` are skipped. `include_image_language`: e.g. ``"en,null"`` (all if None)."""
+        data = self.get_json(f"movie/{int(movie_id)}/images",
+                             include_image_language=include_image_language)
+        out = []
+        for d in data.get("posters") or ():
+            try:
+                if isinstance(d, Mapping) and d.get("file_path"):
+                    out.append(PosterInfo.from_json(d))
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    def poster_image(self, file_path: str, min_width: int = 185) -> bytes:
+        """A poster's bytes at the smallest configured size at least `min_width` wide (else
+        the largest ``w…`` size, else ``original``), through :meth:`download`."""
+        cfg = self.image_config()
+        sized = sorted((int(s[1:]), s) for s in cfg.poster_sizes if s[1:].isdigit() and s[0] == "w")
+        size = next((s for w, s in sized if w >= min_width),
+                    sized[-1][1] if sized else cfg.poster_sizes[-1])
+        return self.download(cfg.poster_url(size, file_path))
 
     def movie_genres(self, language: str = "en-US") -> dict[int, str]:
         """Genre id → name, in TMDb's order (``GET /genre/movie/list``); cached per language."""
