@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import pickle
 import shutil
 import sys
 import time
@@ -54,31 +55,16 @@ def truth_index(films, imdb: str, source: str) -> int | None:
 
 
 def reference_films(cat, decades, per_decade: int):
-    """The `per_decade` most voted films of each decade, as TMDb's discover lists them."""
-    from posterdb.core.genres import parse_genres
-    from posterdb.reading.identify import Film
-    names = cat.client.movie_genres()
-    out = []
-    for d in decades:
-        page = 1
-        got = 0
-        while got < per_decade:
-            res = cat.client.discover_movies(page, **{
-                "primary_release_date.gte": f"{d}-01-01", "primary_release_date.lte": f"{d + 9}-12-31",
-                "sort_by": "vote_count.desc"})
-            for m in res.results[:per_decade - got]:
-                out.append(Film("tmdb", str(m.id), m.title, m.year,
-                                tuple(parse_genres(m.genre_names(names))[0]), m.original_title))
-            got += len(res.results)
-            if page >= res.total_pages:
-                break
-            page += 1
-    return out
+    """The films with a poster among the `per_decade` most voted of each decade."""
+    return cat.reference_films(decades, per_decade)
 
 
 # -- 1. calibration -----------------------------------------------------------------------------
 def calibrate(world: World, reads, truth, scans, server, work: Path, n: int, per_decade: int,
-              save: bool) -> dict:
+              save: bool, reuse: bool = False) -> dict:
+    """Fit the artwork space and scorer on the calibration split. `reuse`: keep the
+    calibration cache of a previous run (its reference and candidates' posters) and its
+    feature rows when they are there (calibration-features.pkl), refitting only."""
     from posterdb.embedders import get_embedder
     from posterdb.reading.identify import TMDbCatalogue, art_candidates
     from posterdb.reading.identify.artwork import SPACE_FILE, Artwork, ArtworkSpace
@@ -90,8 +76,11 @@ def calibrate(world: World, reads, truth, scans, server, work: Path, n: int, per
     names = [x for x in world.calibration if x in reads][:n]
     space = ArtworkSpace.fit("mobilenet-v2", np.stack([scans[x] for x in world.calibration]))
     root = work / "calibration-cache"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    feats = work / "calibration-features.pkl"
+    if not reuse:
+        shutil.rmtree(root, ignore_errors=True)
+        feats.unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(root / "catalog.duckdb")
     catalog.migrate()
     emb = get_embedder("mobilenet-v2", model_dir=MODELS)
@@ -104,6 +93,10 @@ def calibrate(world: World, reads, truth, scans, server, work: Path, n: int, per
     say(f"calibration reference: {len(ref)} films, {art.counts()} in {time.perf_counter() - t0:.0f} s")
     G, T, K = [], [], []
     t0 = time.perf_counter()
+    if feats.exists():
+        with feats.open("rb") as f:
+            G, T, K = pickle.load(f)
+        names = []
     for i, x in enumerate(names):
         vec = space.project(scans[x])[0]
         for known in (True, False):
@@ -116,8 +109,11 @@ def calibrate(world: World, reads, truth, scans, server, work: Path, n: int, per
             K.append(known)
         if (i + 1) % 100 == 0:
             say(f"calibration {i + 1}/{len(names)} ({time.perf_counter() - t0:.0f} s)")
+    if names:
+        with feats.open("wb") as f:
+            pickle.dump((G, T, K), f)
     scorer = FilmScorer(features=ART_FEATURES).fit(G, T, K)
-    out = {"posters": len(names), "reference films": len(ref), "thresholds": scorer.thresholds_,
+    out = {"posters": len(G) // 2, "reference films": len(ref), "thresholds": scorer.thresholds_,
            "right film among candidates (year known)": sum(t is not None for t, k in zip(T, K) if k),
            "right film among candidates (year unknown)": sum(
                t is not None for t, k in zip(T, K) if not k),
@@ -136,15 +132,19 @@ def calibrate(world: World, reads, truth, scans, server, work: Path, n: int, per
 
 
 def oof_summary(scorer) -> dict:
+    """Out-of-fold acceptance on the calibration split, per year known / unknown (each poster
+    under the threshold of its mode)."""
     o = scorer.oof_
+    thr = np.array([scorer.thresholds_.get(m, 1.0) for m in o["mode"]])
+    acc = o["top"] >= thr
     out = {}
     for known in (True, False):
         sel = o["year_known"] == known
-        thr = scorer.thresholds_["year known" if known else "year unknown"]
-        acc = sel & (o["top"] >= thr)
+        a = sel & acc
         out["year known" if known else "year unknown"] = {
-            "accepted": int(acc.sum()), "of": int(sel.sum()),
-            "precision": round(float(o["right"][acc].mean()), 4) if acc.any() else None}
+            "accepted": int(a.sum()), "of": int(sel.sum()),
+            "art only accepted": int((a & (o["mode"] == "art only")).sum()),
+            "precision": round(float(o["right"][a].mean()), 4) if a.any() else None}
     return out
 
 
@@ -184,6 +184,12 @@ def forget_years(db, ids) -> None:
     with db.catalog.write() as con:
         for i in ids:
             db.catalog.update_metadata(con, i, None, None)
+
+
+def restore_years(db, by_id, truth) -> None:
+    with db.catalog.write() as con:
+        for i, x in by_id.items():
+            db.catalog.update_metadata(con, i, None, truth[x]["year"])
 
 
 def outcome(db, by_id, truth, image_pred, catalogue, label: str, **kw) -> dict:
@@ -249,6 +255,8 @@ def main(argv=None):
     ap.add_argument("--evaluation", type=int, default=1000)
     ap.add_argument("--reference-per-decade", type=int, default=1000)
     ap.add_argument("--skip-calibration", action="store_true", help="use the shipped files")
+    ap.add_argument("--reuse-calibration", action="store_true",
+                    help="reuse the calibration cache and feature rows in --work")
     ap.add_argument("--save", action="store_true")
     ap.add_argument("--only", default="known,unknown,reference,file")
     ap.add_argument("--json", type=Path)
@@ -270,7 +278,8 @@ def main(argv=None):
     with TMDbServer(world.films) as server:
         if not a.skip_calibration:
             report["calibration"] = calibrate(world, reads, truth, scans, server, a.work,
-                                              a.calibration, a.reference_per_decade, a.save)
+                                              a.calibration, a.reference_per_decade, a.save,
+                                              a.reuse_calibration)
             say(f"calibration: {json.dumps(report['calibration'])}")
         names = [x for x in world.evaluation if x in reads][:a.evaluation]
         image_pred = image_predictions(world, truth, scans)
@@ -283,17 +292,22 @@ def main(argv=None):
             report["tmdb, year known"] = outcome(db, by_id, truth, image_pred, tmdb, "tmdb, year known")
             report["tmdb, year known, text only"] = outcome(
                 db, by_id, truth, image_pred, tmdb, "tmdb, year known, text only", artwork=False)
+        if "unknown" in only:
+            forget_years(db, list(by_id))
+            report["tmdb, year unknown"] = outcome(db, by_id, truth, image_pred, tmdb,
+                                                   "tmdb, year unknown")
+            restore_years(db, by_id, truth)
         if "reference" in only:
             ref = reference_films(tmdb, range(1920, 2020, 10), a.reference_per_decade)
             t0 = time.perf_counter()
             got = db.reading.add_reference(tmdb, ref)
             say(f"reference into the day's store: {got} in {time.perf_counter() - t0:.0f} s")
+            report["reference"] = got | {"seconds": round(time.perf_counter() - t0, 1)}
             report["tmdb, year known, with reference"] = outcome(
                 db, by_id, truth, image_pred, tmdb, "tmdb, year known, with reference")
-        if "unknown" in only:
             forget_years(db, list(by_id))
-            report["tmdb, year unknown" + (", with reference" if "reference" in only else "")] = \
-                outcome(db, by_id, truth, image_pred, tmdb, "tmdb, year unknown")
+            report["tmdb, year unknown, with reference"] = outcome(
+                db, by_id, truth, image_pred, tmdb, "tmdb, year unknown, with reference")
         if "file" in only:
             db2, by_id2 = make_store(world, reads, truth, a.work, names, "day-file")
             for posters in (True, False):
@@ -301,8 +315,10 @@ def main(argv=None):
                                        f"{server.root}/t/p/w185" if posters else None)
                 cat = LocalCatalogue.from_file(path)
                 cat.client = client
-                label = f"film file{' with poster paths' if posters else ''}, year known"
+                label = f"film file{' with poster URLs' if posters else ', text only'}, year known"
                 report[label] = outcome(db2, by_id2, truth, image_pred, cat, label)
+                if "file-text" not in only:
+                    break
     print(json.dumps(report, indent=1))
     if a.json:
         a.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -51,6 +51,11 @@ def store(tmp_path_factory, scans, model_dir):
     return root
 
 
+def _pid(db, i: int) -> int:
+    """The store id of scan-i.jpg."""
+    return next(p.id for p in db.posters() if p.path.endswith(f"scan-{i}.jpg"))
+
+
 def _films(scans) -> list:
     """Film k (id 1+k) is "The Lodger" k times over: same title, year 1926 + 10k; the first's
     posters are captures of scan 0; the others have another poster's art (or none)."""
@@ -88,22 +93,22 @@ def test_images_endpoint_serves_another_capture_never_the_scan(scans):
         assert srv.image_requests_with_credentials == 0
 
 
-def test_artwork_tells_the_film_from_its_same_title_remakes_year_unknown(store, scans):
+def test_artwork_tells_the_film_from_its_same_title_remakes_year_unknown(store, scans, model_dir):
     """Text alone cannot choose between four "The Lodger"s with no year; the art can."""
     from posterdb.store import PosterDB
 
-    db = PosterDB.open(store)
+    db = PosterDB.open(store, model_dir=model_dir)
     art = db.artwork()
     assert art is not None                      # mobilenet-v2 has a shipped artwork space
     lines = [L("THE LODGER", 40, 40), L("a story of the London fog", 100, 10)]
     with ts.TMDbServer(_films(scans)) as srv:
         cat = TMDbCatalogue(_client(srv))
-        vec = art.scans([1])[1]
+        vec = art.scans([_pid(db, 0)])[_pid(db, 0)]
         text_only = identify(Reading(lines), cat)
         assert text_only.status == "unidentified"
         got = identify(Reading(lines, vector=vec), cat, artwork=art)
         assert got.status == "identified" and got.film.film_id == "1"
-        assert got.film.year == 1926 and got.film.genres == ("Thriller", "Crime")
+        assert got.film.year == 1926 and set(got.film.genres) == {"Thriller", "Crime"}
         fetched = art.fetched
         assert 1 <= fetched <= 3 * 3             # the remakes' posters, the one with none
         again = identify(Reading(lines, vector=vec), cat, artwork=art)
@@ -122,18 +127,18 @@ def test_artwork_tells_the_film_from_its_same_title_remakes_year_unknown(store, 
         assert rel == f"catalogue/{sha[:2]}/{sha}.jpg" and (store / rel).is_file()
 
 
-def test_art_alone_names_a_film_whose_title_was_not_read(store, scans):
-    from posterdb.store import PosterDB
+def test_art_alone_names_a_film_whose_title_was_not_read(store, scans, model_dir):
     from posterdb.reading.identify import Film
+    from posterdb.store import PosterDB
 
-    db = PosterDB.open(store)
+    db = PosterDB.open(store, model_dir=model_dir)
     art = db.artwork()
     with ts.TMDbServer(_films(scans)) as srv:
         cat = TMDbCatalogue(_client(srv))
         ref = [Film("tmdb", str(100 + k), f"Other Film {k}", 1950, ("Drama",)) for k in range(1, 6)]
         got = db.reading.add_reference(cat, ref)
         assert got["films"] == 5 and got["store"]["posters"] >= 5
-        vec = art.scans([3])[3]
+        vec = art.scans([_pid(db, 3)])[_pid(db, 3)]
         nothing_read = Reading([L("~", 5, 5)], year=1950, vector=vec)
         named = identify(nothing_read, cat, artwork=db.artwork())
         assert named.film is not None and named.film.film_id == "103"
@@ -141,10 +146,14 @@ def test_art_alone_names_a_film_whose_title_was_not_read(store, scans):
         assert identify(Reading([L("~", 5, 5)], year=1950), cat).status == "unidentified"
 
 
-def test_images_rate_limited_leaves_the_poster_pending_then_catches_up(store, scans):
+def test_images_rate_limited_leaves_the_poster_pending_then_catches_up(tmp_path, scans,
+                                                                      model_dir):
     from posterdb.store import PosterDB
 
-    db = PosterDB.open(store)
+    (tmp_path / "in").mkdir()
+    shutil.copyfile(scans[0], tmp_path / "in" / "scan-0.jpg")
+    db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
+    db.ingest(tmp_path / "in", model="mobilenet-v2")
     films = [ts.Film(id=7000 + k, title="Nosferatu", year=1922 + 57 * k, genre_ids=[27],
                      poster=ts.Recapture(scans[0 if k == 0 else 9], seed=k)) for k in range(2)]
     with ts.TMDbServer(films) as srv:
@@ -212,3 +221,23 @@ def test_the_artwork_space_puts_another_capture_nearest(scans, model_dir):
     assert np.allclose(np.linalg.norm(space.project(R), axis=1), 1, atol=1e-5)
     assert (S.argmax(1) == np.arange(len(scans))).all()
     assert ArtworkSpace.for_model("fake-pixels") is None
+
+
+def test_identify_reference_option_is_checked_before_a_store_is_made(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from posterdb.ui.cli.main import app
+
+    monkeypatch.setenv("TMDB_API_KEY", "k")
+    for bad in ("1935", "19x0", "2010-1990", ","):
+        res = CliRunner().invoke(app, ["identify", "--all", "--reference", bad, "--store",
+                                       str(tmp_path / "s"), "--json"])
+        assert res.exit_code == 2 and "--reference" in json.loads(res.stdout)["error"]
+    films = tmp_path / "films.csv"
+    films.write_text("title,year\nThe Lodger,1926\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["identify", "--all", "--catalogue", str(films), "--reference",
+                                   "1920", "--store", str(tmp_path / "s"), "--json"])
+    assert res.exit_code == 2 and "tmdb" in json.loads(res.stdout)["error"]
+    assert not (tmp_path / "s").exists()

@@ -1,7 +1,8 @@
 """Film catalogues to look read titles up in: a local file (offline) or TMDb's search.
 
 A catalogue answers :meth:`candidates` — the films whose titles resemble the queries read off
-one poster. A local file is matched in memory with rapidfuzz on squashed titles (every query,
+one poster — and, for artwork verification, :meth:`film_posters`. TMDb's is in
+tmdb_catalogue.py. A local file is matched in memory with rapidfuzz on squashed titles (every query,
 no network). TMDb is asked ``GET /search/movie`` for the few tallest queries only (each is a
 request); when it is down or keeps answering 429 the call raises
 :class:`CatalogueUnavailable` and the poster stays *pending* for a later run — it never fails.
@@ -293,110 +294,11 @@ def _imdb_basics(text: str, p: Path) -> list[Film]:
     return films
 
 
-class TMDbCatalogue:
-    """TMDb's ``/search/movie`` through :class:`posterdb.tmdb.TMDbClient` (retries inside it).
-
-    Only the `max_queries` tallest distinct queries are sent: each is one request.
-    """
-
-    source = "tmdb"
-    has_posters = True
-
-    def __init__(self, client=None, max_queries: int = 3):
-        if client is None:
-            from posterdb.tmdb.client import TMDbClient
-            client = TMDbClient()
-        self.client = client
-        self.max_queries = max_queries
-        self.name = "tmdb"
-
-    @property
-    def requests(self) -> int:
-        return int(getattr(self.client, "requests", 0))
-
-    def candidates(self, queries: Sequence[Query], year: int | None = None,
-                   **_: object) -> list[Film]:
-        from posterdb.tmdb.client import TMDbAuthError, TMDbError
-        sent: list[str] = []
-        for q in queries:  # tallest first; words split apart first, then as read
-            if len(q.key) < 3:
-                continue
-            for text in (q.search_text, q.text):
-                if text not in sent and len(sent) < self.max_queries:
-                    sent.append(text)
-        try:
-            names = self.client.movie_genres() if sent else {}
-            found: dict[int, Film] = {}
-            for text in sent:
-                for m in self.client.search_movie(text, year=year):
-                    if m.id not in found:
-                        genres, _ = parse_genres(m.genre_names(names))
-                        found[m.id] = Film("tmdb", str(m.id), m.title, m.year, tuple(genres),
-                                           m.original_title).with_keys()
-        except TMDbAuthError:
-            raise
-        except TMDbError as e:
-            raise CatalogueUnavailable(f"TMDb search: {e}") from e
-        return list(found.values())
-
-
-    def film_posters(self, film: Film, limit: int = 3) -> list[PosterRef]:
-        """The film's own posters (``GET /movie/{id}/images``): English and language-neutral
-        ones first, then TMDb's order; fetched through the client's image download (the
-        configured image host, no credentials). A film TMDb does not know has none."""
-        from posterdb.tmdb.client import TMDbAuthError, TMDbError, TMDbUsageError
-        try:
-            listed = self.client.movie_images(int(film.film_id))
-        except TMDbUsageError:
-            return []          # 404: not a film TMDb knows (any more)
-        except TMDbAuthError:
-            raise
-        except TMDbError as e:
-            raise CatalogueUnavailable(f"TMDb images: {e}") from e
-        listed = sorted(listed, key=lambda p: p.iso_639_1 not in (None, "en"))
-
-        def fetch(path: str) -> bytes:
-            try:
-                return self.client.poster_image(path)
-            except TMDbAuthError:
-                raise
-            except TMDbError as e:
-                raise CatalogueUnavailable(f"TMDb poster: {e}") from e
-        return [PosterRef(p.file_path, lambda fp=p.file_path: fetch(fp), p.iso_639_1,
-                          p.width or None, p.height or None) for p in listed[:limit]]
-
-
-    def reference_films(self, decades: Iterable[int], per_decade: int = 1000) -> list[Film]:
-        """The `per_decade` most voted films of each decade (``GET /discover/movie`` sorted by
-        ``vote_count.desc``, 20 a page): whose posters make the reference for art alone."""
-        from posterdb.tmdb.client import TMDbAuthError, TMDbError
-        out: list[Film] = []
-        try:
-            names = self.client.movie_genres()
-            for d in decades:
-                page = got = 0
-                while got < per_decade:
-                    page += 1
-                    res = self.client.discover_movies(page, **{
-                        "primary_release_date.gte": f"{d}-01-01",
-                        "primary_release_date.lte": f"{d + 9}-12-31",
-                        "sort_by": "vote_count.desc"})
-                    for m in res.results[:per_decade - got]:
-                        genres, _ = parse_genres(m.genre_names(names))
-                        out.append(Film("tmdb", str(m.id), m.title, m.year, tuple(genres),
-                                        m.original_title))
-                    got += len(res.results)
-                    if page >= min(res.total_pages, 500) or not res.results:
-                        break
-        except TMDbAuthError:
-            raise
-        except TMDbError as e:
-            raise CatalogueUnavailable(f"TMDb discover: {e}") from e
-        return out
-
-
 def open_catalogue(spec: str | None):
     """``tmdb`` (or None) -> TMDbCatalogue; anything else is a catalogue file path."""
     if spec is None or spec.lower() == "tmdb":
         return TMDbCatalogue()
     return LocalCatalogue.from_file(spec)
+
+
+from posterdb.reading.identify.tmdb_catalogue import TMDbCatalogue  # noqa: E402  (re-export)

@@ -155,12 +155,12 @@ class FilmScorer:
         return "from_art" in self.features
 
     def mode_of(self, year_known: bool, row: np.ndarray | None = None) -> str:
-        """Which threshold applies: year known / unknown, and "art only " before it when the
-        best film was named by its art alone (no title read matched it)."""
-        base = "year known" if year_known else "year unknown"
+        """Which threshold applies: year known / unknown, or "art only" when the best film
+        was named by its art alone (no title read matched it; one threshold for both, the
+        year being a feature: there are few such posters to calibrate on)."""
         if row is not None and self.uses_art and row[self.features.index("from_art")] > 0.5:
-            return "art only " + base
-        return base
+            return "art only"
+        return "year known" if year_known else "year unknown"
 
     # -- fitting ------------------------------------------------------------------------------
     def _fit_lr(self, X: np.ndarray, y: np.ndarray):
@@ -197,11 +197,12 @@ class FilmScorer:
         if self.uses_art:  # each mode its own threshold, on the posters of that mode
             modes = np.array([self.mode_of(bool(known[i]), groups[i][best[i]])
                               if len(groups[i]) else "" for i in range(len(groups))])
-            for mode in ("year known", "year unknown", "art only year known",
-                         "art only year unknown"):
+            for mode in ("year known", "year unknown", "art only"):
                 sel = modes == mode
                 self.thresholds_[mode] = choose_threshold(top[sel], right[sel], self.precision)
-        self.oof_ = {"top": top, "right": right, "year_known": known}
+        else:
+            modes = np.array(["year known" if k else "year unknown" for k in known])
+        self.oof_ = {"top": top, "right": right, "year_known": known, "mode": modes}
         X, y = self._stack(groups, truth, [i for i in range(len(groups)) if len(groups[i])])
         self.coef_, self.intercept_, self.mean_, self.scale_ = self._fit_lr(X, y)
         return self
