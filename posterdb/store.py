@@ -108,7 +108,8 @@ class PosterDB:
             except ImportError as e:
                 raise RefusedError(f"reading posters needs the `read` extra: pip install "
                                    f"'posterdb[read]' ({e})") from e
-            self._reading = ReadingService(self.catalog, self.images, self.posters, self.genres)
+            self._reading = ReadingService(self.catalog, self.images, self.posters, self.genres,
+                                           self.models, self.search)
         return self._reading
 
     # -- verbs ----------------------------------------------------------------------------------

@@ -13,6 +13,9 @@ It answers, on 127.0.0.1 only, with TMDb's documented response shapes:
                                    punctuation ignored; every query word must start a word of the
                                    title or original title), ``year`` / ``primary_release_year``,
                                    ``page``; exact title matches first, then by popularity
+- ``GET /3/movie/{id}/images``     ``posters[]`` (``file_path``, ``iso_639_1``, ``width``,
+                                   ``height``, ``aspect_ratio``, ``vote_average``, ``vote_count``),
+                                   ``backdrops`` and ``logos`` empty; 404 for an unknown id
 - ``GET /t/p/<size>/<file>``       the poster bytes (no credentials needed, as on TMDb's CDN)
 
 API calls need ``?api_key=<api_key>`` or ``Authorization: Bearer <read_token>``, else ``401``
@@ -37,8 +40,12 @@ Use::
         client.search_movie("the godfather", year=1972)
 
 A :class:`Film` is ``id, title, year, genre_ids`` (TMDb ids, TMDb's order) and ``poster``: a
-file path, bytes, :data:`GENERATE` (a small JPEG made from the id, the default) or None (no
-``poster_path``). ``server.set_films(...)`` swaps the catalogue while it runs.
+file path, bytes, a :class:`Recapture`, :data:`GENERATE` (a small JPEG made from the id, the
+default) or None (no ``poster_path``); ``images`` (the posters ``/movie/{id}/images`` lists, the
+first being ``poster``) defaults to ``[poster]``, or none. :func:`recapture` makes *another
+capture* of an artwork (crop, slight rotation, colour, blur, rescale, JPEG re-encode), as TMDb's
+copy of a poster a dealer scanned would be: never the scan's own bytes.
+``server.set_films(...)`` swaps the catalogue while it runs.
 """
 from __future__ import annotations
 
@@ -73,9 +80,52 @@ _WORDS = ("night", "blood", "river", "last", "city", "house", "dark", "summer", 
           "shadow", "heart", "wild", "ghost", "island", "storm", "empire", "dream", "iron", "glass")
 
 
+def recapture(data: bytes, seed: int, strength: float = 1.0) -> bytes:
+    """Another capture of the artwork in `data`: cropped 0-8 % a side, rotated up to 4 degrees,
+    colour, brightness, contrast and channel gains changed, blurred, rescaled 0.8-2x and
+    re-encoded as JPEG (quality 55-90); each amount drawn from `seed`, scaled by `strength`."""
+    import numpy as np
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    rng = random.Random(seed)
+    s = strength
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = im.size
+    left, top = (int(rng.uniform(0, 0.08 * s) * d) for d in (w, h))
+    right, bottom = (int(rng.uniform(0, 0.08 * s) * d) for d in (w, h))
+    im = im.crop((left, top, w - right, h - bottom))
+    im = im.rotate(rng.uniform(-4 * s, 4 * s), resample=Image.BICUBIC,
+                   fillcolor=tuple(rng.randint(200, 255) for _ in range(3)))
+    im = ImageEnhance.Color(im).enhance(rng.uniform(1 - 0.4 * s, 1 + 0.3 * s))
+    im = ImageEnhance.Brightness(im).enhance(rng.uniform(1 - 0.2 * s, 1 + 0.2 * s))
+    im = ImageEnhance.Contrast(im).enhance(rng.uniform(1 - 0.25 * s, 1 + 0.25 * s))
+    gains = np.array([rng.uniform(1 - 0.1 * s, 1 + 0.1 * s) for _ in range(3)], np.float32)
+    im = Image.fromarray(np.clip(np.asarray(im, np.float32) * gains, 0, 255).astype(np.uint8))
+    im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2 * s)))
+    k = rng.uniform(0.8, 2.0)
+    im = im.resize((max(32, int(im.width * k)), max(32, int(im.height * k))), Image.BICUBIC)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=rng.randint(55, 90))
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Recapture:
+    """A poster served as :func:`recapture` of the artwork at `source` (rendered on demand)."""
+
+    source: Path | bytes
+    seed: int
+    strength: float = 1.0
+
+    def render(self) -> bytes:
+        data = self.source if isinstance(self.source, bytes) else Path(self.source).read_bytes()
+        return recapture(data, self.seed, self.strength)
+
+
 @dataclass
 class Film:
-    """One catalogue entry; `poster`: a Path, bytes, GENERATE or None (no poster_path)."""
+    """One catalogue entry; `poster`: a Path, bytes, Recapture, GENERATE or None (no
+    poster_path); `images`: the posters of /movie/{id}/images (default: [poster] or none)."""
 
     id: int
     title: str
@@ -87,6 +137,20 @@ class Film:
     vote_count: int = 10
     release_date: str | None = None
     original_language: str = "en"
+    images: list | None = None
+
+    @property
+    def posters(self) -> list:
+        """What /movie/{id}/images lists, the primary poster first."""
+        if self.images is not None:
+            return list(self.images)
+        return [] if self.poster is None else [self.poster]
+
+    def image_path(self, k: int) -> str:
+        """file_path of the film's k-th listed poster (0: `poster_path` when it has one)."""
+        if k == 0 and self.poster is not None:
+            return self.poster_path
+        return f"/p{self.id}x{(self.id * 2654435761) % 2**32:08x}-{k + 1}.jpg"
 
     @property
     def date(self) -> str:
@@ -206,7 +270,8 @@ class TMDbServer:
         self.image_requests_with_credentials = 0
         self.faults = _Faults()
         self._lock = threading.Lock()
-        self._posters: dict[int, bytes] = {}
+        self._posters: dict[tuple, bytes] = {}
+        self._discovered: dict[tuple, tuple[list, list]] = {}
         self.set_films(films)
         server = self
 
@@ -226,23 +291,40 @@ class TMDbServer:
     def set_films(self, films) -> None:
         with self._lock:
             self.films = list(films)
-            self._by_poster = {f.poster_path: f for f in self.films if f.poster_path}
+            self._by_poster = {f.poster_path: (f, None) for f in self.films if f.poster_path}
+            self._by_id = {f.id: f for f in self.films}
+            for f in self.films:
+                for k in range(1 if f.poster is not None else 0, len(f.posters)):
+                    self._by_poster[f.image_path(k)] = (f, k)
+            self._posters = {}
             self._words = {f.id: [normalise(t) for t in dict.fromkeys(
                 [f.title, f.original_title or f.title])] for f in self.films}
+            self._prefix: dict[str, set[int]] = {}   # first 2 letters of a title word -> films
+            for f in self.films:
+                for tw in self._words[f.id]:
+                    for w in tw:
+                        self._prefix.setdefault(w[:2], set()).add(f.id)
 
-    def poster_bytes(self, film: Film) -> bytes:
-        if isinstance(film.poster, bytes):
-            return film.poster
-        if isinstance(film.poster, Path):
-            return film.poster.read_bytes()
+    def poster_bytes(self, film: Film, k: int | None = None) -> bytes:
+        """The bytes of the film's primary poster (k None) or of its k-th listed poster."""
+        src = film.poster if k is None else film.posters[k]
+        if isinstance(src, bytes):
+            return src
+        if isinstance(src, Path):
+            return src.read_bytes()
+        key = (film.id, k)
         with self._lock:
-            if film.id not in self._posters:
-                self._posters[film.id] = generated_poster(film.id)
-            return self._posters[film.id]
+            hit = self._posters.get(key)
+        if hit is None:
+            hit = src.render() if isinstance(src, Recapture) else generated_poster(film.id)
+            with self._lock:
+                self._posters[key] = hit
+        return hit
 
     # -- faults -------------------------------------------------------------------------------
     def rate_limit(self, path: str = "/discover/movie", times: int = 1, retry_after: int = 1):
-        """The next `times` requests to `path` (under /3) get 429 with ``Retry-After``."""
+        """The next `times` requests to `path` (under /3) get 429 with ``Retry-After``;
+        ``/movie/images`` stands for every film's ``/movie/{id}/images``."""
         self.faults.rate_limited[path] = [times, retry_after]
 
     def fail_image(self, film_id: int, status: int = 503, times: int = 1) -> None:
@@ -311,6 +393,11 @@ class TMDbServer:
                      "total_results": total}
 
     def discover(self, q) -> tuple[int, dict]:
+        key = tuple(sorted((k, v) for k, v in q.items() if k not in ("page", "api_key")))
+        with self._lock:
+            hit = self._discovered.get(key)
+        if hit is not None and hit[0] is self.films:
+            return self._paged(hit[1], q)
         films = self.films
         for key, op in (("primary_release_date.gte", ">="), ("primary_release_date.lte", "<="),
                         ("release_date.gte", ">="), ("release_date.lte", "<=")):
@@ -331,7 +418,29 @@ class TMDbServer:
                "title": lambda f: f.title.casefold()}.get(field_, lambda f: f.popularity)
         films = sorted(films, key=lambda f: f.id)
         films.sort(key=key, reverse=order != "asc")
+        with self._lock:   # the same listing's next pages come from this sorted list
+            self._discovered = {k: v for k, v in self._discovered.items() if v[0] is self.films}
+            self._discovered[key] = (self.films, films)
         return self._paged(films, q)
+
+    def movie_images(self, film_id: int, q) -> tuple[int, dict]:
+        film = self._by_id.get(film_id)
+        if film is None:
+            return 404, _error(34, "The resource you requested could not be found.")
+        out = []
+        for k, src in enumerate(film.posters):
+            path = film.image_path(k)
+            rng = random.Random(film.id * 31 + k)
+            w = rng.choice((500, 1000, 1400, 2000))
+            lang = None if k % 3 == 2 else film.original_language
+            out.append({"aspect_ratio": 0.667, "height": int(w * 1.5), "iso_639_1": lang,
+                        "file_path": path, "vote_average": round(5.5 - k * 0.3, 3),
+                        "vote_count": max(0, 4 - k), "width": w})
+        langs = q.get("include_image_language")
+        if langs:
+            want = {x.strip() for x in langs.split(",")}
+            out = [p for p in out if (p["iso_639_1"] or "null") in want]
+        return 200, {"id": film.id, "backdrops": [], "logos": [], "posters": out}
 
     def search(self, q) -> tuple[int, dict]:
         words = normalise(q.get("query", ""))
@@ -339,7 +448,10 @@ class TMDbServer:
             return 200, {"page": 1, "results": [], "total_pages": 1, "total_results": 0}
         year = q.get("primary_release_year") or q.get("year")
         scored = []
-        for f in self.films:
+        pools = [set().union(*(ids for k, ids in self._prefix.items() if k.startswith(w)))
+                 if len(w) < 2 else self._prefix.get(w[:2], set()) for w in words]
+        ids = set.intersection(*pools) if pools else set()
+        for f in (self._by_id[i] for i in sorted(ids)):
             if year and str(f.year) != year:
                 continue
             best = None
@@ -392,13 +504,17 @@ class _Handler(BaseHTTPRequestHandler):
         if q.get("api_key") != srv.api_key and auth != f"Bearer {srv.read_token}":
             return self._json(401, _error(7, "Invalid API key: You must be granted a valid key."))
         with srv._lock:
-            rl = srv.faults.rate_limited.get(path)
+            rl = (srv.faults.rate_limited.get(path)
+                  or srv.faults.rate_limited.get(re.sub(r"/\d+/", "/", path)))
             if rl and rl[0] > 0:
                 rl[0] -= 1
                 return self._json(429, _error(25, "Your request count is over the allowed limit."),
                                   {"Retry-After": str(rl[1])})
         route = {"/configuration": srv.configuration, "/genre/movie/list": srv.genre_list,
                  "/discover/movie": srv.discover, "/search/movie": srv.search}.get(path)
+        m = re.fullmatch(r"/movie/(\d+)/images", path)
+        if m:
+            route = lambda q: srv.movie_images(int(m.group(1)), q)  # noqa: E731
         if route is None:
             return self._json(404, _error(34, "The resource you requested could not be found."))
         status, body = route(q)
@@ -407,7 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _image(self, path: str, credentials: bool) -> None:
         srv = self.owner
         parts = path.split("/")  # ['', 't', 'p', size, file]
-        film = srv._by_poster.get("/" + parts[-1]) if len(parts) == 5 else None
+        film, k = srv._by_poster.get("/" + parts[-1], (None, None)) if len(parts) == 5 else (None, None)
         if film is None or parts[3] not in POSTER_SIZES:
             return self._send(404, b"Not Found", "text/plain")
         with srv._lock:
@@ -426,7 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(302, b"", "text/plain", {"Location": location})
         if status is not None:
             return self._send(status, b"<html>Service Unavailable</html>", "text/html")
-        data = srv.poster_bytes(film)
+        data = srv.poster_bytes(film, k)
         ctype = "image/png" if data[:4] == b"\x89PNG" else "image/jpeg"
         if film.id in srv.faults.truncated:
             data = data[: len(data) // 2]

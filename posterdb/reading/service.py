@@ -15,13 +15,21 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from posterdb.classify.service import GenreService
-from posterdb.core.errors import ImageError
-from posterdb.reading.identify import (IDENTIFIED, PENDING, Identification, Reading, identify)
+from posterdb.core.errors import ImageError, RefusedError, StoreError
+from posterdb.reading.identify import (
+    IDENTIFIED,
+    PENDING,
+    Identification,
+    Reading,
+    identify,
+)
 from posterdb.reading.identify.text import squash
 from posterdb.reading.ocr import ENGINE, PosterReader, ReadLine, shared_reader
 from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 from posterdb.storage.posters import StoredPosters
+from posterdb.vectors.models import StoreModels
+from posterdb.vectors.similarity import Similarity
 
 Progress = Callable[[int, int], None]
 CATALOGUE_ORIGIN = "catalogue"
@@ -32,15 +40,28 @@ class ReadingService:
     (the image classifier's probabilities, a prior for the film's genres; None untrained)."""
 
     def __init__(self, catalog: Catalog, images: ImageStore, posters: StoredPosters,
-                 genres: GenreService):
+                 genres: GenreService, models: StoreModels, search: Similarity):
         self.catalog = catalog
         self.images = images
         self.posters = posters
         self.genres = genres
+        self.models, self.similarity = models, search
 
     def probabilities(self, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
         """The image classifier's 19 probabilities of these posters (None: no classifier)."""
         return self.genres.image_probabilities(None, ids)
+
+    def artwork(self):
+        """Catalogue posters cached in this store, compared with its scans in the store's model's
+        artwork space (reading/identify/artwork.py); None when that model has none (text only)."""
+        from posterdb.reading.identify.artwork import Artwork, ArtworkSpace
+
+        model = self.models.default()
+        space = ArtworkSpace.for_model(model)
+        if space is None:
+            return None
+        return Artwork(self.catalog, self.images, self.models.embedder(model), self.similarity,
+                       space)
 
     @staticmethod
     def reader(threads: int = 1) -> PosterReader:
@@ -89,11 +110,16 @@ class ReadingService:
     # -- identify -----------------------------------------------------------------------------
     def identify(self, catalogue, ids: Sequence[int] | None = None, *, redo: bool = False,
                  scorer=None, batch: int = 32, max_pending_in_a_row: int = 3,
-                 progress: Progress | None = None) -> dict:
+                 artwork: bool = True, progress: Progress | None = None) -> dict:
         """Identify read posters not identified yet (or pending); `redo`: all of them again.
 
+        With `artwork` (the default) and a catalogue that names posters (TMDb; a film file
+        with a poster column), the candidates' own posters are fetched once into the store and
+        compared with the scan, and the posters already cached are searched for the scan's
+        art (docs/identify.md); else identification is by the text alone.
         A catalogue that stays unavailable for `max_pending_in_a_row` posters ends the run
         early: the rest stay to be identified (nothing fails; re-run later)."""
+        art = self.artwork() if artwork else None
         with self.catalog.read() as con:
             todo = self.catalog.to_identify(con, ids, redo)
         counts = {"identified": 0, "unidentified": 0, "pending": 0, "not_tried": 0}
@@ -106,13 +132,14 @@ class ReadingService:
                 lines = self.catalog.read_lines(con, chunk)
             meta = {p.id: p for p in self.posters.get(chunk)}
             probs = self.probabilities(chunk) or {}
+            scans = self._scans(art, [pid for pid in chunk if pid in meta])
             results: list[tuple[int, Identification]] = []
             for pid in chunk:
                 if pid not in meta:
                     continue
                 reading = Reading([ReadLine.from_json(d) for d in lines.get(pid, [])],
-                                  meta[pid].year, probs.get(pid))
-                got = identify(reading, catalogue, scorer)
+                                  meta[pid].year, probs.get(pid), scans.get(pid))
+                got = identify(reading, catalogue, scorer, artwork=art)
                 results.append((pid, got))
                 counts[got.status] += 1
                 in_a_row = in_a_row + 1 if got.status == PENDING else 0
@@ -127,7 +154,34 @@ class ReadingService:
                 break
         return counts | {"to_identify": len(todo), "catalogue": getattr(catalogue, "name", "?"),
                          "requests": getattr(catalogue, "requests", 0) - requests0,
-                         "stopped": stopped}
+                         "stopped": stopped,
+                         "artwork": None if art is None else {
+                             "posters fetched": art.fetched, "not images": art.failed}}
+
+    @staticmethod
+    def _scans(art, ids: list[int]) -> dict[int, np.ndarray]:
+        """The scans' vectors in the artwork space; a poster without one is matched by text."""
+        if art is None or not ids:
+            return {}
+        try:
+            return art.scans(ids)
+        except StoreError:
+            out = {}
+            for pid in ids:
+                try:
+                    out |= art.scans([pid])
+                except StoreError:
+                    pass
+            return out
+
+    def add_reference(self, catalogue, films, progress: Progress | None = None) -> dict:
+        """Cache the posters of `films` (e.g. `reference_films(client, decades)`) so that a scan
+        whose text names no film can be identified by its art alone."""
+        art = self.artwork()
+        if art is None:
+            raise RefusedError("artwork matching is calibrated for the mobilenet-v2 model only; "
+                               "this store's model has no artwork space")
+        return art.add_reference(catalogue, list(films), progress) | {"store": art.counts()}
 
     def _store(self, results: list[tuple[int, Identification]],
                meta: dict) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from posterdb.core.atomic import replacing
 from posterdb.core.faults import crash_point
 
-TEMP_FOLDERS = ("", "images", "index", "classifiers", "eval")
+TEMP_FOLDERS = ("", "images", "index", "classifiers", "eval", "catalogue")
 
 
 class ImageStore:
@@ -53,7 +53,7 @@ class ImageStore:
         found = []
         for name in TEMP_FOLDERS:
             folder = self.root / name
-            pattern = "*/*.tmp" if name == "images" else "*.tmp"
+            pattern = "*/*.tmp" if name in ("images", "catalogue") else "*.tmp"
             for f in folder.glob(pattern) if folder.is_dir() else ():
                 try:
                     if f.stat().st_mtime < cutoff:

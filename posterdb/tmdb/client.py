@@ -31,6 +31,7 @@ from posterdb.core.settings import (
     ENV_TMDB_KEY, ENV_TMDB_TOKEN, ENV_TMDB_URL, TMDB_DEFAULT_URL, Settings)
 from posterdb.tmdb.errors import TMDbAuthError, TMDbError, TMDbHostError, TMDbUsageError
 from posterdb.tmdb.hosts import MAX_REDIRECTS, REDIRECT_STATUSES, HostPolicy
+from posterdb.tmdb.records import ImageConfig, Movie, MoviePage, PosterInfo
 
 __all__ = ["Credentials", "ImageConfig", "Movie", "MoviePage", "TMDbAuthError", "TMDbClient",
            "TMDbError", "TMDbHostError", "TMDbUsageError"]
@@ -68,64 +69,6 @@ class Credentials:
     def __repr__(self) -> str:
         kind = "api_key" if self.api_key else "read_token" if self.read_token else "none"
         return f"Credentials({kind}=***)"
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The ``images`` part of ``GET /configuration``."""
-
-    base_url: str
-    poster_sizes: tuple[str, ...]
-
-    def poster_url(self, size: str, poster_path: str) -> str:
-        return f"{self.base_url.rstrip('/')}/{size}/{poster_path.lstrip('/')}"
-
-
-@dataclass(frozen=True)
-class Movie:
-    """One film as ``/discover/movie`` and ``/search/movie`` list it (genre ids in TMDb's order)."""
-
-    id: int
-    title: str
-    original_title: str
-    release_date: str
-    genre_ids: tuple[int, ...]
-    poster_path: str | None = None
-    popularity: float = 0.0
-    vote_count: int = 0
-    original_language: str | None = None
-
-    @property
-    def year(self) -> int | None:
-        head = (self.release_date or "")[:4]
-        return int(head) if len(head) == 4 and head.isdigit() else None
-
-    def genre_names(self, names: Mapping[int, str], limit: int | None = None) -> list[str]:
-        """Genre names in TMDb's order (ids missing from `names` are dropped), cut at `limit`."""
-        out = [names[g] for g in self.genre_ids if g in names]
-        return out if limit is None else out[:limit]
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Movie:
-        title = str(d.get("title") or d.get("original_title") or "")
-        return cls(id=int(d["id"]), title=title,
-                   original_title=str(d.get("original_title") or title),
-                   release_date=str(d.get("release_date") or ""),
-                   genre_ids=tuple(int(g) for g in d.get("genre_ids") or ()),
-                   poster_path=d.get("poster_path") or None,
-                   popularity=float(d.get("popularity") or 0.0),
-                   vote_count=int(d.get("vote_count") or 0),
-                   original_language=d.get("original_language"))
-
-
-@dataclass(frozen=True)
-class MoviePage:
-    """One page of a movie list: ``page`` of ``total_pages`` (``total_results`` films in all)."""
-
-    page: int
-    total_pages: int
-    total_results: int
-    results: tuple[Movie, ...]
 
 
 def _retry_after(value: str | None, default: float) -> float:
@@ -189,6 +132,7 @@ class TMDbClient:
         self._images = httpx.Client(headers={"User-Agent": "posterdb"}, timeout=timeout,
                                     limits=limits, follow_redirects=False)
         self._genres: dict[str, dict[int, str]] = {}
+        self._config: ImageConfig | None = None
         self._lock = threading.Lock()
         self.requests = 0  # HTTP requests sent, retries included
 
@@ -277,6 +221,36 @@ class TMDbClient:
             raise TMDbError("GET /configuration: no image base URL or poster sizes in the answer")
         self.hosts.check(base, "GET /configuration: the image base URL")  # before any image
         return ImageConfig(base, sizes)
+
+    def image_config(self) -> ImageConfig:
+        """:meth:`configuration`, asked once per client (TMDb: cache it, it rarely changes)."""
+        if self._config is None:
+            self._config = self.configuration()
+        return self._config
+
+    def movie_images(self, movie_id: int,
+                     include_image_language: str | None = None) -> list[PosterInfo]:
+        """A film's posters (``GET /movie/{id}/images``), in TMDb's order; entries without a
+        ``file_path`` are skipped. `include_image_language`: e.g. ``"en,null"`` (all if None)."""
+        data = self.get_json(f"movie/{int(movie_id)}/images",
+                             include_image_language=include_image_language)
+        out = []
+        for d in data.get("posters") or ():
+            try:
+                if isinstance(d, Mapping) and d.get("file_path"):
+                    out.append(PosterInfo.from_json(d))
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    def poster_image(self, file_path: str, min_width: int = 185) -> bytes:
+        """A poster's bytes at the smallest configured size at least `min_width` wide (else
+        the largest ``w…`` size, else ``original``), through :meth:`download`."""
+        cfg = self.image_config()
+        sized = sorted((int(s[1:]), s) for s in cfg.poster_sizes if s[1:].isdigit() and s[0] == "w")
+        size = next((s for w, s in sized if w >= min_width),
+                    sized[-1][1] if sized else cfg.poster_sizes[-1])
+        return self.download(cfg.poster_url(size, file_path))
 
     def movie_genres(self, language: str = "en-US") -> dict[int, str]:
         """Genre id → name, in TMDb's order (``GET /genre/movie/list``); cached per language."""

@@ -29,7 +29,12 @@ from posterdb.reading.ocr import ReadLine
 FEATURES = ("sim", "height", "sim_x_height", "coverage", "coverage_x_len", "length",
             "year_exact", "year_close", "year_far", "year_printed", "genre_mean",
             "genre_loglik", "genre_missing", "rivals", "sim_sq")
+# with artwork (artwork.py): the best similarity of the scan to the film's own posters, its
+# margin over the best other film seen (candidates and reference), whether no poster of the
+# film is known, whether it is the most similar film, and whether only its art named it
+ART_FEATURES = FEATURES + ("art_sim", "art_margin", "art_missing", "art_best", "from_art")
 DEFAULT_MODEL = Path(__file__).with_name("calibration.json")
+ART_MODEL = Path(__file__).with_name("calibration_artwork.json")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Reading:
     lines: Sequence[ReadLine]
     year: int | None = None
     probabilities: Sequence[float] | None = None
+    vector: np.ndarray | None = None   # the scan in the artwork space (artwork.py), if any
 
     def queries(self) -> list[Query]:
         return queries(list(self.lines))
@@ -72,8 +78,40 @@ def _pair_features(film: Film, qs: list[Query], text_key: str, year: int | None,
             float(film.year in printed), gmean, gll, gmiss, 0.0, sim * sim]
 
 
-def features(reading: Reading, films: Sequence[Film]) -> np.ndarray:
-    """(len(films), len(FEATURES)) matrix for one poster's candidates."""
+@dataclass(frozen=True)
+class ArtEvidence:
+    """What the artwork says about one poster's candidates: `sims` film id -> best similarity
+    to its posters (None: none known); `others` similarities of films seen in the reference
+    but not among the candidates; `from_art` ids only the reference named."""
+
+    sims: dict
+    others: tuple[float, ...] = ()
+    from_art: frozenset = frozenset()
+
+
+def art_columns(films: Sequence[Film], art: ArtEvidence) -> np.ndarray:
+    s = np.array([art.sims.get(f.film_id) if art.sims.get(f.film_id) is not None else np.nan
+                  for f in films], float)
+    known = ~np.isnan(s)
+    out = np.zeros((len(films), 5))
+    allv = np.concatenate([s[known], np.asarray(art.others, float)])
+    for i in range(len(films)):
+        if known[i]:
+            rest = np.concatenate([np.delete(s, i)[~np.isnan(np.delete(s, i))],
+                                   np.asarray(art.others, float)])
+            rival = float(rest.max()) if len(rest) else 0.0
+            out[i, :4] = [s[i], np.clip(s[i] - rival, -1, 1), 0.0,
+                          float(s[i] >= allv.max() - 1e-9)]
+        else:
+            out[i, 2] = 1.0
+        out[i, 4] = float(films[i].film_id in art.from_art)
+    return out
+
+
+def features(reading: Reading, films: Sequence[Film], art: ArtEvidence | None = None,
+             ) -> np.ndarray:
+    """(len(films), len(FEATURES)) matrix for one poster's candidates; with `art`, the
+    :data:`ART_FEATURES` columns follow."""
     qs = reading.queries()
     text_key = full_text_key(list(reading.lines))
     printed = years_in(list(reading.lines))
@@ -84,7 +122,7 @@ def features(reading: Reading, films: Sequence[Film]) -> np.ndarray:
         sim = X[:, 0]
         for i in range(len(films)):
             X[i, FEATURES.index("rivals")] = min(3, int(np.sum(sim >= sim[i] - 0.02)) - 1) / 3
-    return X
+    return X if art is None else np.hstack([X, art_columns(films, art)])
 
 
 @dataclass(frozen=True)
@@ -105,10 +143,24 @@ class Match:
 class FilmScorer:
     """Logistic regression over :data:`FEATURES` plus an acceptance threshold (sklearn style)."""
 
-    def __init__(self, precision: float = 0.95, C: float = 1.0, seed: int = 0):
+    def __init__(self, precision: float = 0.95, C: float = 1.0, seed: int = 0,
+                 features: Sequence[str] = FEATURES):
         self.precision = precision
         self.C = C
         self.seed = seed
+        self.features = tuple(features)
+
+    @property
+    def uses_art(self) -> bool:
+        return "from_art" in self.features
+
+    def mode_of(self, year_known: bool, row: np.ndarray | None = None) -> str:
+        """Which threshold applies: year known / unknown, or "art only" when the best film
+        was named by its art alone (no title read matched it; one threshold for both, the
+        year being a feature: there are few such posters to calibrate on)."""
+        if row is not None and self.uses_art and row[self.features.index("from_art")] > 0.5:
+            return "art only"
+        return "year known" if year_known else "year unknown"
 
     # -- fitting ------------------------------------------------------------------------------
     def _fit_lr(self, X: np.ndarray, y: np.ndarray):
@@ -127,6 +179,7 @@ class FilmScorer:
         fold = rng.integers(0, 2, len(groups))
         top = np.zeros(len(groups))
         right = np.zeros(len(groups), dtype=bool)
+        best = np.zeros(len(groups), dtype=int)
         for k in (0, 1):  # out-of-fold top scores, for an honest threshold
             tr = [i for i in range(len(groups)) if fold[i] != k and len(groups[i])]
             X, y = self._stack(groups, truth, tr)
@@ -135,12 +188,21 @@ class FilmScorer:
                 if fold[i] == k and len(groups[i]):
                     p = self.scores(groups[i])
                     j = int(np.argmax(p))
-                    top[i], right[i] = p[j], truth[i] == j
+                    top[i], right[i], best[i] = p[j], truth[i] == j, j
         known = np.ones(len(groups), bool) if year_known is None else np.asarray(year_known, bool)
         self.thresholds_ = {
             "year known": choose_threshold(top[known], right[known], self.precision),
             "year unknown": choose_threshold(top[~known], right[~known], self.precision)
             if (~known).any() else choose_threshold(top, right, self.precision)}
+        if self.uses_art:  # each mode its own threshold, on the posters of that mode
+            modes = np.array([self.mode_of(bool(known[i]), groups[i][best[i]])
+                              if len(groups[i]) else "" for i in range(len(groups))])
+            for mode in ("year known", "year unknown", "art only"):
+                sel = modes == mode
+                self.thresholds_[mode] = choose_threshold(top[sel], right[sel], self.precision)
+        else:
+            modes = np.array(["year known" if k else "year unknown" for k in known])
+        self.oof_ = {"top": top, "right": right, "year_known": known, "mode": modes}
         X, y = self._stack(groups, truth, [i for i in range(len(groups)) if len(groups[i])])
         self.coef_, self.intercept_, self.mean_, self.scale_ = self._fit_lr(X, y)
         return self
@@ -164,38 +226,46 @@ class FilmScorer:
         return p / max(1.0, float(p.sum()))
 
     # -- use ----------------------------------------------------------------------------------
-    def match(self, reading: Reading, films: Sequence[Film]) -> Match:
+    def match(self, reading: Reading, films: Sequence[Film], art: ArtEvidence | None = None,
+              ) -> Match:
         if not films:
             return Match(None, 0.0, False, 0)
-        p = self.scores(features(reading, films))
+        if self.uses_art:   # calibrated without the image classifier's genre probabilities
+            reading = Reading(reading.lines, reading.year, None, reading.vector)
+        X = features(reading, films, art if self.uses_art else None)
+        p = self.scores(X)
         j = int(np.argmax(p))
+        mode = self.mode_of(reading.year is not None, X[j])
         return Match(films[j], float(p[j]),
-                     bool(p[j] >= self.threshold(reading.year, films[j].source)), len(films))
+                     bool(p[j] >= self.threshold(reading.year, films[j].source, mode)),
+                     len(films))
 
-    def threshold(self, year: int | None, source: str | None = None) -> float:
-        """The acceptance threshold for a poster with / without a known year; a catalogue
-        whose candidates differ in kind (TMDb's word search) may have its own, calibrated on
-        its own answers (`"tmdb year known"`)."""
-        mode = "year unknown" if year is None else "year known"
-        return self.thresholds_.get(f"{source} {mode}", self.thresholds_[mode])
+    def threshold(self, year: int | None, source: str | None = None,
+                  mode: str | None = None) -> float:
+        """The acceptance threshold for a poster with / without a known year (or `mode`); a
+        catalogue whose candidates differ in kind (TMDb's word search) may have its own,
+        calibrated on its own answers (`"tmdb year known"`). A mode never calibrated refuses."""
+        mode = mode or ("year unknown" if year is None else "year known")
+        return self.thresholds_.get(f"{source} {mode}", self.thresholds_.get(mode, 1.0))
 
     def to_dict(self) -> dict:
-        return {"features": list(FEATURES), "coef": self.coef_.tolist(),
+        return {"features": list(self.features), "coef": self.coef_.tolist(),
                 "intercept": self.intercept_, "mean": self.mean_.tolist(),
                 "scale": self.scale_.tolist(), "thresholds": self.thresholds_,
                 "precision": self.precision}
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, notes: dict | None = None) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        path.write_text(json.dumps(self.to_dict() | ({"notes": notes} if notes else {}),
+                                   indent=1) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_MODEL) -> "FilmScorer":
         d = json.loads(Path(path).read_text())
-        if list(d["features"]) != list(FEATURES):
+        if tuple(d["features"]) not in (FEATURES, ART_FEATURES):
             raise ValueError(f"{path}: calibrated for other features; recalibrate")
-        s = cls(precision=d.get("precision", 0.95))
+        s = cls(precision=d.get("precision", 0.95), features=d["features"])
         s.coef_, s.intercept_ = np.array(d["coef"]), float(d["intercept"])
         s.mean_, s.scale_ = np.array(d["mean"]), np.array(d["scale"])
         s.thresholds_ = {k: float(v) for k, v in d["thresholds"].items()}

@@ -3,7 +3,8 @@
 `Catalog` = lock-aware connections + schema check (connection.py) + queries by subject:
 posters / file names / errors / classifiers (posters.py), genre labels and filters
 (genre_labels.py), models and vectors (vectors.py), aggregates for info/check (reports.py),
-read text and identifications (texts.py), the store's own settings (settings.py).
+read text and identifications (texts.py), catalogue films' cached posters (artwork.py), the
+store's own settings (settings.py).
 The schema is a list of named, numbered migrations (schema.py). Queries take an open
 connection, so a caller groups several into one `read()` or one `write()` transaction.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from posterdb.core.records import PosterRecord
 from posterdb.core.rules import ORIGINS
+from posterdb.storage.catalog.artwork import ArtworkQueries
 from posterdb.storage.catalog.connection import Connections
 from posterdb.storage.catalog.genre_labels import LabelQueries
 from posterdb.storage.catalog.intake import IntakeQueries
@@ -24,7 +26,7 @@ from posterdb.storage.catalog.vectors import VectorQueries
 
 
 class Catalog(Connections, PosterQueries, LabelQueries, VectorQueries, ReportQueries,
-              IntakeQueries, TextQueries, SettingQueries):
+              IntakeQueries, TextQueries, SettingQueries, ArtworkQueries):
     """A handle on `catalog.duckdb`; opens short-lived connections on demand."""
 
 

@@ -117,6 +117,41 @@ CREATE TABLE poster_identifications (
     identified_at TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
     """),
+    # catalogue films' own posters, cached to verify a scan's artwork (posterdb.reading.identify
+    # .artwork): the film as the catalogue knows it (checked_at set once its poster list was
+    # asked for, n_posters 0 = it has none), each poster content-addressed under catalogue/,
+    # and each poster's vector per embedding model
+    Migration(4, "catalogue_artwork", """
+CREATE TABLE catalogue_films (
+    source VARCHAR NOT NULL,
+    film_id VARCHAR NOT NULL,
+    title VARCHAR NOT NULL,
+    year INTEGER,
+    genres VARCHAR[],
+    original_title VARCHAR,
+    checked_at TIMESTAMP,
+    n_posters INTEGER,
+    PRIMARY KEY (source, film_id)
+);
+CREATE TABLE catalogue_posters (
+    source VARCHAR NOT NULL,
+    film_id VARCHAR NOT NULL,
+    file_path VARCHAR NOT NULL,
+    rank INTEGER NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    image_path VARCHAR NOT NULL,
+    language VARCHAR,
+    width INTEGER,
+    height INTEGER,
+    PRIMARY KEY (source, film_id, file_path)
+);
+CREATE TABLE catalogue_poster_vectors (
+    sha256 VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    vector FLOAT[] NOT NULL,
+    PRIMARY KEY (sha256, model)
+);
+    """),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

@@ -84,10 +84,43 @@ def run_read(db, ids, as_json: bool, threads: int = 1) -> dict:
         return db.reading.read(ids, threads=threads, progress=update)
 
 
-def run_identify(db, catalogue, ids, as_json: bool, redo: bool = False) -> dict:
+def run_identify(db, catalogue, ids, as_json: bool, redo: bool = False,
+                 artwork: bool = True) -> dict:
     bar, update = progress_bar("identify", as_json)
     with bar:
-        return db.reading.identify(catalogue, ids, redo=redo, progress=update)
+        return db.reading.identify(catalogue, ids, redo=redo, artwork=artwork, progress=update)
+
+
+def reference_decades(catalogue, decades: str, per_decade: int) -> list[int]:
+    """"1930,1950-1970" -> [1930, 1950, 1960, 1970]; checked before a store is opened."""
+    try:
+        wanted = sorted({d for part in decades.split(",") if part.strip()
+                         for d in _decade_range(part.strip())})
+    except ValueError:
+        raise UsageError(f"--reference: decades like 1930,1950-1970, not {decades!r}") from None
+    if not wanted:
+        raise UsageError("--reference: no decade given")
+    if not hasattr(catalogue, "reference_films"):
+        raise UsageError("--reference needs --catalogue tmdb")
+    if per_decade < 1:
+        raise UsageError(f"--reference-per-decade must be at least 1, not {per_decade}")
+    return wanted
+
+
+def run_reference(db, catalogue, decades: list[int], per_decade: int, as_json: bool) -> dict:
+    """Cache the posters of the `per_decade` most voted films of each decade."""
+    films = catalogue.reference_films(decades, per_decade)
+    bar, update = progress_bar("reference", as_json)
+    with bar:
+        return db.reading.add_reference(catalogue, films, update)
+
+
+def _decade_range(part: str) -> range:
+    lo, _, hi = part.partition("-")
+    lo, hi = int(lo), int(hi or lo)
+    if lo % 10 or hi % 10 or not 1870 <= lo <= hi <= 2100:
+        raise ValueError(part)
+    return range(lo, hi + 1, 10)
 
 
 def read_line(r: dict) -> str:
@@ -123,13 +156,27 @@ def read(ids: IdsArg = None, every: AllOpt = False,
 def identify(ids: IdsArg = None, every: AllOpt = False, catalogue: CatalogueOpt = None,
              redo: Annotated[bool, typer.Option("--redo", help="Identify again, even posters "
                                                 "already identified or refused.")] = False,
+             text_only: Annotated[bool, typer.Option(
+                 "--text-only", help="Do not compare the scans with the films' own posters.")
+             ] = False,
+             reference: Annotated[str | None, typer.Option(
+                 "--reference", help="First cache the posters of the most voted TMDb films of "
+                 "these decades (e.g. 1930,1950-1970), to identify scans by their art alone.")
+             ] = None,
+             per_decade: Annotated[int, typer.Option(
+                 "--reference-per-decade", help="Films per decade for --reference.")] = 1000,
              store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None,
              as_json: JsonOpt = False):
-    """Identify the film of read posters in a catalogue; identified posters get its genres."""
+    """Identify the film of read posters in a catalogue; identified posters get its genres.
+    The candidates' own posters are compared with the scan (docs/identify.md)."""
     wanted = _ids(ids, every)
     cat = catalogue_for(catalogue)
+    decades = reference_decades(cat, reference, per_decade) if reference else None
     db = open_store(store, model_dir, create=True)
-    r = run_identify(db, cat, wanted, as_json, redo)
+    ref = run_reference(db, cat, decades, per_decade, as_json) if decades else None
+    r = run_identify(db, cat, wanted, as_json, redo, artwork=not text_only)
+    if ref is not None:
+        r["reference"] = ref
     emit(as_json, r, lambda: out.print(identify_line(r)))
 
 
