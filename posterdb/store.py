@@ -252,12 +252,14 @@ class PosterDB:
 
     def remove(self, ids: Sequence[int]) -> list[int]:
         """Remove posters from DuckDB, every FAISS index and the image folder; returns removed ids."""
-        with self.catalog.write() as con:
-            present, images = self.catalog.delete_posters(con, sorted({int(i) for i in ids}))
-            models = [m.name for m in self.catalog.model_specs(con)]
-        self.indexes.remove_ids(models, present)
-        self.images.remove(images)
-        return present
+        return self.remove_posters(ids)["removed"]
+
+    def remove_posters(self, ids: Sequence[int]) -> dict:
+        """`remove` with the whole truth: removed / not_found ids, and what of the index files
+        and image copies could not be updated (storage/removal.py)."""
+        from posterdb.storage.removal import remove_posters
+
+        return remove_posters(self.catalog, self.images, self.indexes, ids)
 
     def set_review(self, poster_id: int, genres: Sequence[str]) -> None:
         """Store a person's accepted/corrected genres; they win over file labels in training."""
@@ -269,6 +271,7 @@ class PosterDB:
 
     def train(self, model: str | None = None, **params) -> dict:
         """Fit the genre classifier on every labelled poster (review labels win) and store it."""
+        self.catalog.require_writable()   # a read-only store: refused now, not after the fit
         return self.genres.train(model or self.default_model(), **params)
 
     def classifier(self, model: str | None = None):
@@ -374,3 +377,10 @@ class PosterDB:
         from posterdb.storage.consistency import check_store
 
         return check_store(self.catalog, self.images, self.indexes, deep=deep)
+
+    def prune(self, dry_run: bool = False) -> dict:
+        """Remove orphan image copies / classifier / index files, stale temp files and
+        classifiers failing their hash (storage/prune.py); `dry_run` only lists them."""
+        from posterdb.storage.prune import prune_store
+
+        return prune_store(self.catalog, self.images, self.indexes, dry_run=dry_run)

@@ -9,6 +9,12 @@
 Idempotent and incremental: bytes already stored with a vector for this model are skipped, so
 a crash loses at most the commit in flight and a re-run resumes. The FAISS index is a cache,
 saved at the end (and every `save_every` s) and synced from DuckDB on open.
+
+One writer at a time: a run holds the store's writer lock (`Catalog.exclusive`) from its plan
+to its last save, so a second ingest into the same store waits for it (up to `writer_wait`,
+saying so on stderr) and then finds the first one's posters stored; past the wait it is refused
+in one line (StoreBusyError). Commits resolve hashes again inside their transaction
+(commit.py), so writers that do not take the lock (the page adding a poster) never collide.
 """
 from __future__ import annotations
 
@@ -46,6 +52,8 @@ def _changed(row: LabelRow, stored: tuple, file_genres: list[str]) -> bool:
 def relabel(catalog: Catalog, rows: dict[int, LabelRow]) -> None:
     """Apply changed titles, years and file genres of already stored posters."""
     with catalog.write() as con:
+        alive = catalog.existing_ids(con, list(rows))   # another writer may have removed some
+        rows = {pid: row for pid, row in rows.items() if pid in alive}
         for pid, row in rows.items():
             catalog.update_metadata(con, pid, row.title, row.year)
         catalog.set_labels(con, list(rows), [list(r.genres) for r in rows.values()], "file")
@@ -58,7 +66,19 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
                workers: int | None = None, progress: Progress | None = None,
                near_duplicate_threshold: float = 0.97, save_every: float = 60.0,
                commit_every: int = 256, commit_interval: float = 2.0) -> IngestReport:
-    """Ingest the images under `path` (a folder, recursively, or one file)."""
+    """Ingest the images under `path` (a folder, recursively, or one file), holding the store's
+    writer lock throughout (see the module docstring)."""
+    with catalog.exclusive("ingest"):
+        return _run(catalog, images, indexes, embedder, path, labels, predict=predict,
+                    publish=publish, sources=sources, engine=engine, batch_size=batch_size,
+                    workers=workers, progress=progress,
+                    near_duplicate_threshold=near_duplicate_threshold, save_every=save_every,
+                    commit_every=commit_every, commit_interval=commit_interval)
+
+
+def _run(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedder: Embedder,
+         path, labels, *, predict, publish, sources, engine, batch_size, workers, progress,
+         near_duplicate_threshold, save_every, commit_every, commit_interval) -> IngestReport:
     t0 = time.perf_counter()
     report = IngestReport(run_id=uuid.uuid4().hex[:12], model=embedder.name)
     report.swept_temp_files = images.sweep_temp_files()
@@ -69,7 +89,8 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
 
     index = indexes.index(embedder.name)
     steps = [NearDuplicates(index, report, near_duplicate_threshold),
-             AddToIndex(index, indexes.path(embedder.name), save_every)]
+             AddToIndex(index, indexes.path(embedder.name), save_every,
+                        save=lambda: indexes.save_synced(embedder.name, index))]
     writer = CommitThread(Committer(catalog, images, the_plan, report, predict=predict,
                                     publish=publish, steps=steps))
     engine = engine or LocalEngine(embedder, batch_size=batch_size, workers=workers)

@@ -45,14 +45,35 @@ class VectorQueries:
         return table
 
     @staticmethod
-    def insert_vectors(con, table: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def insert_vectors(con, table: str, ids: np.ndarray, vectors: np.ndarray, *,
+                       skip_existing: bool = False) -> None:
+        """Insert vectors; with `skip_existing`, posters that already have one (another writer
+        stored it meanwhile) or that no longer exist are left out, in SQL, in this transaction."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
         con.register("_new_vectors", pa.table({"poster_id": pa.array(ids, pa.int32()), "vector": col}))
         try:
-            con.execute(f"INSERT INTO {table} SELECT * FROM _new_vectors")
+            if skip_existing:
+                con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _new_vectors "
+                            f"WHERE poster_id IN (SELECT id FROM posters)")
+            else:
+                con.execute(f"INSERT INTO {table} SELECT * FROM _new_vectors")
         finally:
             con.unregister("_new_vectors")
+
+    @staticmethod
+    def ids_with_vectors(con, table: str, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` that have a vector in `table` now."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return set()
+        con.register("_ask_v", pa.table({"id": pa.array(ids, pa.int32())}))
+        try:
+            return {int(r[0]) for r in con.execute(
+                f"SELECT poster_id FROM {table} WHERE poster_id IN (SELECT id FROM _ask_v)"
+            ).fetchall()}
+        finally:
+            con.unregister("_ask_v")
 
     @staticmethod
     def vector_ids(con, table: str) -> np.ndarray:
