@@ -131,15 +131,15 @@ class StoreLock:
             delay = min(delay * 1.5, 0.25)
 
     def _tell(self, notify, wait: float) -> bool:
-        if notify is not None and wait > 0:
+        if notify is not None and wait >= 1:   # a short wait is not worth a line
             who = holder(self.path) or "another posterdb process"
             notify(f"waiting for {who} to finish writing to {self.label} "
-                   f"(up to {wait:.0f} s) ...")
+                   f"(up to {wait:g} s) ...")
         return True
 
     def _busy(self, wait: float) -> StoreBusyError:
         who = holder(self.path) or "another posterdb process"
-        return StoreBusyError(f"{self.label} is being written by {who}; waited {wait:.0f} s. "
+        return StoreBusyError(f"{self.label} is being written by {who}; waited {wait:g} s. "
                               "Run this again when it has finished (one writer at a time)")
 
     @staticmethod

@@ -74,9 +74,11 @@ class IndexCache:
     def state(self, model: str) -> IndexState:
         return self._entry(model).state
 
-    def _entry(self, model: str) -> _Entry:
+    def _entry(self, model: str, rebuild: bool = False) -> _Entry:
+        """The cached entry, or one loaded/synced/rebuilt now; `rebuild`: ignore the file and
+        build from DuckDB (it is replaced only once the new index is there)."""
         gen = self.catalog.current_generation()
-        cached = self._entries.get(model)
+        cached = None if rebuild else self._entries.get(model)
         if cached is not None and cached.generation == gen:
             return cached
         with self.catalog.read() as con:
@@ -87,7 +89,7 @@ class IndexCache:
             db_gen = self.catalog.generation(con)
             db_ids = self.catalog.vector_ids(con, table)
             index, state = self._load_or_rebuild(con, spec, table, db_ids,
-                                                 cached.index if cached else None)
+                                                 cached.index if cached else None, rebuild)
         if state.status != "loaded":
             unsaved = self._unsaved[model] = self._save(model, index, db_gen)
             if unsaved:
@@ -97,12 +99,15 @@ class IndexCache:
         return entry
 
     def _load_or_rebuild(self, con, spec: ModelSpec, table: str, db_ids: np.ndarray,
-                         current: VectorIndex | None) -> tuple[VectorIndex, IndexState]:
+                         current: VectorIndex | None, rebuild: bool = False,
+                         ) -> tuple[VectorIndex, IndexState]:
         """The index in line with DuckDB and its state; the caller saves it unless "loaded"."""
         path = self.path(spec.name)
         index, reason = current, ""
         fresh = index is None
-        if index is None:
+        if rebuild:
+            reason = "asked to rebuild"
+        elif index is None:
             if not path.exists():
                 reason = "no index file"
             else:
@@ -199,9 +204,7 @@ class IndexCache:
         meanwhile); one that grew past its kind (Flat above `exact_max`) is rebuilt from DuckDB
         as the kind it wants."""
         if index.factory != self.factory_for(len(index)):
-            self._entries.pop(model, None)
-            self._unlink(model)
-            self._entry(model)
+            self._entry(model, rebuild=True)
             return
         gen = self.catalog.current_generation()
         with self.catalog.read() as con:
@@ -209,9 +212,7 @@ class IndexCache:
             synced = self._sync(con, embedding_table(model), index,
                                 self.catalog.vector_ids(con, embedding_table(model)))
         if synced is False:
-            self._entries.pop(model, None)
-            self._unlink(model)
-            self._entry(model)
+            self._entry(model, rebuild=True)
             return
         unsaved = self._save(model, index, db_gen)
         state = IndexState(model, "loaded", unsaved and f"kept in memory: {unsaved}",
@@ -238,12 +239,10 @@ class IndexCache:
                 pass
 
     def reindex(self, model: str) -> IndexState:
-        """Throw the index file away and rebuild it from DuckDB (holding the writer lock; a file
+        """Rebuild the index from DuckDB and replace the file (holding the writer lock; a file
         that cannot be written is an error here, not a cache kept in memory)."""
         with self.catalog.exclusive("reindex"):
-            self._entries.pop(model, None)
-            self._unlink(model)
-            state = self._entry(model).state
+            state = self._entry(model, rebuild=True).state
         if self._unsaved.get(model):
             raise StoreError(f"{model}: the rebuilt index could not be written "
                              f"({self._unsaved[model]})")

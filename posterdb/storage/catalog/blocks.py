@@ -38,7 +38,7 @@ class BlockReport:
     verifiable: bool
     blocks: int = 0
     bad: list[int] = field(default_factory=list)      # block ids whose checksum fails
-    missing: int = 0                                   # blocks past the end of the file
+    missing: int = 0                                   # blocks in use past the end of the file
     reason: str = ""
 
     def problems(self, path: Path) -> list[str]:
@@ -49,15 +49,20 @@ class BlockReport:
                        f"their checksum (blocks {shown}): the file is damaged; restore it "
                        "from a backup")
         if self.missing:
-            out.append(f"catalogue {path.name}: {self.missing} blocks lie past the end of the "
-                       "file (truncated): restore it from a backup")
+            out.append(f"catalogue {path.name}: at least {self.missing} blocks in use lie past "
+                       "the end of the file (truncated): restore it from a backup")
         return out
 
 
-def verify_blocks(path: Path, block_size: int, total_blocks: int,
+def verify_blocks(path: Path, block_size: int, total_blocks: int, free_blocks: int = 0,
                   chunk_blocks: int = 64) -> BlockReport:
-    """Check the headers and the first `total_blocks` blocks of the DuckDB file at `path`."""
+    """Check the headers and every block of the DuckDB file at `path` (DuckDB counts
+    `total_blocks`, `free_blocks` of them free: free blocks at the end are cut off the file, so
+    only more missing blocks than free ones mean a truncated file)."""
     path = Path(path)
+    in_file = max(0, (path.stat().st_size - HEADER * HEADERS) // block_size)
+    missing = max(0, total_blocks - in_file - free_blocks)
+    total_blocks = min(total_blocks, in_file)
     with open(path, "rb") as f:
         head = f.read(HEADER * HEADERS)
         if len(head) < HEADER * HEADERS:
@@ -68,7 +73,7 @@ def verify_blocks(path: Path, block_size: int, total_blocks: int,
                                              "checksum this posterdb knows (another format)")
         if block_size % 8 or block_size <= 8:
             return BlockReport(False, reason=f"unexpected block size {block_size}")
-        report = BlockReport(True, blocks=int(total_blocks))
+        report = BlockReport(True, blocks=int(total_blocks), missing=int(missing))
         per = block_size // 8
         done = 0
         while done < total_blocks:
@@ -80,7 +85,6 @@ def verify_blocks(path: Path, block_size: int, total_blocks: int,
                 bad = np.nonzero(_block_checksums(blk[:, 1:]) != blk[:, 0])[0]
                 report.bad += [done + int(b) for b in bad]
             if whole < n:
-                report.missing = int(total_blocks - done - whole)
                 break
             done += n
     return report

@@ -26,7 +26,6 @@ from posterdb.storage.locks import StoreLock
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 _process_lock = threading.RLock()  # one DuckDB handle at a time per process (read-only vs read-write)
-WRITER_WAIT = 600.0   # seconds a writer waits for another one (an ingest) before giving up
 
 
 class Connections:
@@ -36,11 +35,25 @@ class Connections:
                  writer_wait: float | None = None):
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self.writer_wait = WRITER_WAIT if writer_wait is None else float(writer_wait)
+        self._writer_wait = writer_wait
         self.notify = _stderr_line   # where "waiting for another writer" goes (None: nowhere)
         self._local = threading.local()  # this thread's open session: (connection, read_only)
 
     # -- one writer at a time -----------------------------------------------------------------
+
+    @property
+    def writer_wait(self) -> float:
+        """Seconds a writer waits for another (the constructor's, else the settings':
+        POSTERDB_WRITE_WAIT, default 600)."""
+        if self._writer_wait is not None:
+            return float(self._writer_wait)
+        from posterdb.core.settings import current
+
+        return current().write_wait
+
+    @writer_wait.setter
+    def writer_wait(self, seconds: float | None) -> None:
+        self._writer_wait = seconds
 
     @contextmanager
     def exclusive(self, what: str, wait: float | None = None) -> Iterator[None]:

@@ -39,12 +39,28 @@ def damaged(path: Path, e: BaseException) -> CatalogDamagedError:
         f"--store {path.parent}`")
 
 
+def first_cause(e: BaseException) -> BaseException:
+    """The error that aborted a transaction, not the "transaction is aborted" that a cleanup
+    step (a `finally` unregistering a table) raised on top of it."""
+    seen = set()
+    while ("transaction is aborted" in str(e).lower() and e.__context__ is not None
+           and id(e) not in seen):
+        seen.add(id(e))
+        e = e.__context__
+    return e
+
+
 def translate(e: BaseException, path: Path, *, passthrough: bool = False,
               writing: bool = True) -> BaseException:
     """The posterdb error for `e` met on the catalogue at `path`; with `passthrough`, an error
     of no known kind comes back unchanged (the caller re-raises it), else as a StoreError.
     `writing`: whether the connection was opened to write (a denied read is not read-only)."""
     path = Path(path)
+    cause = first_cause(e)
+    if cause is not e and isinstance(cause, (duckdb.Error, OSError)):
+        mapped = translate(cause, path, passthrough=True, writing=writing)
+        if mapped is not cause:
+            return mapped
     text = str(e).lower()
     if isinstance(e, OSError):
         if e.errno in (errno.EISDIR, errno.ENOTDIR) or "not a regular file" in text:

@@ -60,11 +60,11 @@ class ReportQueries:
         }
 
     @staticmethod
-    def file_layout(con) -> tuple[int, int]:
-        """(block size, total blocks) of the open catalogue file (for the block check)."""
-        row = con.execute("SELECT block_size, total_blocks FROM pragma_database_size() "
+    def file_layout(con) -> tuple[int, int, int]:
+        """(block size, total blocks, free blocks) of the open catalogue (the block check)."""
+        cols = "block_size, total_blocks, free_blocks"
+        row = con.execute(f"SELECT {cols} FROM pragma_database_size() "
                           "WHERE database_name = current_database()").fetchall()
         if not row:
-            row = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()"
-                              ).fetchall()
-        return int(row[0][0]), int(row[0][1])
+            row = con.execute(f"SELECT {cols} FROM pragma_database_size()").fetchall()
+        return int(row[0][0]), int(row[0][1]), int(row[0][2])
