@@ -55,7 +55,7 @@ def test_readers_during_ingest(tmp_path, posters_dir, model_dir):
              "--model-dir", str(model_dir), "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     page = PosterDB.open(store, create=False, model_dir=model_dir)
-    query = int(page.index().ids()[0])
+    query = int(page.indexes.index().ids()[0])
 
     ingest = subprocess.Popen(
         posterdb_cmd() + ["ingest", str(src), "--labels", str(src / "labels.csv"), "--store",
@@ -132,8 +132,8 @@ def test_readers_during_ingest(tmp_path, posters_dir, model_dir):
 
     c = _cli("check", "--store", str(store), "--json")
     assert c.returncode == 0 and json.loads(c.stdout)["ok"], c.stdout[-2000:]
-    assert page.count() == N_SEED + N_INGEST
-    assert len(page.index()) == N_SEED + N_INGEST
+    assert page.posters.count() == N_SEED + N_INGEST
+    assert len(page.indexes.index()) == N_SEED + N_INGEST
 
 
 # -- writers against writers (fast) -------------------------------------------------------------
@@ -152,7 +152,7 @@ def _overlapping(tmp_path, n: int = 240):
 
 def _stored_shas(store) -> list[str]:
     db = PosterDB.open(store, create=False)
-    return [p.sha256 for p in db.posters()]
+    return [p.sha256 for p in db.posters.get()]
 
 
 def _ingest(folder, store, env=None):
@@ -179,7 +179,7 @@ def test_two_overlapping_ingests_both_finish_and_store_each_poster_once(tmp_path
     assert c.returncode == 0 and json.loads(c.stdout)["ok"], c.stdout[-2000:]
     # both folders' file names are remembered for the shared posters
     db = PosterDB.open(store, create=False)
-    assert db.count() == 240 and len(db.index()) == 240
+    assert db.posters.count() == 240 and len(db.indexes.index()) == 240
 
 
 def test_a_writer_waits_for_the_lock_with_a_message_then_finishes(tmp_path):
@@ -217,7 +217,7 @@ def test_a_writer_that_may_not_wait_is_refused_in_one_line(tmp_path):
         t.start()
         t.join()
         assert failed == ["StoreBusyError"]
-    assert db.count() == 0
+    assert db.posters.count() == 0
     assert db.ingest(a, model=FAKE).added == 20   # the lock was released
 
 
@@ -234,7 +234,7 @@ def test_a_stale_plan_is_resolved_in_sql(tmp_path):
     are looked up again in the transaction, nothing is stored twice and nothing fails."""
     src = make_posters(tmp_path / "src", 30, seed=8)
     db = PosterDB.open(tmp_path / "s")
-    emb = db.embedder(FAKE)
+    emb = db.models.embedder(FAKE)
     stale = plan(db.catalog, emb.spec, src, src / "labels.csv", run_id="stale")
     assert not stale.stored
     other = db.ingest(src, src / "labels.csv", model=FAKE)   # the other writer, meanwhile
@@ -245,7 +245,7 @@ def test_a_stale_plan_is_resolved_in_sql(tmp_path):
         if isinstance(got, Embedded):
             committer.commit(got.items, got.vectors, [], [])
     assert (report.added, report.skipped, report.embedded_existing) == (0, 30, 0)
-    stored = [p.sha256 for p in db.posters()]
+    stored = [p.sha256 for p in db.posters.get()]
     assert len(stored) == len(set(stored)) == 30
-    assert all(p.genres for p in db.posters())       # labels as the labels file says
+    assert all(p.genres for p in db.posters.get())       # labels as the labels file says
     assert db.check(deep=True)["ok"]

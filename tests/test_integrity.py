@@ -198,7 +198,7 @@ def test_orphans_and_a_tampered_classifier_are_reported_and_pruned(store):
     assert len(p["tampered_classifiers"]) == 1
     # a tampered classifier is never unpickled
     with pytest.raises(PosterDBError, match="does not match"):
-        PosterDB.open(store, create=False).classifier(FAKE)
+        PosterDB.open(store, create=False).genres.classifier(FAKE)
     # dry run: lists, removes nothing
     code, out, _ = cli("prune", "--dry-run", "--store", store, "--json")
     dry = json.loads(out)
@@ -208,10 +208,10 @@ def test_orphans_and_a_tampered_classifier_are_reported_and_pruned(store):
     assert code == 0 and after["ok"], after["problems"]
     assert after["pruned"]["tampered_classifiers"][0]["file"] == files[1].relative_to(store).as_posix()
     assert not any(x.exists() for x in (orphan_image, orphan_clf, stale, files[1]))
-    assert files[0].exists() and (store / "images").is_dir() and db.count() == 80
+    assert files[0].exists() and (store / "images").is_dir() and db.posters.count() == 80
     # the model's previous intact classifier is the one in use again
     fresh = PosterDB.open(store, create=False)
-    assert fresh.classifier(FAKE) is not None
+    assert fresh.genres.classifier(FAKE) is not None
     assert [c["trained_at"] for c in fresh.info()["classifiers"]] == [first["trained_at"]]
     assert latest["trained_at"] != first["trained_at"]
     code, out, _ = cli("prune", "--store", store, "--json")

@@ -31,8 +31,14 @@ from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 from posterdb.vectors.index import VectorIndex
 
-Predict = Callable[[np.ndarray, list], list]  # (vectors, years) -> predictions with genres
-Publish = Callable[[list], list]  # predictions -> the genres of each confident enough to publish
+
+class AutoClassifier(Protocol):
+    """What ingest needs of a trained classifier: predictions for new unlabelled posters, and
+    the subset of each prediction confident enough to publish (classify.service.AutoClassify)."""
+
+    def predict(self, vectors: np.ndarray, years: list) -> list: ...
+
+    def published(self, predictions: list) -> list[list[str]]: ...
 
 
 class PostCommitStep(Protocol):
@@ -42,7 +48,7 @@ class PostCommitStep(Protocol):
 class NearDuplicates:
     """Reports posters of the batch whose nearest stored poster is at or above `threshold`."""
 
-    def __init__(self, index: VectorIndex, report: IngestReport, threshold: float = 0.97):
+    def __init__(self, index: VectorIndex, report: IngestReport, threshold: float):
         self.index, self.report, self.threshold = index, report, threshold
 
     def after_commit(self, items, ids, vectors) -> None:
@@ -87,10 +93,10 @@ class Committer:
     """Commits embedded batches of one run (see the module docstring)."""
 
     def __init__(self, catalog: Catalog, images: ImageStore, plan: IngestPlan,
-                 report: IngestReport, *, predict: Predict | None = None,
-                 publish: Publish | None = None, steps: Sequence[PostCommitStep] = ()):
+                 report: IngestReport, *, classifier: AutoClassifier | None = None,
+                 steps: Sequence[PostCommitStep] = ()):
         self.catalog, self.images, self.plan, self.report = catalog, images, plan, report
-        self.predict, self.publish, self.steps = predict, publish, list(steps)
+        self.classifier, self.steps = classifier, list(steps)
         self.stored = plan.stored            # sha256 -> (id, title, year), grows with each commit
         self.pending_aliases: list[tuple[str, str]] = []
 
@@ -111,9 +117,9 @@ class Committer:
         records = {i: self._record(items[i]) for i in maybe}
         unlabelled = [i for i in maybe if not (items[i].row and items[i].row.genres)]
         preds = {}
-        if self.predict is not None and unlabelled:
-            preds = dict(zip(unlabelled, self.predict(vectors[unlabelled],
-                                                      [records[i].year for i in unlabelled])))
+        if self.classifier is not None and unlabelled:
+            preds = dict(zip(unlabelled, self.classifier.predict(
+                vectors[unlabelled], [records[i].year for i in unlabelled])))
         self.pending_aliases += aliases
         with cat.write() as con:
             now = cat.ids_of_shas(con, [it.poster.sha256 for it in items])
@@ -153,11 +159,11 @@ class Committer:
                 got = [preds[i] for i in predicted]
                 cat.set_labels(con, pids, [p.genres for p in got], "prediction",
                                [[p.probabilities[g] for g in p.genres] for p in got])
-                if self.publish is not None:   # the confident subset, in the same transaction
-                    published = self.publish(got)
-                    cat.set_labels(con, pids, published, "published",
-                                   [[p.probabilities[g] for g in gs]
-                                    for p, gs in zip(got, published)])
+                # the confident subset, in the same transaction
+                published = self.classifier.published(got)
+                cat.set_labels(con, pids, published, "published",
+                               [[p.probabilities[g] for g in gs]
+                                for p, gs in zip(got, published)])
             cat.add_paths(con, [(self.stored[sha][0], p) for sha, p in self.pending_aliases
                                 if sha in self.stored])
             cat.record_errors(con, report.run_id, errors)

@@ -40,6 +40,7 @@ from posterdb.vectors.index import (
     train_size,
 )
 from posterdb.vectors.index_file import recorded_generation
+from posterdb.vectors.models import StoreModels
 
 REBUILD_CHUNK = 50_000
 SAMPLE = 256          # vectors of a freshly loaded file compared with DuckDB's
@@ -55,8 +56,9 @@ class _Entry:
 class IndexCache:
     """The FAISS indexes of one store, cached per model until the store's generation moves."""
 
-    def __init__(self, catalog: Catalog, root: Path, *, exact_max: int | None = None):
-        self.catalog = catalog
+    def __init__(self, catalog: Catalog, root: Path, models: StoreModels, *,
+                 exact_max: int | None = None):
+        self.catalog, self.models = catalog, models
         self.root = Path(root)
         self.exact_max = EXACT_MAX if exact_max is None else int(exact_max)
         self._entries: dict[str, _Entry] = {}
@@ -65,18 +67,21 @@ class IndexCache:
     def factory_for(self, n: int) -> str:
         return choose_factory(n, exact_max=self.exact_max)
 
-    def path(self, model: str) -> Path:
+    def path(self, model: str | None = None) -> Path:
+        model = self.models.resolve(model)
         return self.root / "index" / f"{embedding_table(model).removeprefix('embeddings_')}.faiss"
 
-    def index(self, model: str) -> VectorIndex:
+    def index(self, model: str | None = None) -> VectorIndex:
+        """The model's FAISS index (the store's default model when None), in line with DuckDB."""
         return self._entry(model).index
 
-    def state(self, model: str) -> IndexState:
+    def state(self, model: str | None = None) -> IndexState:
         return self._entry(model).state
 
-    def _entry(self, model: str, rebuild: bool = False) -> _Entry:
+    def _entry(self, model: str | None, rebuild: bool = False) -> _Entry:
         """The cached entry, or one loaded/synced/rebuilt now; `rebuild`: ignore the file and
         build from DuckDB (it is replaced only once the new index is there)."""
+        model = self.models.resolve(model)
         gen = self.catalog.current_generation()
         cached = None if rebuild else self._entries.get(model)
         if cached is not None and cached.generation == gen:
@@ -84,7 +89,7 @@ class IndexCache:
         with self.catalog.read() as con:
             spec = self.catalog.model_spec(con, model)
             if spec is None:
-                raise StoreError(f"this store has no vectors from model {model!r}")
+                raise self.catalog.not_held(con, model)
             table = embedding_table(model)
             db_gen = self.catalog.generation(con)
             db_ids = self.catalog.vector_ids(con, table)
@@ -238,9 +243,10 @@ class IndexCache:
             except OSError:   # a read-only store: the file stays, and is rebuilt in memory
                 pass
 
-    def reindex(self, model: str) -> IndexState:
+    def reindex(self, model: str | None = None) -> IndexState:
         """Rebuild the index from DuckDB and replace the file (holding the writer lock; a file
         that cannot be written is an error here, not a cache kept in memory)."""
+        model = self.models.resolve(model)
         with self.catalog.exclusive("reindex"):
             state = self._entry(model, rebuild=True).state
         if self._unsaved.get(model):

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from posterdb.ui.cli.common import (
@@ -14,16 +13,20 @@ from posterdb.ui.cli.common import (
     StoreOpt,
     command,
     emit,
+    esc,
     open_store,
     out,
+    store_path,
 )
 
 
 @command
 def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False):
     """Counts by decade and genre, models and index state (a folder with no store: zeros)."""
-    from posterdb.store import CATALOG_FILE, PosterDB
+    from posterdb.core.settings import CATALOG_FILE
+    from posterdb.store import PosterDB
 
+    store = store_path(store)
     if not store.is_file() and not PosterDB.exists(store) and not (store / CATALOG_FILE).exists():
         data = PosterDB.absent_info(store)  # nothing to open: create nothing
     else:
@@ -31,10 +34,10 @@ def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json
 
     def human():
         if not data["exists"]:
-            out.print(f"{store}: no store yet (0 posters); `posterdb ingest DIR --store {store}` "
-                      "makes one")
+            out.print(f"{esc(store)}: no store yet (0 posters); `posterdb ingest DIR --store "
+                      f"{esc(store)}` makes one")
             return
-        out.print(f"[bold]{data['store']}[/]: {data['posters']} posters, {data['labelled']} "
+        out.print(f"[bold]{esc(data['store'])}[/]: {data['posters']} posters, {data['labelled']} "
                   f"labelled, {data['reviewed']} reviewed, {data['ingest_errors']} ingest errors")
         t = Table(title="by decade")
         t.add_column("decade")
@@ -88,9 +91,9 @@ def check(
         status = "[green]clean[/]" if report["ok"] else "[red]INCONSISTENT[/]"
         out.print(f"{report['posters']} posters: {status}")
         for p in report["problems"]:
-            out.print(f"[red]problem:[/] {escape(p)}")
+            out.print(f"[red]problem:[/] {esc(p)}")
         for w in report["warnings"]:
-            out.print(f"[yellow]warning:[/] {escape(w)}")
+            out.print(f"[yellow]warning:[/] {esc(w)}")
 
     emit(as_json, report, human)
     raise typer.Exit(0 if report["ok"] else 1)
@@ -106,7 +109,7 @@ def prune_line(r: dict) -> str:
     if r["bytes"]:
         line += f" ({r['bytes'] / 1e6:.1f} MB)"
     for f in r["failed"]:
-        line += f"\n[red]could not remove[/] {escape(f['path'])}: {escape(f['reason'])}"
+        line += f"\n[red]could not remove[/] {esc(f['path'])}: {esc(f['reason'])}"
     return line
 
 
@@ -126,9 +129,9 @@ def prune(
         out.print(prune_line(r))
         for key in ("images", "classifiers", "indexes", "temp_files"):
             for p in r[key][:20]:
-                out.print(f"  {escape(p)}")
+                out.print(f"  {esc(p)}")
         for c in r["tampered_classifiers"]:
-            out.print(f"  classifier {c['id']} ({escape(c['model'])}): {escape(c['file'])}")
+            out.print(f"  classifier {c['id']} ({esc(c['model'])}): {esc(c['file'])}")
 
     emit(as_json, r, human)
     raise typer.Exit(1 if r["failed"] else 0)

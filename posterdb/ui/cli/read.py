@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from posterdb.core.errors import RefusedError, UsageError
+from posterdb.core.rules import check_poster_ids
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -21,8 +22,10 @@ from posterdb.ui.cli.common import (
     command,
     emit,
     err,
+    esc,
     open_store,
     out,
+    settings,
 )
 
 IdsArg = Annotated[Optional[list[int]], typer.Argument(help="Poster ids (default: with --all).")]
@@ -39,13 +42,13 @@ def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
         raise UsageError("give poster ids, or --all for every poster still to do")
     if ids and min(ids) < 1:
         raise UsageError(f"poster ids are positive, not {min(ids)}")
+    check_poster_ids(ids or [])
     return None if every else ids
 
 
 def catalogue_for(spec: str | None):
     """The catalogue a command names (checked before any store is opened): a file path, or
     tmdb (the default) which needs TMDb credentials."""
-    import os
 
     try:
         from posterdb.reading.identify import open_catalogue
@@ -54,7 +57,7 @@ def catalogue_for(spec: str | None):
                            f"'posterdb[read]' ({e})") from e
 
     if spec is None or spec.lower() == "tmdb":
-        if not (os.environ.get("TMDB_API_KEY") or os.environ.get("TMDB_READ_TOKEN")):
+        if not settings().tmdb.has_credentials:
             raise UsageError("--catalogue tmdb needs TMDB_API_KEY or TMDB_READ_TOKEN; or give "
                              "--catalogue FILE (IMDb title.basics.tsv or a title,year,genres CSV)")
         return open_catalogue("tmdb")
@@ -154,12 +157,12 @@ def search_text(query: Annotated[str, typer.Argument(help="Words to find in the 
              "read_text": h["read_text"]} for h in hits]
 
     def human():
-        t = Table(title=f"read text containing {query!r}")
+        t = Table(title=esc(f"read text containing {query!r}"))
         for c in ("id", "title", "year", "read text"):
             t.add_column(c, overflow="fold")
         for h in rows:
-            t.add_row(str(h["id"]), h["title"] or "", str(h["year"] or ""),
-                      h["read_text"].replace("\n", " · ")[:120])
+            t.add_row(str(h["id"]), esc(h["title"]), str(h["year"] or ""),
+                      esc(h["read_text"].replace("\n", " · ")[:120]))
         out.print(t)
 
     emit(as_json, {"query": query, "hits": rows}, human)

@@ -10,6 +10,7 @@ from posterdb.core.genres import GENRES
 from posterdb.media.images import decode
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
+from posterdb.ui.page import access
 from posterdb.ui.page.common import EVIDENCE_COLUMNS, UPLOAD_WIDTH, hit_grid
 
 
@@ -73,7 +74,11 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
                         f"#{result.in_store} (left out of its own evidence).")
 
     st.markdown("#### Evidence: the most similar stored posters")
-    st.caption("Genres marked ✓ are shared with the prediction.")
+    st.caption("Each shows the genres it voted with (its labels when the classifier was "
+               "trained); ✓ marks those shared with the prediction. The vote's similarity is "
+               "the cosine of features centred on each decade's mean, so vintage and modern "
+               "styles compare fairly."
+               if trained else "Genres marked ✓ are shared with the prediction.")
     if evidence:
         hit_grid(evidence, columns=EVIDENCE_COLUMNS, highlight=genres, key=f"evidence-{key}")
     else:
@@ -90,11 +95,15 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
         chosen = c2.multiselect(
             "Genres", list(GENRES), default=list(genres), key=f"genres-pick-{key}",
             format_func=lambda g: f"{g} · {ui.pct(probabilities[g])}" if g in probabilities else g)
-        if st.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}"):
+        access.read_only_note("add posters")
+        if st.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}",
+                                 disabled=not access.can_write()):
+            if not access.may_write(db, "add posters", now=True):
+                return
             if not chosen:
                 st.error("Pick at least one genre before adding the poster.")
             else:
-                pid = db.add_poster(poster, chosen, title=title.strip() or None, year=year)
+                pid = db.genres.add_poster(poster, chosen, title=title.strip() or None, year=year)
                 st.session_state["flash"] = (f"Stored **{title or name}** as poster #{pid} with "
                                              f"genres {', '.join(chosen)}.")
                 st.rerun()

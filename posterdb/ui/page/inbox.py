@@ -10,6 +10,7 @@ import streamlit as st
 from posterdb.core.errors import NotTrainedError
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
+from posterdb.ui.page import access
 from posterdb.ui.page.common import GRID_COLUMNS, poster_card
 
 PAGE_SIZES = (10, 20, 40)
@@ -42,7 +43,7 @@ def _published_line(own, pub, predicted) -> str:
 
 def arrivals(db: PosterDB) -> None:
     today = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    posters = db.intake.arrivals(today)
+    posters = db.curation.arrivals(today)
     published = sum(1 for p in posters if p.genres or p.published)
     st.caption(f"{len(posters)} posters arrived today · {published} with published genres "
                f"(in the shop feed) · {len(posters) - published} waiting for a person")
@@ -57,16 +58,18 @@ def arrivals(db: PosterDB) -> None:
 
 def _accept(db: PosterDB, ids: list[int]) -> None:
     """Button callback: accept the checked suggestions of this page."""
+    if not access.may_write(db, "accept suggestions"):
+        return
     chosen = [i for i in ids if st.session_state.get(f"inbox-take-{i}", True)]
     try:
-        done = db.intake.accept(chosen)
+        done = db.curation.accept(chosen)
         st.session_state["flash"] = f"Accepted the genres of {len(done)} posters."
     except Exception as e:  # noqa: BLE001 - shown on the page, never as a traceback
         st.session_state["flash_error"] = ui.friendly_error(e)
 
 
 def _tiers(db: PosterDB, pid: int) -> None:
-    dups = db.intake.duplicates(pid)
+    dups = db.curation.duplicates(pid)
     if not dups:
         return
     with st.container(key=f"inbox-dups-{pid}"):
@@ -82,7 +85,7 @@ def waiting(db: PosterDB) -> None:
     c1, c2 = st.columns([1, 3])
     per_page = c1.selectbox("Per page", PAGE_SIZES, index=1, key="inbox-per-page")
     try:
-        queue = db.intake.queue("new", limit=10_000)
+        queue = db.curation.queue("new", limit=10_000)
     except NotTrainedError:
         st.info("Nothing is predicted before a classifier is trained: run `posterdb train`.")
         return
@@ -96,8 +99,9 @@ def waiting(db: PosterDB) -> None:
     ids = [it["id"] for it in items]
     st.caption("Least certain first (smallest margin to a threshold). Untick a poster to leave it "
                "for later; accepting stores its genres as a person's review.")
+    access.read_only_note("accept suggestions")
     st.button(f"✓ Accept the suggestions of these {len(ids)} posters", key="inbox-accept-page",
-              type="primary", on_click=_accept, args=(db, ids))
+              type="primary", disabled=not access.can_write(), on_click=_accept, args=(db, ids))
     with st.container(key="inbox-queue"):
         for it in items:
             pid = it["id"]

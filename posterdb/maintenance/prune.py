@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from posterdb.storage.catalog import Catalog
-from posterdb.storage.consistency import (
+from posterdb.maintenance.check import (
+    CLASSIFIERS,
     classifier_state,
+    inside,
     orphan_images,
     orphan_indexes,
     relative,
 )
+from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 from posterdb.vectors.cache import IndexCache
 
@@ -55,7 +57,9 @@ def _find(catalog: Catalog, images: ImageStore, indexes: IndexCache, con) -> dic
         "indexes": orphan_indexes(indexes, catalog.model_specs(con)),
         "temp_files": images.temp_files(older_than=TEMP_AGE),
         "bad_rows": bad_rows,
-        "tampered_files": [root / r.file for r in clf["tampered"]],
+        "tampered_files": [root / r.file for r in clf["tampered"]
+                           if inside(root / r.file, root / CLASSIFIERS)
+                           and not (root / r.file).is_symlink()],
     }
 
 

@@ -10,7 +10,7 @@ classifiers; with `deep`, read every byte that can be verified.
 
 Problems make `ok` False (something a reader would get wrong, or a file that is damaged);
 warnings are what is only behind or wasted (a vector not yet computed, an orphan left by an
-interrupted write). `prunable` lists what `prune` (storage/prune.py) would remove.
+interrupted write). `prunable` lists what `prune` (maintenance/prune.py) would remove.
 """
 from __future__ import annotations
 
@@ -74,11 +74,22 @@ def index_path_hint(spec) -> str:
     return f"index/{embedding_table(spec.name).removeprefix('embeddings_')}.faiss"
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path`, links resolved, lies inside `folder` (a link out of the store is never
+    read, hashed or deleted as if it were the store's)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
 def stored_files(folder: Path, pattern: str) -> list[Path]:
-    """Regular, non-hidden files under `folder` matching `pattern` (temp files are dot-files)."""
-    if not folder.is_dir():
+    """Regular, non-hidden files under `folder` matching `pattern` (temp files are dot-files)
+    that really lie inside it."""
+    if not folder.is_dir() or folder.is_symlink():
         return []
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.glob(pattern) if not p.name.startswith(".")
+                  and not p.is_symlink() and p.is_file() and inside(p, folder))
 
 
 def _sha256(path: Path) -> str | None:
@@ -93,19 +104,24 @@ def _sha256(path: Path) -> str | None:
 
 
 def classifier_state(root: Path, rows, *, hashes: bool) -> dict:
-    """Stored classifiers against their files: {"missing": rows, "tampered": rows (deep only),
-    "orphans": files no row names, "superseded": rows not their model's latest}."""
+    """Stored classifiers against their files: {"missing": rows, "tampered": rows whose file
+    fails its hash (deep only) or lies outside classifiers/, "orphans": files no row names,
+    "superseded": rows not their model's latest}."""
     latest = {}
     for r in rows:                      # rows come ordered by id
         latest[r.model] = r.id
     named = set()
     out = {"missing": [], "tampered": [], "orphans": [], "superseded": []}
+    folder = root / CLASSIFIERS
     for r in rows:
-        path = (root / r.file)
-        named.add(path.resolve())
+        path = root / r.file
         if r.id != latest[r.model]:
             out["superseded"].append(r)
-        if not path.is_file():
+        if not inside(path, folder):     # a row naming a file elsewhere: never read or deleted
+            out["tampered"].append(r)
+            continue
+        named.add(path.resolve())
+        if path.is_symlink() or not path.is_file():
             out["missing"].append(r)
         elif hashes and _sha256(path) != (r.sha256 or "").lower():
             out["tampered"].append(r)
