@@ -276,7 +276,7 @@ def test_a_read_only_store_refuses_writers_in_one_line_and_serves_readers(store,
                 next(p for p in json.loads(out)["problems"] if "is missing" in p)], out[-1000:]
         else:
             assert code == 0, (c, code, out[-500:], err[-1000:])
-    assert PosterDB.open(store, create=False).count() == 80
+    assert PosterDB.open(store, create=False).posters.count() == 80
 
 
 def test_remove_on_a_full_disk_reports_the_truth_and_stays_consistent(store):
