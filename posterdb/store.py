@@ -30,6 +30,7 @@ from posterdb.curation.intake import Curation
 from posterdb.finetune.backbones import Backbones
 from posterdb.finetune.service import FinetuneService
 from posterdb.ingest.service import Ingestion
+from posterdb.maintenance.service import Maintenance
 from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 from posterdb.storage.posters import StoredPosters
@@ -62,6 +63,7 @@ class PosterDB:
                                    self.genres)
         self.curation = Curation(self.catalog, self.genres, self.ingestion, self.search,
                                  self.posters, self.models)
+        self.maintenance = Maintenance(self.catalog, self.images, self.indexes)
         self._reading = None
 
     @classmethod
@@ -141,15 +143,9 @@ class PosterDB:
         return self.genres.train(model, **params)
 
     def remove(self, ids: Sequence[int]) -> list[int]:
-        """Remove posters from DuckDB, every FAISS index and the image folder; returns removed ids."""
-        return self.remove_posters(ids)["removed"]
-
-    def remove_posters(self, ids: Sequence[int]) -> dict:
-        """`remove` with the whole truth: removed / not_found ids, and what of the index files
-        and image copies could not be updated (maintenance/removal.py)."""
-        from posterdb.maintenance.removal import remove_posters
-
-        return remove_posters(self.catalog, self.images, self.indexes, ids)
+        """Remove posters from DuckDB, every FAISS index and the image folder; returns removed
+        ids (`maintenance.remove` gives the whole report)."""
+        return self.maintenance.remove(ids)["removed"]
 
     def info(self) -> dict:
         """Counts by decade and genre, models, index state, classifiers."""
@@ -178,13 +174,4 @@ class PosterDB:
 
     def check(self, deep: bool = False) -> dict:
         """Consistency report; `ok` is False when DuckDB, FAISS files and images disagree."""
-        from posterdb.maintenance.check import check_store
-
-        return check_store(self.catalog, self.images, self.indexes, deep=deep)
-
-    def prune(self, dry_run: bool = False) -> dict:
-        """Remove orphan image copies / classifier / index files, stale temp files and
-        classifiers failing their hash (maintenance/prune.py); `dry_run` only lists them."""
-        from posterdb.maintenance.prune import prune_store
-
-        return prune_store(self.catalog, self.images, self.indexes, dry_run=dry_run)
+        return self.maintenance.check(deep)

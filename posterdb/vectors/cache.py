@@ -163,7 +163,7 @@ class IndexCache:
         if not len(have):
             return ""
         pick = have[np.unique(np.linspace(0, len(have) - 1, min(SAMPLE, len(have))).astype(int))]
-        ids, vectors = self.catalog.vectors(con, table, pick)
+        ids, vectors = self.catalog.few_vectors(con, table, pick)
         bad = index.mismatches(ids, vectors)
         if not bad:
             return ""

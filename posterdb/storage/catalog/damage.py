@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from posterdb.core.atomic import write_error
-from posterdb.core.errors import CatalogDamagedError, StoreError
+from posterdb.core.errors import CatalogDamagedError, StoreError, StoreReadOnlyError
 
 DAMAGE_MARKERS = (
     "corrupt database file", "not a valid duckdb database file", "could not read enough bytes",
@@ -69,7 +69,9 @@ def translate(e: BaseException, path: Path, *, passthrough: bool = False,
     if found := next((m for m in READ_ONLY_MARKERS if m in text), None):
         if not writing:
             return StoreError(f"cannot read {path}: {_detail(e)}")
-        return write_error(OSError(errno.EROFS, found.capitalize()), path)
+        return StoreReadOnlyError(
+            f"{path.parent} is read-only ({found.capitalize()}): posterdb can read it but not "
+            "change it; make it writable, or work on a copy", errno.EROFS, str(path))
     if found := next((m for m in FULL_MARKERS if m in text), None):
         return write_error(OSError(errno.ENOSPC, found.capitalize()), path)
     if any(m in text for m in DAMAGE_MARKERS):

@@ -143,3 +143,19 @@ class VectorQueries:
         dim = col.type.list_size
         vecs = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
         return out_ids, vecs
+
+    @staticmethod
+    def few_vectors(con, table: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`vectors` for a few ids (a sample) without Arrow → NumPy conversions, which import
+        pandas: a reader that checks a sample on load stays light."""
+        want = [int(i) for i in ids]
+        with _model_table(con, table):
+            res = con.sql(f"SELECT poster_id, unnest(vector) AS x, "
+                          f"generate_subscripts(vector, 1) AS j FROM {table} "
+                          f"WHERE list_contains(?, poster_id) ORDER BY poster_id, j",
+                          params=[want]).fetchnumpy()
+        flat_ids = np.asarray(res["poster_id"], np.int64)
+        if not len(flat_ids):
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        out_ids, counts = np.unique(flat_ids, return_counts=True)
+        return out_ids, np.asarray(res["x"], np.float32).reshape(len(out_ids), int(counts[0]))

@@ -80,7 +80,7 @@ def check(
     """Consistency of DuckDB, FAISS files, image copies and classifiers; exit 1 when
     inconsistent (3: the store cannot be read at all, e.g. a damaged catalogue)."""
     db = open_store(store)
-    pruned = db.prune() if prune_ else None
+    pruned = db.maintenance.prune() if prune_ else None
     report = db.check(deep=deep)
     if pruned is not None:
         report["pruned"] = pruned
@@ -123,7 +123,7 @@ def prune(
     files, and classifiers whose file fails its recorded hash (the previous intact one is used
     again). Each model's latest intact classifier and every referenced file are kept.
     Exit 1 when something could not be removed."""
-    r = open_store(store).prune(dry_run=dry_run)
+    r = open_store(store).maintenance.prune(dry_run=dry_run)
 
     def human():
         out.print(prune_line(r))

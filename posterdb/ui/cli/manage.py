@@ -43,7 +43,7 @@ def remove(
     if any(i < 1 for i in ids):
         raise UsageError(f"poster ids are positive integers, not {[i for i in ids if i < 1]}")
     check_poster_ids(ids)
-    r = open_store(store).remove_posters(ids)
+    r = open_store(store).maintenance.remove(ids)
     removed, missing = r["removed"], r["not_found"]
 
     def human():
