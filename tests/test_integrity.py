@@ -166,11 +166,19 @@ def test_damage_in_any_block_is_found_by_the_deep_check_and_never_a_traceback(st
     assert found["index-like"] >= 1        # the kind the deep check used to miss
 
 
-def test_orphans_and_a_tampered_classifier_are_reported_and_pruned(store):
+def test_orphans_and_a_tampered_classifier_are_reported_and_pruned(store, base):
     db = PosterDB.open(store, create=False)
     first, latest = [r for r in db.info()["classifiers"]][-2:]
     files = sorted((store / "classifiers").iterdir())
     assert len(files) == 2
+    # the latest classifier modified after training
+    with open(files[1], "ab") as f:
+        f.write(b"\0")
+    # ingest goes on without auto-classification (the tampered file is never unpickled)
+    code, out, _ = cli("ingest", base[1], "--model", FAKE, "--store", store, "--json")
+    assert code == 0 and json.loads(out)["added"] == 6
+    assert any("not auto-classifying" in w and "does not match" in w
+               for w in json.loads(out)["warnings"])
     # an orphan image copy, an orphan classifier, an old temp file, an index of no model
     some = next((store / "images").glob("*/*"))
     (store / "images" / "zz").mkdir(exist_ok=True)
@@ -182,9 +190,6 @@ def test_orphans_and_a_tampered_classifier_are_reported_and_pruned(store):
     stale.write_bytes(b"half")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     (store / "index" / "resnet50.faiss").write_bytes(b"old")
-    # the latest classifier modified after training
-    with open(files[1], "ab") as f:
-        f.write(b"\0")
     code, out, _ = cli("check", "--deep", "--store", store, "--json")
     report = json.loads(out)
     assert code == 1 and not report["ok"]
@@ -208,7 +213,7 @@ def test_orphans_and_a_tampered_classifier_are_reported_and_pruned(store):
     assert code == 0 and after["ok"], after["problems"]
     assert after["pruned"]["tampered_classifiers"][0]["file"] == files[1].relative_to(store).as_posix()
     assert not any(x.exists() for x in (orphan_image, orphan_clf, stale, files[1]))
-    assert files[0].exists() and (store / "images").is_dir() and db.posters.count() == 80
+    assert files[0].exists() and (store / "images").is_dir() and db.posters.count() == 86
     # the model's previous intact classifier is the one in use again
     fresh = PosterDB.open(store, create=False)
     assert fresh.genres.classifier(FAKE) is not None

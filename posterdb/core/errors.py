@@ -106,6 +106,11 @@ class StoreFullError(StoreWriteError):
     """The disk holding the store is full (or over quota)."""
 
 
+class ClassifierIntegrityError(StoreError):
+    """A stored classifier's file is missing, unreadable or not the bytes the catalogue recorded:
+    it is never unpickled (`posterdb prune` removes it, `posterdb train` makes a new one)."""
+
+
 class SchemaVersionError(StoreError):
     """The store was written by a newer posterdb, or needs a migration a reader cannot apply."""
 

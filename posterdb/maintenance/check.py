@@ -15,6 +15,7 @@ interrupted write). `prunable` lists what `prune` (maintenance/prune.py) would r
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +84,25 @@ def inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def stored_files(folder: Path, pattern: str) -> list[Path]:
-    """Regular, non-hidden files under `folder` matching `pattern` (temp files are dot-files)
-    that really lie inside it."""
+def stored_files(folder: Path, depth: int = 1) -> list[Path]:
+    """Regular, non-hidden files directly in `folder` (depth 1) or in its sub-folders (depth
+    2), never through a link: a link out of the store is not the store's to hash or delete.
+    Temp files are dot-files, so they are left to the temp-file sweep."""
     if not folder.is_dir() or folder.is_symlink():
         return []
-    return sorted(p for p in folder.glob(pattern) if not p.name.startswith(".")
-                  and not p.is_symlink() and p.is_file() and inside(p, folder))
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if depth > 1 and e.is_dir(follow_symlinks=False):
+                    found += stored_files(Path(e.path), depth - 1)
+                elif depth == 1 and e.is_file(follow_symlinks=False):
+                    found.append(Path(e.path))
+    except OSError:
+        return found
+    return sorted(found)
 
 
 def _sha256(path: Path) -> str | None:
@@ -125,21 +138,22 @@ def classifier_state(root: Path, rows, *, hashes: bool) -> dict:
             out["missing"].append(r)
         elif hashes and _sha256(path) != (r.sha256 or "").lower():
             out["tampered"].append(r)
-    out["orphans"] = [p for p in stored_files(root / CLASSIFIERS, "*")
-                      if p.resolve() not in named]
+    out["orphans"] = [p for p in stored_files(root / CLASSIFIERS) if p.resolve() not in named]
     return out
 
 
 def orphan_images(images: ImageStore, referenced) -> list[Path]:
-    keep = {str(images.file(rel).resolve()) for rel in referenced}
-    return [p for p in stored_files(images.folder, "*/*") if str(p.resolve()) not in keep]
+    """Image copies (images/<ab>/<file>) no poster names; compared by name, no file resolved."""
+    keep = {Path(rel).as_posix() for rel in referenced}
+    return [p for p in stored_files(images.folder, depth=2)
+            if p.relative_to(images.root).as_posix() not in keep]
 
 
 def orphan_indexes(indexes: IndexCache, specs) -> list[Path]:
-    keep = {indexes.path(s.name).resolve() for s in specs}
-    keep |= {p.with_suffix(".json") for p in keep}
-    return [p for p in stored_files(indexes.root / "index", "*")
-            if p.suffix in (".faiss", ".json") and p.resolve() not in keep]
+    keep = {indexes.path(s.name).name for s in specs}
+    keep |= {Path(n).with_suffix(".json").name for n in keep}
+    return [p for p in stored_files(indexes.root / "index")
+            if p.suffix in (".faiss", ".json") and p.name not in keep]
 
 
 def relative(root: Path, paths) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from posterdb.core.errors import StoreWriteError
+from posterdb.maintenance.check import inside
 from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 from posterdb.vectors.cache import IndexCache
@@ -34,6 +35,9 @@ def remove_posters(catalog: Catalog, images: ImageStore, indexes: IndexCache,
         index_failed = indexes.remove_ids(models, present)
         removed_files, failed_files = 0, []
         for rel in files:
+            if not inside(images.file(rel), images.folder):   # a row naming a file elsewhere
+                failed_files.append({"path": rel, "reason": "outside the image folder: left"})
+                continue
             try:
                 images.file(rel).unlink()
                 removed_files += 1

@@ -236,11 +236,6 @@ class Connections:
             return self.generation(con)
 
     @staticmethod
-    def generation_in(con) -> int:
-        """The generation of the state this session reads (for stamping derived files)."""
-        return Connections.generation(con)
-
-    @staticmethod
     def allocate_ids(con, n: int) -> np.ndarray:
         """Reserve n new poster ids (never reused, even after removal) inside the transaction."""
         start = int(con.execute("SELECT value FROM meta WHERE key = 'next_poster_id'").fetchall()[0][0])
