@@ -79,7 +79,8 @@ def main() -> None:
         def compare_all():
             for s in range(0, len(ids), 50_000):
                 with cat.read() as con:
-                    got, vec = cat.vectors(con, table, ids[s:s + 50_000])
+                    part = ids[s:s + 50_000]
+                    got, vec = cat.vectors_between(con, table, int(part[0]), int(part[-1]))
                 assert loaded.mismatches(got, vec) == 0
 
         blocks = timed(lambda: verify_blocks(cat.path, *layout), 1)

@@ -55,8 +55,9 @@ def _compare_vectors(catalog: Catalog, spec, ids: np.ndarray, index: VectorIndex
     """Deep: every DuckDB vector against the index file's copy."""
     table, bad = embedding_table(spec.name), 0
     for start in range(0, len(ids), CHUNK):
+        part = ids[start:start + CHUNK]
         with catalog.read() as con:
-            got, vectors = catalog.vectors(con, table, ids[start:start + CHUNK])
+            got, vectors = catalog.vectors_between(con, table, int(part[0]), int(part[-1]))
         n = index.mismatches(got, vectors)
         if n is None:
             entry["vectors_verified"] = False

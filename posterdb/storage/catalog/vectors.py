@@ -150,12 +150,24 @@ class VectorQueries:
         pandas: a reader that checks a sample on load stays light."""
         want = [int(i) for i in ids]
         with _model_table(con, table):
-            res = con.sql(f"SELECT poster_id, unnest(vector) AS x, "
-                          f"generate_subscripts(vector, 1) AS j FROM {table} "
-                          f"WHERE list_contains(?, poster_id) ORDER BY poster_id, j",
+            res = con.sql(f"SELECT poster_id, vector::FLOAT[] AS v FROM {table} "
+                          f"WHERE list_contains(?, poster_id) ORDER BY poster_id",
                           params=[want]).fetchnumpy()
-        flat_ids = np.asarray(res["poster_id"], np.int64)
-        if not len(flat_ids):
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        out_ids, counts = np.unique(flat_ids, return_counts=True)
-        return out_ids, np.asarray(res["x"], np.float32).reshape(len(out_ids), int(counts[0]))
+        return _stacked(res)
+
+    @staticmethod
+    def vectors_between(con, table: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the posters with lo <= id <= hi, ordered by id (the deep check
+        walks the table in id ranges)."""
+        with _model_table(con, table):
+            res = con.sql(f"SELECT poster_id, vector::FLOAT[] AS v FROM {table} "
+                          f"WHERE poster_id BETWEEN ? AND ? ORDER BY poster_id",
+                          params=[int(lo), int(hi)]).fetchnumpy()
+        return _stacked(res)
+
+
+def _stacked(res: dict) -> tuple[np.ndarray, np.ndarray]:
+    out_ids = np.asarray(res["poster_id"], np.int64)
+    if not len(out_ids):
+        return out_ids, np.zeros((0, 0), np.float32)
+    return out_ids, np.stack(list(res["v"])).astype(np.float32, copy=False)
