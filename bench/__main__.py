@@ -28,6 +28,7 @@ BENCHES = {
     "publish": "publish_policy",     # published-genre precision (issue 11): --only publish
     "watch-crash": "watch_crash",    # kill -9 of `posterdb watch` (issue 11): --only watch-crash
     "ray": "ray_ingest",             # local vs Ray engine posters/s (issue 12): --only ray
+    "memory": "memory_bound",        # peak RSS of 32 huge 6300² scans (issue 19): --only memory
     "index": "index_scale",          # 1M realistic vectors, ~40 min (issue 12): --only index
     "train-scale": "train_scale",    # fit at 5k..100k posters (issue 9): --only train-scale, ~1 h
     "startup": "startup",            # --help and info wall vs `python -c pass` (issue 18)

@@ -15,16 +15,19 @@ from PIL import Image
 from synthetic import make_posters
 from test_e2e import (  # noqa: F401
     CHROMIUM,
+    PAGE_PASSWORD,
     assert_page_clean,
     browser,
     screenshot,
     serve,
+    sign_in,
     wait_images,
 )
 
 from posterdb.curation.inbox import Inbox
 from posterdb.curation.watch import Watcher
 from posterdb.store import PosterDB
+from posterdb.ui import auth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                                   reason=f"{CHROMIUM} is missing")]
@@ -50,6 +53,7 @@ def inbox_store(tmp_path_factory) -> tuple[Path, int, int]:
     Image.open(original).convert("RGB").resize((46, 69)).save(buf, "JPEG", quality=85)
     (inbox / "Arrival 0 rescan.jpg").write_bytes(buf.getvalue())
     Watcher(Inbox(inbox, settle=0), lambda b: db.curation.process(b, root=inbox)).run_once()
+    auth.set_page_password(db, PAGE_PASSWORD)      # writes on the page need a signed-in user
     by_title = {p.title: p.id for p in db.posters.export()}
     rescan = next(p.id for p in db.posters.export() if p.path.endswith("rescan.jpg"))
     return db.root, by_title["Arrival 0"], rescan
@@ -69,6 +73,8 @@ def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path): 
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(90_000)
         page.goto(url)
+        sign_in(page)
+        page.get_by_text("Signed in: changes are allowed.").wait_for()
         page.locator('[data-testid="stSidebar"]').get_by_text("Inbox", exact=True).click()
         page.get_by_text("25 posters waiting", exact=False).first.wait_for()
 

@@ -5,20 +5,29 @@ RapidOCR runs PaddleOCR's PP-OCR detector and recogniser as ONNX models that shi
 onnxruntime uses CUDA when the ``onnxruntime-gpu`` build is installed and a GPU is visible;
 otherwise the CPU with a fixed number of threads (1 by default: the read stage runs beside
 ingest and other work, at its own pace).
+
+Extreme images are read, not refused: a poster is read at most `OCR_MAX_SIDE` pixels on its long
+side (decoded little bigger than that: JPEGs at reduced scale; a 6000² scan reads its title in
+~6 s with ~400 MB for the detector, vs ~12 s and ~900 MB at RapidOCR's own 2000), and one more
+elongated than `OCR_MAX_ASPECT` is padded with white to that ratio first (RapidOCR otherwise
+scales a 20-pixel side of a 10000×20 strip up to the detector's 480 pixels). Boxes
+are mapped back to the stored image's pixels. Whatever goes wrong reading one image is an
+ImageError naming it, so a caller reading many can record it and go on.
 """
 from __future__ import annotations
 
-import io
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from posterdb.core.errors import ImageError, RefusedError
+from posterdb.media.images import REDUCING_GAP, decode, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +36,8 @@ ENGINE = "rapidocr-onnxruntime"
 # 0.37 s of CPU a poster at 182x268; 480 costs 0.24 s and reads these posters as well or better
 # (measured on 30 shared posters). The 180-degree line classifier is off: posters are upright.
 DET_SIDE = 480
+OCR_MAX_SIDE = 1280      # long side read (RapidOCR reads up to 2000: 2x the time and memory)
+OCR_MAX_ASPECT = 4.0     # more elongated images are padded with white to this ratio
 
 
 class ReaderUnavailableError(RefusedError):
@@ -110,24 +121,62 @@ class PosterReader:
             lines.append(ReadLine(text, float(score), pts))
         return lines
 
-    def read_image(self, image: Image.Image) -> list[ReadLine]:
-        return self.read_array(np.asarray(image.convert("RGB")))
+    def read_image(self, image: Image.Image, size: tuple[int, int] | None = None
+                   ) -> list[ReadLine]:
+        """Lines on a PIL image, boxes in pixels of `size` (the original's, when `image` was
+        decoded smaller; default: the image's own). Capped at OCR_MAX_SIDE and padded to at
+        most OCR_MAX_ASPECT before reading."""
+        w0, h0 = size or image.size
+        fitted = prepare(image)
+        lines = self.read_array(np.asarray(fitted.canvas))
+        sx, sy = w0 / fitted.width, h0 / fitted.height
+        if sx == sy == 1:
+            return lines
+        return [ReadLine(ln.text, ln.confidence, tuple((x * sx, y * sy) for x, y in ln.box))
+                for ln in lines]
 
     def read_bytes(self, data: bytes, name: str = "<bytes>") -> list[ReadLine]:
-        """Lines on an encoded image; undecodable bytes raise ImageError naming `name`."""
+        """Lines on an encoded image. Anything wrong (undecodable bytes, the OCR engine failing,
+        memory) raises ImageError naming `name`."""
+        poster = decode(data, name, fit=OCR_MAX_SIDE // REDUCING_GAP, max_aspect=math.inf)
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB")
-        except Exception as e:  # PIL raises many kinds
-            raise ImageError(name, f"cannot decode image ({type(e).__name__})") from e
-        return self.read_image(im)
+            return self.read_image(poster.image, (poster.width, poster.height))
+        except MemoryError as e:
+            raise ImageError(name, "image too large to read (out of memory)") from e
+        except Exception as e:  # onnxruntime, OpenCV and RapidOCR raise many kinds
+            text = " ".join(str(e).split())[:160] or type(e).__name__
+            raise ImageError(name, f"OCR failed: {type(e).__name__}: {text}") from e
 
     def read_path(self, path: str | Path) -> list[ReadLine]:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise ImageError(path, e.strerror or str(e)) from e
-        return self.read_bytes(data, str(path))
+        """Lines on an image file (read bounded: a regular file of at most MAX_FILE_BYTES)."""
+        return self.read_bytes(read_bytes(path), str(path))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What the detector is given: `canvas` (RGB), whose top-left `width`×`height` is the image."""
+
+    canvas: Image.Image
+    width: int
+    height: int
+
+
+def prepare(image: Image.Image, max_side: int = OCR_MAX_SIDE,
+            max_aspect: float = OCR_MAX_ASPECT) -> Fitted:
+    """The image as the detector should see it: RGB, long side at most `max_side`, and padded
+    with white (right or bottom) to at most `max_aspect`: 1."""
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = min(1.0, max_side / max(w, h))
+    if scale < 1:
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        image = image.resize((w, h), Image.BILINEAR)
+    cw, ch = max(w, math.ceil(h / max_aspect)), max(h, math.ceil(w / max_aspect))
+    if (cw, ch) == (w, h):
+        return Fitted(image, w, h)
+    canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    return Fitted(canvas, w, h)
 
 
 @lru_cache(maxsize=4)

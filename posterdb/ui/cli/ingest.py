@@ -12,25 +12,9 @@ from posterdb.core.errors import PosterDBError, UsageError
 from posterdb.core.rules import check_path
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    esc,
-    open_store,
-    out,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out)
 from posterdb.ui.cli.read import (
-    CatalogueOpt,
-    catalogue_for,
-    identify_line,
-    read_line,
-    run_identify,
-    run_read,
-)
+    CatalogueOpt, catalogue_for, identify_line, read_line, run_identify, run_read)
 
 
 @command

@@ -15,18 +15,8 @@ from rich.table import Table
 from posterdb.core.errors import RefusedError, UsageError
 from posterdb.core.rules import check_poster_ids
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    esc,
-    open_store,
-    out,
-    settings,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out,
+    settings)
 
 IdsArg = Annotated[Optional[list[int]], typer.Argument(help="Poster ids (default: with --all).")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every stored poster still to do.")]

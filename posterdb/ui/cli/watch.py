@@ -12,19 +12,8 @@ from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_output_path
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    ModelOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    esc,
-    open_store,
-    out,
-    store_path,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, emit, err, esc, open_store,
+    out, store_path)
 
 
 def _within(path: Path, folder: Path) -> bool:
