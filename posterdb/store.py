@@ -30,6 +30,7 @@ from posterdb.curation.intake import Curation
 from posterdb.finetune.backbones import Backbones
 from posterdb.finetune.service import FinetuneService
 from posterdb.ingest.service import Ingestion
+from posterdb.maintenance.service import Maintenance
 from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 from posterdb.storage.posters import StoredPosters
@@ -62,6 +63,7 @@ class PosterDB:
                                    self.genres)
         self.curation = Curation(self.catalog, self.genres, self.ingestion, self.search,
                                  self.posters, self.models)
+        self.maintenance = Maintenance(self.catalog, self.images, self.indexes)
         self._reading = None
 
     @classmethod
@@ -138,16 +140,13 @@ class PosterDB:
 
     def train(self, model: str | None = None, **params) -> dict:
         """Fit the genre classifier on every labelled poster (review labels win) and store it."""
+        self.catalog.require_writable()   # a read-only store: refused now, not after the fit
         return self.genres.train(model, **params)
 
     def remove(self, ids: Sequence[int]) -> list[int]:
-        """Remove posters from DuckDB, every FAISS index and the image folder; returns removed ids."""
-        with self.catalog.write() as con:
-            present, images = self.catalog.delete_posters(con, sorted({int(i) for i in ids}))
-            models = [m.name for m in self.catalog.model_specs(con)]
-        self.indexes.remove_ids(models, present)
-        self.images.remove(images)
-        return present
+        """Remove posters from DuckDB, every FAISS index and the image folder; returns removed
+        ids (`maintenance.remove` gives the whole report)."""
+        return self.maintenance.remove(ids)["removed"]
 
     def info(self) -> dict:
         """Counts by decade and genre, models, index state, classifiers."""
@@ -176,6 +175,4 @@ class PosterDB:
 
     def check(self, deep: bool = False) -> dict:
         """Consistency report; `ok` is False when DuckDB, FAISS files and images disagree."""
-        from posterdb.maintenance.check import check_store
-
-        return check_store(self.catalog, self.images, self.indexes, deep=deep)
+        return self.maintenance.check(deep)

@@ -148,3 +148,82 @@ def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice
     st = again.indexes.state()
     assert st.status == "rebuilt" and st.factory == choose_factory(113, exact_max=50) and st.ntotal == 113
     assert again.similar(int(ids[10]), k=1)[0].similarity > 0.5
+
+
+# -- damaged and changed index files (synthetic posters, fake-pixels: storage, not features) ----
+
+def _synthetic_store(tmp_path, n: int, exact_max: int | None = None) -> PosterDB:
+    from synthetic import make_posters  # tests/ is on sys.path
+
+    src = make_posters(tmp_path / "src", n, seed=21)
+    db = PosterDB.open(tmp_path / "s", exact_max=exact_max)
+    assert db.ingest(src, src / "labels.csv", model="fake-pixels").added == n
+    return db
+
+
+def _answers(db: PosterDB, queries) -> list[list[int]]:
+    return [[h.id for h in db.similar(q, k=5)] for q in queries]
+
+
+def test_zeroed_vectors_in_an_index_file_are_found_and_rebuilt(tmp_path):
+    """Bytes zeroed inside the file (same size): the checksum the file carries no longer
+    matches, so `check` reports it, the next load rebuilds it from DuckDB and answers stay right."""
+    db = _synthetic_store(tmp_path, 120)
+    path = db.indexes.path("fake-pixels")
+    queries = [1, 30, 77]
+    want = _answers(db, queries)
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2
+    data[at:at + 256 * 4 * 20] = bytes(256 * 4 * 20)     # ~20 vectors' worth, size unchanged
+    path.write_bytes(data)
+    for deep in (False, True):
+        report = db.check(deep=deep)
+        assert not report["ok"] and any("does not match its recorded checksum" in p
+                                        for p in report["problems"]), report["problems"]
+    fresh = PosterDB.open(db.root, create=False)
+    assert _answers(fresh, queries) == want
+    assert fresh.indexes.state("fake-pixels").status == "rebuilt"
+    assert fresh.check(deep=True)["ok"]
+
+
+@pytest.mark.parametrize("exact_max", [None, 50])
+def test_a_well_formed_file_with_other_vectors_is_found_by_the_deep_check(tmp_path, exact_max):
+    """The file re-saved by posterdb itself with some vectors zeroed (its checksum matches):
+    only a comparison with DuckDB can tell. The deep check compares every vector (the exact
+    copies, or the float16 re-rank copies and the graph's projected vectors); the load path
+    compares a spread sample and rebuilds; `reindex` heals it too."""
+    db = _synthetic_store(tmp_path, 120, exact_max)
+    path = db.indexes.path("fake-pixels")
+    vi = VectorIndex.load(path)
+    ids = vi.ids()
+    bad = ids[::4]                       # 30 of 120 zeroed, in place
+    zeros = np.zeros((len(bad), vi.spec.dim), np.float32)
+    vi.remove(bad)
+    vi.add(bad, zeros)
+    vi.save(path)
+    assert db.check()["ok"]              # ids match and the file is intact as a file
+    report = db.check(deep=True)
+    assert not report["ok"] and report["models"][0]["index"]["vectors_differing"] == 30
+    assert any("vectors that differ from DuckDB" in p for p in report["problems"])
+    fresh = PosterDB.open(db.root, create=False, exact_max=exact_max)
+    state = fresh.indexes.state("fake-pixels")
+    assert state.status == "rebuilt" and "differ from DuckDB" in state.reason
+    assert fresh.check(deep=True)["ok"]
+    vi.save(path)                        # damaged again: an explicit reindex heals it as well
+    assert not fresh.check(deep=True)["ok"]
+    fresh.indexes.reindex("fake-pixels")
+    assert fresh.check(deep=True)["ok"]
+
+
+def test_an_index_file_rewritten_without_its_checksum_is_not_trusted(tmp_path):
+    """A file written by FAISS itself (no trailer) where posterdb's sidecar announces one."""
+    import faiss
+
+    db = _synthetic_store(tmp_path, 60)
+    path = db.indexes.path("fake-pixels")
+    raw = faiss.read_index(str(path))
+    faiss.write_index(raw, str(path))
+    report = db.check()
+    assert not report["ok"] and "lacks the checksum" in report["problems"][0]
+    fresh = PosterDB.open(db.root, create=False)
+    assert fresh.indexes.state("fake-pixels").status == "rebuilt" and fresh.check()["ok"]

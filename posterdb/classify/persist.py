@@ -18,7 +18,7 @@ from pathlib import Path
 
 from posterdb import __version__
 from posterdb.core.atomic import fsync_dir, write_atomic
-from posterdb.core.errors import ClassifierFormatError, StoreError
+from posterdb.core.errors import ClassifierFormatError, ClassifierIntegrityError
 
 PICKLE_PROTOCOL = 5
 FORMAT_VERSION = 3          # 1: a bare pickle without header (posterdb before issue 8); 2: the vote
@@ -79,15 +79,19 @@ def load_classifier(path: str | Path, expected_sha256: str):
     path = Path(path)
     expected = (expected_sha256 or "").strip().lower()
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-        raise StoreError(f"{path}: refusing to load a classifier without a valid recorded sha256")
+        raise ClassifierIntegrityError(
+            f"{path}: refusing to load a classifier without a valid recorded sha256")
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise StoreError(f"{path}: cannot read the classifier file ({e.strerror or e})") from e
+        raise ClassifierIntegrityError(
+            f"{path}: cannot read the classifier file ({e.strerror or e})") from e
     actual = sha256_bytes(data)
     if not hmac.compare_digest(actual, expected):
-        raise StoreError(f"{path}: sha256 {actual} does not match the recorded {expected}; "
-                         "the file was modified or replaced - refusing to unpickle it")
+        raise ClassifierIntegrityError(
+            f"{path}: sha256 {actual} does not match the recorded {expected}; the file was "
+            "modified or replaced - refusing to unpickle it (`posterdb prune` removes it, "
+            "`posterdb train` makes a new one)")
     read_header(data, path)
     try:
         return pickle.loads(data[data.index(b"\n") + 1:])

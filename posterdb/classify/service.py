@@ -112,11 +112,10 @@ class GenreService:
         publishing = choose_publishing(clf, publish_precision)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         rel = f"classifiers/{embedding_table(model).removeprefix('embeddings_')}-{stamp}.joblib"
-        (self.root / "classifiers").mkdir(parents=True, exist_ok=True)
-        sha = save_classifier(clf, self.root / rel)
         scores = {"validation": getattr(clf, "validation_scores_", {}), "seconds": round(seconds, 2),
                   "publishing": publishing, "n_train": int(len(ids))}
-        with self.catalog.write() as con:
+        with self.catalog.write() as con:   # file and row together: `prune` never sees one alone
+            sha = save_classifier(clf, self.root / rel)
             self.catalog.insert_classifier(con, model, rel, sha, len(ids),
                                            json.dumps(scores, default=float), FORMAT_VERSION,
                                            __version__)

@@ -81,6 +81,36 @@ class StoreError(RefusedError):
     """The store directory is missing, unreadable or inconsistent beyond repair."""
 
 
+class CatalogDamagedError(StoreError):
+    """The catalogue file (DuckDB) is damaged: unreadable pages, a bad header, not a file."""
+
+
+class StoreWriteError(StoreError, OSError):
+    """A file inside the store could not be written: a read-only store (file system mounted
+    read-only, no write permission) or a full disk. Also an OSError (errno kept), so callers
+    that catch OSError for file writes keep working."""
+
+    def __init__(self, message: str, errno_: int | None = None, filename: str | None = None):
+        OSError.__init__(self, errno_, message, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StoreReadOnlyError(StoreWriteError):
+    """The store cannot be written (read-only mount, no permission); reading it still works."""
+
+
+class StoreFullError(StoreWriteError):
+    """The disk holding the store is full (or over quota)."""
+
+
+class ClassifierIntegrityError(StoreError):
+    """A stored classifier's file is missing, unreadable or not the bytes the catalogue recorded:
+    it is never unpickled (`posterdb prune` removes it, `posterdb train` makes a new one)."""
+
+
 class SchemaVersionError(StoreError):
     """The store was written by a newer posterdb, or needs a migration a reader cannot apply."""
 

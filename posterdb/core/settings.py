@@ -29,6 +29,8 @@ ENV_TMDB_TOKEN = "TMDB_READ_TOKEN"
 ENV_TMDB_IMAGE_HOST = "POSTERDB_TMDB_IMAGE_HOST"   # the one host posters may come from, besides the API's
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
 ENV_CRASH_AT = "POSTERDB_CRASH_AT"   # fault injection for the crash tests (core.faults)
+ENV_WRITE_WAIT = "POSTERDB_WRITE_WAIT"   # seconds a writer waits for another (default 600)
+WRITE_WAIT = 600.0
 
 TMDB_DEFAULT_URL = "https://api.themoviedb.org/3"
 TMDB_DEFAULT_IMAGE_HOST = "image.tmdb.org"
@@ -54,6 +56,13 @@ THRESHOLDS = Thresholds()
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, float(value)) if value not in (None, "") else default
+    except ValueError:
+        return default
 
 
 def _path(value: str | os.PathLike | None) -> Path | None:
@@ -87,6 +96,7 @@ class Settings:
     tmdb: TMDbSettings = TMDbSettings()
     hf_endpoint: str = HF_DEFAULT_ENDPOINT
     crash_at: str = ""
+    write_wait: float = WRITE_WAIT     # one writer at a time: how long the next one waits
     thresholds: Thresholds = THRESHOLDS
     saved: Mapping[str, str] = field(default_factory=dict)   # what the store remembers
 
@@ -105,7 +115,8 @@ class Settings:
                    offline=_truthy(env.get(ENV_OFFLINE)),
                    tmdb=tmdb,
                    hf_endpoint=(env.get(ENV_HF_ENDPOINT) or HF_DEFAULT_ENDPOINT).strip(),
-                   crash_at=(env.get(ENV_CRASH_AT) or "").strip())
+                   crash_at=(env.get(ENV_CRASH_AT) or "").strip(),
+                   write_wait=_seconds(env.get(ENV_WRITE_WAIT), WRITE_WAIT))
         for key in ("store", "model_dir"):
             if key in given:
                 given[key] = _path(given[key])

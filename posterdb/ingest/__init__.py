@@ -12,6 +12,12 @@ the catalogue stores them (`core.text.stored_name`): one odd name never fails a 
 Idempotent and incremental: bytes already stored with a vector for this model are skipped, so
 a crash loses at most the commit in flight and a re-run resumes. The FAISS index is a cache,
 saved at the end (and every `save_every` s) and synced from DuckDB on open.
+
+One writer at a time: a run holds the store's writer lock (`Catalog.exclusive`) from its plan
+to its last save, so a second ingest into the same store waits for it (up to `writer_wait`,
+saying so on stderr) and then finds the first one's posters stored; past the wait it is refused
+in one line (StoreBusyError). Commits resolve hashes again inside their transaction
+(commit.py), so writers that do not take the lock (the page adding a poster) never collide.
 """
 from __future__ import annotations
 
@@ -47,6 +53,8 @@ def _changed(row: LabelRow, stored: tuple, file_genres: list[str]) -> bool:
 def relabel(catalog: Catalog, rows: dict[int, LabelRow]) -> None:
     """Apply changed titles, years and file genres of already stored posters."""
     with catalog.write() as con:
+        alive = catalog.existing_ids(con, list(rows))   # another writer may have removed some
+        rows = {pid: row for pid, row in rows.items() if pid in alive}
         for pid, row in rows.items():
             catalog.update_metadata(con, pid, row.title, row.year)
         catalog.set_labels(con, list(rows), [list(r.genres) for r in rows.values()], "file")
@@ -63,7 +71,16 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
                commit_bytes: int = COMMIT_BYTES) -> IngestReport:
     """Ingest the images under `path` (a folder, recursively, or one file). A commit is due
     after `commit_every` posters, `commit_interval` seconds or `commit_bytes` of files waiting
-    (their bytes are held until their copies are written)."""
+    (their bytes are held until their copies are written). The run holds the store's writer
+    lock throughout (see the module docstring)."""
+    with catalog.exclusive("ingest"):
+        return _run(**locals())
+
+
+def _run(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedder: Embedder,
+         path, labels, *, classifier, sources, engine, batch_size, workers, progress,
+         near_duplicate_threshold, save_every, commit_every, commit_interval,
+         commit_bytes) -> IngestReport:
     t0 = time.perf_counter()
     report = IngestReport(run_id=uuid.uuid4().hex[:12], model=embedder.name)
     report.swept_temp_files = images.sweep_temp_files()
@@ -74,7 +91,8 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
 
     index = indexes.index(embedder.name)
     steps = [NearDuplicates(index, report, near_duplicate_threshold),
-             AddToIndex(index, indexes.path(embedder.name), save_every)]
+             AddToIndex(index, indexes.path(embedder.name), save_every,
+                        save=lambda: indexes.save_synced(embedder.name, index))]
     writer = CommitThread(Committer(catalog, images, the_plan, report, classifier=classifier,
                                     steps=steps))
     engine = engine or LocalEngine(embedder, batch_size=batch_size, workers=workers)

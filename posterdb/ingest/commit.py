@@ -6,11 +6,18 @@ the transaction so its labels land atomically with the posters), other names of 
 and the errors of the batch. After the commit, each `PostCommitStep` sees the batch: the near-
 duplicate report, then the FAISS add (in that order: a poster is not its own near-duplicate).
 `CommitThread` runs commits in the background so commit n overlaps the embedding of batch n+1.
+
+Another writer may have committed since the plan was made (the page adding a poster, a second
+ingest that did not wait for the writer lock): inside the transaction the batch's hashes are
+looked up again, so a poster stored meanwhile is not inserted twice (its labels row still
+applies, as on a re-run), one removed meanwhile is stored anew, and vectors go in only where
+none is stored (`INSERT OR IGNORE`, posters that exist). Nothing here relies on the plan's
+snapshot for what it writes.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -56,18 +63,30 @@ class NearDuplicates:
 
 
 class AddToIndex:
-    """Adds the batch to the model's FAISS index, saving it every `save_every` seconds."""
+    """Adds the batch to the model's FAISS index, saving it every `save_every` seconds (with
+    `save`, e.g. `IndexCache.save_synced`, else to `path` as it is)."""
 
-    def __init__(self, index: VectorIndex, path: Path, save_every: float = 60.0):
+    def __init__(self, index: VectorIndex, path: Path, save_every: float = 60.0,
+                 save: Callable[[], None] | None = None):
         self.index, self.path, self.save_every = index, path, save_every
+        self.save = save or (lambda: self.index.save(self.path))
         self.last_save = time.monotonic()
 
     def after_commit(self, items, ids, vectors) -> None:
         if len(items):
-            self.index.add(ids, vectors)
+            present = np.isin(ids, self.index.ids())
+            keep = ~present & _first_of_each(ids)
+            self.index.add(ids[keep], vectors[keep])
         if time.monotonic() - self.last_save > self.save_every:
-            self.index.save(self.path)
+            self.save()
             self.last_save = time.monotonic()
+
+
+def _first_of_each(ids: np.ndarray) -> np.ndarray:
+    """A mask keeping the first occurrence of each id."""
+    keep = np.zeros(len(ids), bool)
+    keep[np.unique(ids, return_index=True)[1]] = True
+    return keep
 
 
 class Committer:
@@ -92,37 +111,59 @@ class Committer:
     def commit(self, items: list[Item], vectors: np.ndarray, errors: list[tuple[str, str]],
                aliases: list[tuple[str, str]]) -> None:
         cat, report = self.catalog, self.report
-        new = [i for i, it in enumerate(items) if it.poster.sha256 not in self.stored]
-        records = [self._record(items[i]) for i in new]
-        unlabelled = [k for k, i in enumerate(new) if not (items[i].row and items[i].row.genres)]
-        preds = []
+        # image copies and predictions for what was new at plan time, before the transaction;
+        # the transaction decides what is new now
+        maybe = [i for i, it in enumerate(items) if it.poster.sha256 not in self.stored]
+        records = {i: self._record(items[i]) for i in maybe}
+        unlabelled = [i for i in maybe if not (items[i].row and items[i].row.genres)]
+        preds = {}
         if self.classifier is not None and unlabelled:
-            preds = self.classifier.predict(vectors[[new[k] for k in unlabelled]],
-                                 [records[k].year for k in unlabelled])
+            preds = dict(zip(unlabelled, self.classifier.predict(
+                vectors[unlabelled], [records[i].year for i in unlabelled])))
         self.pending_aliases += aliases
         with cat.write() as con:
+            now = cat.ids_of_shas(con, [it.poster.sha256 for it in items])
+            new, seen = [], set()
+            for i, it in enumerate(items):
+                sha = it.poster.sha256
+                if sha not in now and sha not in seen:
+                    new.append(i)
+                    seen.add(sha)
+            for i in new:       # stored at plan time, removed by another writer since
+                if i not in records:
+                    records[i] = self._record(items[i])
+            raced = [i for i in maybe if items[i].poster.sha256 in now]
+            had_vector = cat.ids_with_vectors(con, self.plan.table,
+                                              [now[items[i].poster.sha256] for i in raced])
             new_ids = cat.allocate_ids(con, len(new))
-            for rec, pid in zip(records, new_ids):
+            for sha, pid in now.items():
+                if sha not in self.stored or self.stored[sha][0] != pid:
+                    self.stored[sha] = (pid, None, None)
+            for i, pid in zip(new, new_ids):
+                rec = records[i]
                 self.stored[rec.sha256] = (int(pid), rec.title, rec.year)
             ids = np.asarray([self.stored[it.poster.sha256][0] for it in items], dtype=np.int64)
             if new:
-                cat.insert_posters(con, new_ids, records)
-                no_label = set(unlabelled)
-                labelled = [(int(new_ids[k]), items[i].row.genres)
-                            for k, i in enumerate(new) if k not in no_label]
-                cat.set_labels(con, [p for p, _ in labelled], [list(g) for _, g in labelled],
-                               "file")
+                cat.insert_posters(con, new_ids, [records[i] for i in new])
+                labelled = [i for i in new if items[i].row and items[i].row.genres]
+                cat.set_labels(con, [self.stored[items[i].poster.sha256][0] for i in labelled],
+                               [list(items[i].row.genres) for i in labelled], "file")
+            self._relabel_raced(con, [i for i in raced if items[i].row is not None], items)
             if items:
-                cat.insert_vectors(con, self.plan.table, ids, vectors)
-            if preds:
-                cat.set_labels(con, [int(new_ids[k]) for k in unlabelled],
-                               [p.genres for p in preds], "prediction",
-                               [[p.probabilities[g] for g in p.genres] for p in preds])
+                keep = _first_of_each(ids)
+                cat.insert_vectors(con, self.plan.table, ids[keep], vectors[keep],
+                                   skip_existing=True)
+            predicted = [i for i in new if i in preds]
+            if predicted:
+                pids = [self.stored[items[i].poster.sha256][0] for i in predicted]
+                got = [preds[i] for i in predicted]
+                cat.set_labels(con, pids, [p.genres for p in got], "prediction",
+                               [[p.probabilities[g] for g in p.genres] for p in got])
                 # the confident subset, in the same transaction
-                published = self.classifier.published(preds)
-                cat.set_labels(con, [int(new_ids[k]) for k in unlabelled], published,
-                               "published", [[p.probabilities[g] for g in gs]
-                                             for p, gs in zip(preds, published)])
+                published = self.classifier.published(got)
+                cat.set_labels(con, pids, published, "published",
+                               [[p.probabilities[g] for g in gs]
+                                for p, gs in zip(got, published)])
             cat.add_paths(con, [(self.stored[sha][0], p) for sha, p in self.pending_aliases
                                 if sha in self.stored])
             cat.record_errors(con, report.run_id, errors)
@@ -130,10 +171,23 @@ class Committer:
                                 if sha not in self.stored]
         for step in self.steps:
             step.after_commit(items, ids, vectors)
+        skipped = sum(now[items[i].poster.sha256] in had_vector for i in raced)
         report.added += len(new)
         report.added_ids += [int(i) for i in new_ids]
-        report.embedded_existing += len(items) - len(new)
-        report.predicted += len(preds)
+        report.skipped += skipped
+        report.embedded_existing += len(items) - len(new) - skipped
+        report.predicted += len(predicted)
+
+    def _relabel_raced(self, con, raced: list[int], items: list[Item]) -> None:
+        """Posters another writer stored since the plan: their labels row applies, as it would
+        on a re-run (title, year and file genres of the row)."""
+        cat = self.catalog
+        for i in raced:
+            row, pid = items[i].row, self.stored[items[i].poster.sha256][0]
+            cat.update_metadata(con, pid, row.title, row.year)
+        with_genres = [i for i in raced if items[i].row.genres]
+        cat.set_labels(con, [self.stored[items[i].poster.sha256][0] for i in with_genres],
+                       [list(items[i].row.genres) for i in with_genres], "file")
 
 
 class CommitThread:

@@ -7,7 +7,7 @@ posters), and runs the stages in `posterdb.ingest` (plan → engine → commit).
 from __future__ import annotations
 
 from posterdb.classify.service import GenreService
-from posterdb.core.errors import ClassifierFormatError
+from posterdb.core.errors import ClassifierFormatError, ClassifierIntegrityError
 from posterdb.core.records import IngestReport
 from posterdb.ingest import run_ingest
 from posterdb.storage.catalog import Catalog
@@ -33,7 +33,8 @@ class Ingestion:
         if auto_classify:
             try:
                 classifier = self.genres.auto_classifier(model)
-            except ClassifierFormatError as e:   # ingest anyway; auto-classification waits
+            except (ClassifierFormatError, ClassifierIntegrityError) as e:
+                # ingest anyway; auto-classification waits for a usable classifier
                 warnings.append(f"not auto-classifying: {e}")
         report = run_ingest(self.catalog, self.images, self.indexes, embedder, path, labels,
                             classifier=classifier, **options)

@@ -1,8 +1,11 @@
 """The FAISS index: a derived cache of one model's vectors, keyed by DuckDB poster ids.
 
 Vectors are L2-normalised, so inner product = cosine. The index file is written atomically
-(temp file + rename) with a JSON sidecar naming the model; DuckDB stays the source of truth and
-`sync` brings a loaded index back in line with it (adding/removing the ids that differ).
+(temp file + rename) with a JSON sidecar naming the model, the CRC-32 and length of the bytes
+written and the catalogue generation they reflect; `load` refuses a file whose bytes do not match
+(`IndexFileError`: damaged, or changed since), and `mismatches` compares the stored vectors with
+DuckDB's (the deep check). DuckDB stays the source of truth and `IndexCache` brings a loaded
+index back in line with it (adding/removing the ids that differ, or rebuilding).
 
 Two kinds, picked by size (`choose_factory`): exact `Flat` while small, and above `EXACT_MAX`
 
@@ -23,7 +26,6 @@ bench/index_scale.py and the README.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -34,9 +36,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from posterdb.core.atomic import replacing, write_atomic
-from posterdb.core.faults import crash_point
 from posterdb.embedders.base import ModelSpec
+from posterdb.vectors.index_file import (
+    IndexFileError,
+    load_index,
+    mismatches,
+    save_index,
+    sidecar,
+)
 
 EXACT_MAX = 100_000   # up to this many vectors the index is exact (Flat, ~35 ms a query at 100k)
 PCA_DIM = 256         # the graph works in this many dimensions (the re-rank uses all of them)
@@ -275,39 +282,31 @@ class VectorIndex:
 
     # -- persistence --------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write index (+ re-rank copies, same file) and sidecar atomically (temp file, rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"name": self.spec.name, "version": self.spec.version,
-                "weights_sha256": self.spec.weights_sha256, "dim": self.spec.dim,
-                "factory": self.factory, "ntotal": len(self)}
-        with replacing(path, fsync=False) as f:  # a cache: DuckDB rebuilds it if it is lost
-            writer = faiss.PyCallbackIOWriter(f.write)
-            faiss.write_index(self.index, writer)
-            if self.refine is not None:
-                faiss.write_index(self.refine, writer)
-            del writer
-            f.flush()
-            crash_point("index_tmp_written")
-        crash_point("index_renamed")
-        write_atomic(sidecar(path), json.dumps(meta, indent=1).encode())
+    def save(self, path: str | Path, generation: int | None = None) -> None:
+        """Write index (+ re-rank copies, same file) and sidecar atomically; the sidecar records
+        the bytes' CRC-32 and the catalogue `generation` they reflect (vectors/index_file.py)."""
+        save_index(self, Path(path), generation)
 
     @classmethod
     def load(cls, path: str | Path) -> VectorIndex:
-        path = Path(path)
-        meta = json.loads(sidecar(path).read_text())
-        with open(path, "rb") as f:
-            reader = faiss.PyCallbackIOReader(f.read)
-            index = faiss.read_index(reader)
-            refine = faiss.read_index(reader) if meta["factory"].endswith(REFINE) else None
-            del reader
-        spec = ModelSpec(meta["name"], meta["version"], meta["weights_sha256"], int(meta["dim"]))
-        if index.d != spec.dim:
-            raise ValueError(f"{path}: dimension {index.d} != sidecar {spec.dim}")
-        if refine is not None and refine.d != spec.dim:
-            raise ValueError(f"{path}: re-rank copies of dimension {refine.d} != {spec.dim}")
-        return cls(index, spec, meta["factory"], refine)
+        """Read an index file; `IndexFileError` when it or its sidecar is unreadable or its bytes
+        differ from what the sidecar recorded."""
+        return load_index(cls, Path(path))
+
+    def mismatches(self, ids: np.ndarray, vectors: np.ndarray) -> int | None:
+        """How many of these (DuckDB) vectors the index does not hold as given (missing, or
+        further off than its rounding); None for kinds that cannot give vectors back (IVF)."""
+        return mismatches(self, ids, vectors)
+
+    def graph_parts(self):
+        """(id_map, PCA transform, stored projected vectors) of a graph index."""
+        pre = faiss.downcast_index(self.index.index)
+        return (faiss.vector_to_array(self.index.id_map).astype(np.int64),
+                faiss.downcast_VectorTransform(pre.chain.at(0)),
+                faiss.downcast_index(faiss.downcast_index(pre.index).storage))
+
+    def is_graph(self) -> bool:
+        return self._is_graph()
 
 
 def _selector(ids: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray | None]:
@@ -359,5 +358,5 @@ def _threads(n: int | None):
         faiss.omp_set_num_threads(before)
 
 
-def sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
+__all__ = ["EXACT_MAX", "REFINE", "IndexFileError", "SearchResult", "VectorIndex",
+           "choose_factory", "sidecar", "train_size"]

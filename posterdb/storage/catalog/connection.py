@@ -22,7 +22,9 @@ import numpy as np
 from posterdb.core.atomic import write_atomic
 from posterdb.core.errors import SchemaVersionError, StoreBusyError, StoreError
 from posterdb.core.faults import crash_point
+from posterdb.storage.catalog.damage import translate
 from posterdb.storage.catalog.schema import MIGRATIONS, SCHEMA_VERSION
+from posterdb.storage.locks import StoreLock
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 _HINT_BYTES = 32   # the generation file holds one decimal number; anything longer is no hint
@@ -32,10 +34,41 @@ _process_lock = threading.RLock()  # one DuckDB handle at a time per process (re
 class Connections:
     """A handle on `catalog.duckdb`; opens short-lived connections on demand."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 60.0):
+    def __init__(self, path: str | Path, *, busy_timeout: float = 60.0,
+                 writer_wait: float | None = None):
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self._writer_wait = writer_wait
+        self.notify = _stderr_line   # where "waiting for another writer" goes (None: nowhere)
         self._local = threading.local()  # this thread's open session: (connection, read_only)
+
+    # -- one writer at a time -----------------------------------------------------------------
+
+    @property
+    def writer_wait(self) -> float:
+        """Seconds a writer waits for another (the constructor's, else the settings':
+        POSTERDB_WRITE_WAIT, default 600)."""
+        if self._writer_wait is not None:
+            return float(self._writer_wait)
+        from posterdb.core.settings import current
+
+        return current().write_wait
+
+    @writer_wait.setter
+    def writer_wait(self, seconds: float | None) -> None:
+        self._writer_wait = seconds
+
+    @contextmanager
+    def exclusive(self, what: str, wait: float | None = None) -> Iterator[None]:
+        """Hold the store's writer lock for a long write (`what`: ingest, remove, prune...).
+        Another holder is waited for up to `wait` s (default `writer_wait`), with one line to
+        `notify`; then StoreBusyError. A store that cannot be written is refused here
+        (StoreReadOnlyError) before anything changes. Re-entrant within a thread."""
+        if getattr(self._local, "session", None) is not None:
+            raise StoreError("the writer lock is taken before a DuckDB session, not inside one")
+        lock = StoreLock(self.path.with_name("writer.lock"), label=str(self.path.parent))
+        with lock.hold(what, wait=self.writer_wait if wait is None else wait, notify=self.notify):
+            yield
 
     @contextmanager
     def _connect(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -50,6 +83,8 @@ class Connections:
             return
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.01
+        if self.path.exists() and not self.path.is_file():
+            raise translate(IsADirectoryError(21, "not a regular file"), self.path)
         with _process_lock:
             while True:
                 try:
@@ -57,19 +92,29 @@ class Connections:
                     break
                 except duckdb.IOException as e:
                     if not any(m in str(e) for m in _LOCK_MARKERS):
-                        raise StoreError(f"{self.path}: {e}") from e
+                        raise translate(e, self.path, writing=not read_only) from None
                     if time.monotonic() > deadline:
                         raise StoreBusyError(
                             f"{self.path} stayed locked by another process for "
                             f"{self.busy_timeout:.0f} s") from e
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.5)
+                except duckdb.Error as e:   # a damaged header, page or WAL
+                    raise translate(e, self.path, writing=not read_only) from None
             self._local.session = (con, read_only)
             try:
                 yield con
+            except duckdb.Error as e:   # damage met while reading, a full disk while writing...
+                mapped = translate(e, self.path, passthrough=True, writing=not read_only)
+                if mapped is e:
+                    raise
+                raise mapped from None
             finally:
                 self._local.session = None
-                con.close()
+                try:
+                    con.close()
+                except duckdb.Error:
+                    pass
 
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -93,7 +138,10 @@ class Connections:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:   # an aborted or invalidated transaction: nothing committed
+                    pass
                 raise
             new = max(self.generation(con), self.generation_hint() or 0) + 1
             con.execute("UPDATE meta SET value = ? WHERE key = 'generation'", [str(new)])
@@ -102,12 +150,22 @@ class Connections:
             con.execute("COMMIT")
             crash_point("after_commit")
 
+    def require_writable(self) -> None:
+        """Refuse (StoreReadOnlyError, one line) a store this process cannot write, before a
+        long job (training) that would only find out when it saves."""
+        lock = StoreLock(self.path.with_name("writer.lock"), label=str(self.path.parent))
+        lock.probe()
+
     # -- schema -------------------------------------------------------------------------------
 
     def migrate(self) -> int:
         """Create the file if needed and apply pending numbered migrations; returns the version.
         Refuses a store written by a newer posterdb."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise translate(e, self.path) from None
+        self.require_writable()
         with self._connect(read_only=False) as con:
             con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                         "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
@@ -206,3 +264,13 @@ class Connections:
         start = int(con.execute("SELECT value FROM meta WHERE key = 'next_poster_id'").fetchall()[0][0])
         con.execute("UPDATE meta SET value = ? WHERE key = 'next_poster_id'", [str(start + n)])
         return np.arange(start, start + n, dtype=np.int64)
+
+
+def _stderr_line(message: str) -> None:
+    import sys
+
+    try:
+        sys.stderr.write(f"posterdb: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

@@ -53,13 +53,15 @@ class PosterQueries:
 
     @staticmethod
     def add_paths(con, pairs: Sequence[tuple[int, str]]) -> None:
-        """Remember other file names seen for already stored bytes."""
+        """Remember other file names seen for already stored bytes (of posters that still
+        exist: another writer may have removed one since the caller looked)."""
         if pairs:
             con.register("_paths", pa.table({
                 "poster_id": pa.array([int(p) for p, _ in pairs], pa.int32()),
                 "path": pa.array([stored_name(f) for _, f in pairs], pa.string())}))
             try:
-                con.execute("INSERT OR IGNORE INTO poster_paths SELECT * FROM _paths")
+                con.execute("INSERT OR IGNORE INTO poster_paths SELECT * FROM _paths "
+                            "WHERE poster_id IN (SELECT id FROM posters)")
             finally:
                 con.unregister("_paths")
 
@@ -126,6 +128,34 @@ class PosterQueries:
             [f"%{text.strip()}%", limit]).fetchall()]
 
     @staticmethod
+    def ids_of_shas(con, shas: Sequence[str]) -> dict[str, int]:
+        """sha256 -> id of those of `shas` stored now (inside a write: what another writer
+        committed since the caller's plan counts)."""
+        if not shas:
+            return {}
+        con.register("_shas", pa.table({"sha256": pa.array(list(dict.fromkeys(shas)),
+                                                           pa.string())}))
+        try:
+            return {sha: int(pid) for sha, pid in con.execute(
+                "SELECT sha256, id FROM posters WHERE sha256 IN (SELECT sha256 FROM _shas)"
+            ).fetchall()}
+        finally:
+            con.unregister("_shas")
+
+    @staticmethod
+    def existing_ids(con, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` that are posters now."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return set()
+        con.register("_ask", pa.table({"id": pa.array(ids, pa.int32())}))
+        try:
+            return {int(r[0]) for r in con.execute(
+                "SELECT id FROM posters WHERE id IN (SELECT id FROM _ask)").fetchall()}
+        finally:
+            con.unregister("_ask")
+
+    @staticmethod
     def sha_to_id(con) -> dict[str, int]:
         return dict(con.execute("SELECT sha256, id FROM posters").fetchall())
 
@@ -180,6 +210,12 @@ class PosterQueries:
         rows = con.execute("SELECT CAST(scores AS VARCHAR) FROM classifiers WHERE id = ?",
                            [int(classifier_id)]).fetchall()
         return rows[0][0] if rows else None
+
+    @staticmethod
+    def delete_classifier(con, classifier_id: int) -> None:
+        """Forget a stored classifier (its file failed its hash, or is gone): the model's
+        previous classifier, if any, is the latest again."""
+        con.execute("DELETE FROM classifiers WHERE id = ?", [int(classifier_id)])
 
     @staticmethod
     def classifier_rows(con) -> list[ClassifierRow]:

@@ -14,7 +14,7 @@ class ReportQueries:
     @classmethod
     def info_counts(cls, con) -> dict:
         """Counts by decade, genre (labels and predictions), labelled, reviewed, errors, vectors."""
-        one = lambda sql: con.execute(sql).fetchall()[0][0]  # noqa: E731
+        one = lambda sql: con.execute(sql).fetchall()[0][0]
         specs = cls.model_specs(con)
         return {
             "posters": one("SELECT count(*) FROM posters"),
@@ -38,7 +38,7 @@ class ReportQueries:
     @classmethod
     def check_facts(cls, con) -> dict:
         """What `posterdb check` compares: ids, images, duplicates, stray labels, decades, vectors."""
-        one = lambda sql, p=(): con.execute(sql, list(p)).fetchall()[0][0]  # noqa: E731
+        one = lambda sql, p=(): con.execute(sql, list(p)).fetchall()[0][0]
         specs = cls.model_specs(con)
         return {
             "poster_ids": np.asarray([r[0] for r in con.execute(
@@ -52,7 +52,19 @@ class ReportQueries:
                                  "(SELECT id FROM posters)"),
             "bad_decades": one("SELECT count(*) FROM posters WHERE year IS NOT NULL AND "
                                "decade <> year // 10 * 10"),
+            "orphan_paths": one("SELECT count(*) FROM poster_paths WHERE poster_id NOT IN "
+                                "(SELECT id FROM posters)"),
             "next_id": int(one("SELECT value FROM meta WHERE key = 'next_poster_id'")),
             "specs": specs,
             "vector_ids": {s.name: cls.vector_ids(con, embedding_table(s.name)) for s in specs},
         }
+
+    @staticmethod
+    def file_layout(con) -> tuple[int, int, int]:
+        """(block size, total blocks, free blocks) of the open catalogue (the block check)."""
+        cols = "block_size, total_blocks, free_blocks"
+        row = con.execute(f"SELECT {cols} FROM pragma_database_size() "
+                          "WHERE database_name = current_database()").fetchall()
+        if not row:
+            row = con.execute(f"SELECT {cols} FROM pragma_database_size()").fetchall()
+        return int(row[0][0]), int(row[0][1]), int(row[0][2])

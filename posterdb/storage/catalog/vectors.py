@@ -82,14 +82,35 @@ class VectorQueries:
         return table
 
     @staticmethod
-    def insert_vectors(con, table: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def insert_vectors(con, table: str, ids: np.ndarray, vectors: np.ndarray, *,
+                       skip_existing: bool = False) -> None:
+        """Insert vectors; with `skip_existing`, posters that already have one (another writer
+        stored it meanwhile) or that no longer exist are left out, in SQL, in this transaction."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
         con.register("_new_vectors", pa.table({"poster_id": pa.array(ids, pa.int32()), "vector": col}))
         try:
-            con.execute(f"INSERT INTO {table} SELECT * FROM _new_vectors")
+            if skip_existing:
+                con.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _new_vectors "
+                            f"WHERE poster_id IN (SELECT id FROM posters)")
+            else:
+                con.execute(f"INSERT INTO {table} SELECT * FROM _new_vectors")
         finally:
             con.unregister("_new_vectors")
+
+    @staticmethod
+    def ids_with_vectors(con, table: str, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` that have a vector in `table` now."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return set()
+        con.register("_ask_v", pa.table({"id": pa.array(ids, pa.int32())}))
+        try:
+            return {int(r[0]) for r in con.execute(
+                f"SELECT poster_id FROM {table} WHERE poster_id IN (SELECT id FROM _ask_v)"
+            ).fetchall()}
+        finally:
+            con.unregister("_ask_v")
 
     @staticmethod
     def vector_ids(con, table: str) -> np.ndarray:
@@ -122,3 +143,31 @@ class VectorQueries:
         dim = col.type.list_size
         vecs = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
         return out_ids, vecs
+
+    @staticmethod
+    def few_vectors(con, table: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`vectors` for a few ids (a sample) without Arrow → NumPy conversions, which import
+        pandas: a reader that checks a sample on load stays light."""
+        want = [int(i) for i in ids]
+        with _model_table(con, table):
+            res = con.sql(f"SELECT poster_id, vector::FLOAT[] AS v FROM {table} "
+                          f"WHERE list_contains(?, poster_id) ORDER BY poster_id",
+                          params=[want]).fetchnumpy()
+        return _stacked(res)
+
+    @staticmethod
+    def vectors_between(con, table: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the posters with lo <= id <= hi, ordered by id (the deep check
+        walks the table in id ranges)."""
+        with _model_table(con, table):
+            res = con.sql(f"SELECT poster_id, vector::FLOAT[] AS v FROM {table} "
+                          f"WHERE poster_id BETWEEN ? AND ? ORDER BY poster_id",
+                          params=[int(lo), int(hi)]).fetchnumpy()
+        return _stacked(res)
+
+
+def _stacked(res: dict) -> tuple[np.ndarray, np.ndarray]:
+    out_ids = np.asarray(res["poster_id"], np.int64)
+    if not len(out_ids):
+        return out_ids, np.zeros((0, 0), np.float32)
+    return out_ids, np.stack(list(res["v"])).astype(np.float32, copy=False)

@@ -13,11 +13,12 @@ from posterdb.ui.cli.common import (
 @command
 def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False):
     """Counts by decade and genre, models and index state (a folder with no store: zeros)."""
+    from posterdb.core.settings import CATALOG_FILE
     from posterdb.store import PosterDB
 
     store = store_path(store)
-    if not store.is_file() and not PosterDB.exists(store):  # nothing to open: create nothing
-        data = PosterDB.absent_info(store)
+    if not store.is_file() and not PosterDB.exists(store) and not (store / CATALOG_FILE).exists():
+        data = PosterDB.absent_info(store)  # nothing to open: create nothing
     else:
         data = open_store(store, model_dir).info()
 
@@ -57,13 +58,26 @@ def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json
 
 @command
 def check(
-    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash every stored image.")] = False,
+    deep: Annotated[bool, typer.Option(
+        "--deep", help="Also re-hash every image copy and classifier, compare every index "
+                       "vector with DuckDB's and verify every block of the catalogue file.")]
+    = False,
+    prune_: Annotated[bool, typer.Option(
+        "--prune", help="First remove what `posterdb prune` removes (orphans, stale temp files, "
+                        "classifiers failing their hash), then check.")] = False,
     store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
 ):
-    """Consistency of DuckDB, FAISS files and image copies; exit 1 when inconsistent."""
-    report = open_store(store).check(deep=deep)
+    """Consistency of DuckDB, FAISS files, image copies and classifiers; exit 1 when
+    inconsistent (3: the store cannot be read at all, e.g. a damaged catalogue)."""
+    db = open_store(store)
+    pruned = db.maintenance.prune() if prune_ else None
+    report = db.check(deep=deep)
+    if pruned is not None:
+        report["pruned"] = pruned
 
     def human():
+        if pruned is not None:
+            out.print(prune_line(pruned))
         status = "[green]clean[/]" if report["ok"] else "[red]INCONSISTENT[/]"
         out.print(f"{report['posters']} posters: {status}")
         for p in report["problems"]:
@@ -75,6 +89,45 @@ def check(
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+def prune_line(r: dict) -> str:
+    verb = "would remove" if r["dry_run"] else "removed"
+    parts = [f"{len(r[k])} {name}" for k, name in (
+        ("images", "orphan image copies"), ("classifiers", "orphan classifier files"),
+        ("indexes", "orphan index files"), ("temp_files", "stale temporary files"),
+        ("tampered_classifiers", "classifiers failing their hash")) if r[k]]
+    line = f"prune {verb} " + (", ".join(parts) if parts else "nothing")
+    if r["bytes"]:
+        line += f" ({r['bytes'] / 1e6:.1f} MB)"
+    for f in r["failed"]:
+        line += f"\n[red]could not remove[/] {esc(f['path'])}: {esc(f['reason'])}"
+    return line
+
+
+@command
+def prune(
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only list what would be removed.")] = False,
+    store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
+):
+    """Remove orphan image copies, classifier and index files nothing refers to, stale temp
+    files, and classifiers whose file fails its recorded hash (the previous intact one is used
+    again). Each model's latest intact classifier and every referenced file are kept.
+    Exit 1 when something could not be removed."""
+    r = open_store(store).maintenance.prune(dry_run=dry_run)
+
+    def human():
+        out.print(prune_line(r))
+        for key in ("images", "classifiers", "indexes", "temp_files"):
+            for p in r[key][:20]:
+                out.print(f"  {esc(p)}")
+        for c in r["tampered_classifiers"]:
+            out.print(f"  classifier {c['id']} ({esc(c['model'])}): {esc(c['file'])}")
+
+    emit(as_json, r, human)
+    raise typer.Exit(1 if r["failed"] else 0)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(info)
     app.command()(check)
+    app.command()(prune)

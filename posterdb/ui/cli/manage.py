@@ -33,11 +33,20 @@ def remove(
     if any(i < 1 for i in ids):
         raise UsageError(f"poster ids are positive integers, not {[i for i in ids if i < 1]}")
     check_poster_ids(ids)
-    removed = open_store(store).remove(ids)
-    missing = sorted(set(ids) - set(removed))
-    emit(as_json, {"removed": removed, "not_found": missing},
-         lambda: out.print(f"removed {len(removed)} posters"
-                           + (f"; not found: {missing}" if missing else "")))
+    r = open_store(store).maintenance.remove(ids)
+    removed, missing = r["removed"], r["not_found"]
+
+    def human():
+        out.print(f"removed {len(removed)} posters" + (f"; not found: {missing}" if missing else ""))
+        for model, why in r["index_failed"].items():  # the removal stands; the cache catches up
+            err.print(f"[yellow]warning:[/] {esc(model)} index file not updated ({esc(why)}); "
+                      "it is brought in line with the catalogue on its next use "
+                      "(or posterdb reindex)")
+        for f in r["images_failed"]:
+            err.print(f"[yellow]warning:[/] image copy {esc(f['path'])} not deleted "
+                      f"({esc(f['reason'])}); `posterdb prune` removes it later")
+
+    emit(as_json, r, human)
     raise typer.Exit(1 if missing else 0)
 
 
