@@ -28,6 +28,8 @@ from posterdb.core.records import (
     StoredPoster,
 )
 from posterdb.core.rules import validate_genres
+from posterdb.core.settings import Settings
+from posterdb.curation.daily import DailySetup
 from posterdb.curation.intake import Intake
 from posterdb.embedders import is_finetuned_name
 from posterdb.embedders.base import Embedder, ModelSpec
@@ -70,6 +72,7 @@ class PosterDB:
                              posters=self.stored.posters,
                              similar=self.similar, default_model=self.default_model)
         self.finetuning = FinetuneService(self.catalog, self.root, self.images, self.indexes, model_dir)
+        self.daily = DailySetup(self.catalog, lambda: self.reading, model_dir)  # config, read+identify
         self._embedders: dict[str, Embedder] = {}
         self._derived: dict[str, tuple[int, object]] = {}  # key -> (generation, value)
         self._reading = None
@@ -90,6 +93,8 @@ class PosterDB:
             db.catalog.migrate()
         else:
             db.catalog.check_schema()
+        if model_dir is None and (saved := db.settings().model_dir) is not None:
+            db = cls(root, model_dir=saved, busy_timeout=busy_timeout, exact_max=exact_max)
         return db
 
     # -- paths (kept for callers of the old facade) --------------------------------------------
@@ -358,6 +363,10 @@ class PosterDB:
             self._reading = ReadingService(self.catalog, self.images, self.stored.posters,
                                            self.genre_probabilities)
         return self._reading
+
+    def settings(self) -> Settings:
+        """Flags and environment over what the store remembers (`db.daily`: posterdb config)."""
+        return self.daily.settings()
 
     def genre_probabilities(self, ids: Sequence[int], model: str | None = None):
         """{poster id: the image classifier's 19 probabilities}, or None without a classifier."""

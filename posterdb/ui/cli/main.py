@@ -14,6 +14,7 @@ import typer
 
 from posterdb.ui.cli import (
     classify,
+    config,
     fetch,
     finetune,
     info,
@@ -38,6 +39,7 @@ review.register(app)     # review list / accept / set / apply
 fetch.register(app)      # fetch tmdb
 read.register(app)       # read, identify, search-text
 finetune.register(app)   # finetune
+config.register(app)     # config show / set / unset
 
 
 def main() -> None:  # pragma: no cover - the console script

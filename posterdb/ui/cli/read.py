@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from posterdb.core.errors import RefusedError, UsageError
+from posterdb.core.errors import UsageError
+from posterdb.curation.daily import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -29,7 +30,8 @@ IdsArg = Annotated[Optional[list[int]], typer.Argument(help="Poster ids (default
 AllOpt = Annotated[bool, typer.Option("--all", help="Every stored poster still to do.")]
 CatalogueOpt = Annotated[Optional[str], typer.Option(
     "--catalogue", help="tmdb (TMDB_API_KEY / TMDB_READ_TOKEN, POSTERDB_TMDB_URL) or a film "
-    "file: IMDb title.basics.tsv[.gz] or a CSV with title, year, genres.")]
+    "file: IMDb title.basics.tsv[.gz] or a CSV with title, year, genres. Default: the "
+    "store's (posterdb config); a store with none remembers it.")]
 
 
 def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
@@ -42,25 +44,63 @@ def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
     return None if every else ids
 
 
-def catalogue_for(spec: str | None):
-    """The catalogue a command names (checked before any store is opened): a file path, or
-    tmdb (the default) which needs TMDb credentials."""
-    import os
+def catalogue_for(db, spec: str | None, patient: bool = True):
+    """The catalogue to identify against: `spec` (a flag), else the store's (posterdb config),
+    else TMDb when its credentials are set; a UsageError says how to name one."""
+    flow = db.daily.flow(spec, identify=True, patient=patient)
+    cat = flow.catalogue
+    remember_catalogue(db, flow)
+    return cat
 
-    try:
-        from posterdb.reading.identify import open_catalogue
-    except ImportError as e:
-        raise RefusedError(f"identifying films needs the `read` extra: pip install "
-                           f"'posterdb[read]' ({e})") from e
 
-    if spec is None or spec.lower() == "tmdb":
-        if not (os.environ.get("TMDB_API_KEY") or os.environ.get("TMDB_READ_TOKEN")):
-            raise UsageError("--catalogue tmdb needs TMDB_API_KEY or TMDB_READ_TOKEN; or give "
-                             "--catalogue FILE (IMDb title.basics.tsv or a title,year,genres CSV)")
-        return open_catalogue("tmdb")
-    if not Path(spec).is_file():
-        raise UsageError(f"--catalogue: no such file {spec}")
-    return open_catalogue(spec)
+def remember_catalogue(db, flow) -> str | None:
+    """A catalogue named with --catalogue is remembered by a store that has none yet."""
+    if flow is None or flow.choice is None or flow.choice.origin != "--catalogue":
+        return None
+    if db.settings().saved.get("catalogue"):
+        return None
+    db.daily.configure("catalogue", flow.choice.spec)
+    return flow.choice.spec
+
+
+def _sum(a: dict | None, b: dict | None) -> dict | None:
+    """Two stage reports as one: counts added, lists joined, the rest from the later one."""
+    if a is None or b is None:
+        return a or b
+    out = dict(b)
+    for k, v in a.items():
+        if isinstance(v, bool) or k in ("posters_per_s", "cpu_s_per_poster"):
+            continue
+        if isinstance(v, (int, float)) and isinstance(b.get(k), (int, float)):
+            out[k] = round(v + b[k], 3) if isinstance(v, float) else v + b[k]
+        elif isinstance(v, list) and isinstance(b.get(k), list):
+            out[k] = v + b[k]
+        elif k not in out or out[k] is None:
+            out[k] = v
+    secs = out.get("seconds")
+    if "posters_per_s" in out and secs:
+        out["posters_per_s"] = round(out["read"] / secs, 3) if out.get("read") else None
+    if "cpu_s_per_poster" in out and out.get("read"):
+        cpu = sum((d.get("cpu_s_per_poster") or 0) * d.get("read", 0) for d in (a, b))
+        out["cpu_s_per_poster"] = round(cpu / out["read"], 3)
+    return out
+
+
+def arrivals_first(db, added: list[int], catalogue, as_json: bool, threads: int = 2) -> dict:
+    """Read (and, with a catalogue, identify) the posters just added first, then every older
+    poster still unread or undecided: today's arrivals never wait behind a backlog."""
+    r1 = run_read(db, added, as_json, threads) if added else None
+    i1 = run_identify(db, catalogue, added, as_json) if added and catalogue is not None else None
+    r2 = run_read(db, None, as_json, threads)
+    i2 = run_identify(db, catalogue, None, as_json) if catalogue is not None else None
+    out = {"read": _sum(r1, r2)}
+    if catalogue is not None:
+        out["identify"] = _sum(i1, i2)
+    out["arrivals"] = {"posters": len(added), "read": r1["read"] if r1 else 0,
+                       "read_seconds": r1["seconds"] if r1 else 0.0,
+                       **({k: i1[k] for k in ("identified", "unidentified", "pending")} if i1
+                          else {})}
+    return out
 
 
 def progress_bar(name: str, as_json: bool):
@@ -85,7 +125,7 @@ def progress_bar(name: str, as_json: bool):
     return bar, update
 
 
-def run_read(db, ids, as_json: bool, threads: int = 1) -> dict:
+def run_read(db, ids, as_json: bool, threads: int = 2) -> dict:
     bar, update = progress_bar("read", as_json)
     with bar:
         return db.reading.read(ids, threads=threads, progress=update)
@@ -113,7 +153,7 @@ def identify_line(r: dict) -> str:
 
 @command
 def read(ids: IdsArg = None, every: AllOpt = False,
-         threads: Annotated[int, typer.Option("--threads", help="OCR threads.")] = 1,
+         threads: Annotated[int, typer.Option("--threads", help="OCR threads.")] = 2,
          store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None,
          as_json: JsonOpt = False):
     """Read the text printed on stored posters (OCR; resumable: skips posters already read)."""
@@ -134,8 +174,10 @@ def identify(ids: IdsArg = None, every: AllOpt = False, catalogue: CatalogueOpt 
              as_json: JsonOpt = False):
     """Identify the film of read posters in a catalogue; identified posters get its genres."""
     wanted = _ids(ids, every)
-    cat = catalogue_for(catalogue)
+    if catalogue is not None:
+        check_catalogue(catalogue)              # before any store is opened or created
     db = open_store(store, model_dir, create=True)
+    cat = catalogue_for(db, catalogue)
     r = run_identify(db, cat, wanted, as_json, redo)
     emit(as_json, r, lambda: out.print(identify_line(r)))
 
