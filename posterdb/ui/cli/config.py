@@ -27,11 +27,10 @@ app = typer.Typer(no_args_is_help=True, help="What the store remembers: its film
 KeyArg = Annotated[str, typer.Argument(help="catalogue or model_dir.")]
 
 
-def describe(db) -> dict:
+def describe(s, store) -> dict:
     """The settings in effect, where each comes from, and whether identification is on."""
-    s = db.settings()
     values = {"catalogue": s.catalogue, "model_dir": str(s.model_dir) if s.model_dir else None}
-    return {"store": str(db.root),
+    return {"store": str(store),
             "settings": {k: {"value": values[k], "from": s.source_of(k),
                              "saved": s.saved.get(k), "means": STORE_KEYS[k]}
                          for k in STORE_KEYS},
@@ -57,7 +56,13 @@ def _human(d: dict) -> None:
 @command
 def show(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
     """The store's settings: value, and whether it comes from the store or a flag/environment."""
-    d = describe(open_store(store))
+    from posterdb.core.settings import Settings
+    from posterdb.store import PosterDB
+
+    if PosterDB.exists(store):
+        d = describe(open_store(store).settings(), store)
+    else:                      # a reader reports; nothing is created
+        d = describe(Settings.from_env(), store) | {"exists": False}
     emit(as_json, d, lambda: _human(d))
 
 
@@ -72,8 +77,7 @@ def set_(key: KeyArg, value: Annotated[str, typer.Argument(
 
     value = check_setting(key, value)      # before any store is opened or created
     db = open_store(store, create=True)
-    db.daily.configure(key, value)
-    d = describe(db)
+    d = describe(db.daily.configure(key, value), store)
     emit(as_json, d, lambda: (out.print(f"{key} = {value}", highlight=False), _human(d)))
 
 
@@ -86,8 +90,7 @@ def unset(key: KeyArg, store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False
     if key not in STORE_KEYS:
         check_setting(key, "")
     db = open_store(store)
-    db.daily.configure(key, None)
-    d = describe(db)
+    d = describe(db.daily.configure(key, None), store)
     emit(as_json, d, lambda: _human(d))
 
 

@@ -112,7 +112,8 @@ def ingest(
         stages["catalogue_remembered"] = remembered
     try:
         if read or flow is not None:
-            stages.update(arrivals_first(db, report.added_ids, cat, as_json, threads))
+            arrivals_first(db, flow, report.added_ids, cat,
+                           as_json, threads, stages)
     except PosterDBError as e:  # e.g. TMDb refused the key: the posters are stored all the same
         stages["stage_error"] = f"{e} (the posters are stored; run the stage again later)"
 
