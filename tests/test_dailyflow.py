@@ -88,7 +88,7 @@ def _feed(path: Path) -> dict[str, dict]:
 def _names(store: Path) -> dict[int, str]:
     con = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
     try:
-        return {int(i): Path(p).name for i, p in con.execute("SELECT id, path FROM posters")}
+        return {int(i): Path(p).name for i, p in con.execute("SELECT id, path FROM posters").fetchall()}
     finally:
         con.close()
 
@@ -228,5 +228,5 @@ def test_watch_publishes_identified_films_and_survives_a_catalogue_outage(
             assert fed[i]["film_id"] == _film_id(truth[names[i]])
     db = PosterDB.open(store, create=False)
     assert db.count() == N_TRAIN + N_UP + N_DOWN                  # each scan once, none lost
-    assert db.reading.counts()["read"] == N_UP + N_DOWN
+    assert db.reading.counts()["read"] == N_TRAIN + N_UP + N_DOWN    # the backlog too, once
     assert "pending" not in db.reading.counts()

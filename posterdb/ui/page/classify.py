@@ -79,7 +79,8 @@ def _guess_section(db: PosterDB, result, key: str) -> list[str]:
             st.progress(min(max(p, 0.0), 1.0),
                         text=film.genre_row(g, p, is_pred, t_pred.get(g), t_pub.get(g)))
     decade = (f" · decade head {ui.decade_label(result.decade_head)}"
-              if result.decade_head is not None else " · no decade head (year unknown)")
+              if result.decade_head is not None else " · no decade head (year unknown)"
+              if result.year is None else " · no decade head for its decade (too few posters)")
     st.caption(f"Blend: {ui.share_text(result.alpha)}{decade}. A genre is predicted when its "
                f"probability reaches its own threshold (set per genre in training); the vote "
                f"comes from the stored posters below.")
@@ -98,7 +99,9 @@ def _add(db: PosterDB, flow, poster, genres: list[str], title: str | None, year:
     if flow is not None and found is not None:
         got = flow.adopt(pid, found.get("lines") or [])
         note = (" and its film" if got.identified else
-                " (its film is identified on the next pass)" if got.pending or got.error else "")
+                f" (its film is looked up again on the next pass: {got.error})" if got.error else
+                " (its film is looked up again on the next pass)" if got.pending else
+                " (its film was not identified)")
     return (f"Stored **{title or name}** as poster #{pid} with genres {', '.join(genres)}"
             f"{note}.")
 
@@ -113,26 +116,28 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
         return
     key = poster.sha256[:16]
     guess_title, guess_year = ui.title_from_filename(name)
-    left, right = st.columns([1, 3], gap="large")
-    with left:
-        scan, theirs = st.columns(2)
-        scan.image(poster.image, width=UPLOAD_WIDTH // 2 + 40,
-                   caption=f"{name} · {poster.width}×{poster.height}")
-        year = st.number_input("Release year (optional)", min_value=1880, max_value=2100,
-                               value=guess_year, step=1, key=f"year-{key}",
-                               help="Identification and the decade head use it; leave empty "
-                                    "if unknown.")
+    # The year is typed in the form below and taken with its buttons: a year typed outside a
+    # form reruns the page when the field loses focus, and that rerun swallowed the click on
+    # "Add to catalogue" right after it (nothing stored, or "Pick at least one genre").
+    year = st.session_state.get(f"year-{key}", guess_year)
     year = int(year) if year is not None else None
     result = _classification(db, store, generation, poster, year)
     flow = film.flow_of(db, store)
     found = (film.preview(flow, poster, year, result.probabilities if result else None)
              if flow is not None else None)
     ident = found.get("identification") if found else None
-    if ident is not None and ident.film is not None:
-        cached = flow.catalogue_poster(ident.film.source, ident.film.film_id)
-        if cached is not None:
-            theirs.image(str(cached), width=UPLOAD_WIDTH // 2 + 40,
+    cached = (flow.catalogue_poster(ident.film.source, ident.film.film_id)
+              if ident is not None and ident.film is not None else None)
+
+    left, right = st.columns([1, 3], gap="large")
+    with left:
+        scan, theirs = st.columns(2) if cached is not None else (st.container(), None)
+        scan.image(poster.image, width=UPLOAD_WIDTH if theirs is None else UPLOAD_WIDTH // 2,
+                   caption=f"{name} · {poster.width}×{poster.height}")
+        if theirs is not None:
+            theirs.image(str(cached), width=UPLOAD_WIDTH // 2,
                          caption=f"the catalogue's poster of {ident.film.title}")
+        st.caption(f"Year: {ui.year_text(year)} (change it in the form below)")
     with right:
         facts = _film_section(flow, found, key)
         genres = _guess_section(db, result, key)
@@ -146,8 +151,9 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
         st.caption("The store holds no posters to compare with yet.")
 
     identified = ident is not None and ident.status == "identified"
-    _propose(f"genres-pick-{key}", list(facts or genres))
-    _propose(f"title-{key}", ident.film.title if identified else guess_title)
+    if not st.session_state.get(f"add-btn-{key}"):   # on "Add", keep what the person saw
+        _propose(f"genres-pick-{key}", list(facts or genres))
+        _propose(f"title-{key}", ident.film.title if identified else guess_title)
     with st.form(key=f"add-{key}", border=True):
         if result is not None and result.in_store is not None:
             st.markdown(f"**Review poster #{result.in_store}** — it is already stored: saving "
@@ -157,10 +163,16 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
                         + ("the film's genres are filled in; " if facts else
                            "accept the prediction or correct it first; ")
                         + "what was read and the film found are stored with it.")
-        c1, c2 = st.columns([2, 3])
+        c1, c2, c3 = st.columns([2, 1, 3])
         title = c1.text_input("Title", key=f"title-{key}")
-        chosen = c2.multiselect("Genres", list(GENRES), key=f"genres-pick-{key}")
-        if st.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}"):
+        c2.number_input("Release year", min_value=1880, max_value=2100, value=guess_year,
+                        step=1, key=f"year-{key}",
+                        help="Identification and the decade head use it; leave empty if "
+                             "unknown. Enter (or Look up) shows the film and genres for it.")
+        chosen = c3.multiselect("Genres", list(GENRES), key=f"genres-pick-{key}")
+        b1, b2, _ = st.columns([1, 1, 3])
+        b1.form_submit_button("Look up with this year", key=f"lookup-btn-{key}")
+        if b2.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}"):
             if not chosen:
                 st.error("Pick at least one genre before adding the poster.")
             elif perform(lambda: _add(db, flow, poster, list(chosen), title.strip() or None,
