@@ -30,8 +30,9 @@ BENCHES = {
     "ray": "ray_ingest",             # local vs Ray engine posters/s (issue 12): --only ray
     "index": "index_scale",          # 1M realistic vectors, ~40 min (issue 12): --only index
     "train-scale": "train_scale",    # fit at 5k..100k posters (issue 9): --only train-scale, ~1 h
+    "startup": "startup",            # --help and info wall vs `python -c pass` (issue 18)
 }
-DEFAULT = ("ingest", "search", "classify", "train", "gpu", "fetch", "read")
+DEFAULT = ("startup", "ingest", "search", "classify", "train", "gpu", "fetch", "read")
 
 
 def _fmt(x, unit: str = "") -> str:

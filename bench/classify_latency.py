@@ -32,7 +32,7 @@ def run(quick: bool = False) -> list[Figure]:
                        note=f"skipped: {why}")]
     db = PosterDB.open(ensure_store(n), model_dir=MODELS)
     try:
-        if db.classifier() is None:
+        if db.genres.classifier() is None:
             db.train()
     except (ImportError, AttributeError, NotImplementedError) as e:
         return [Figure(NAME, "classify one poster p50", None, "ms", goal=f"≤ {GOAL_MS:.0f} ms",
@@ -42,7 +42,7 @@ def run(quick: bool = False) -> list[Figure]:
     paths = [POSTERS / r["file"] for r in rows]
     for p in paths[:3]:                           # warm: model, index, classifier, caches
         db.classify([p])
-        db.embed([p])
+        db.models.embed([p])
     load = loadavg()
     t_cls, t_emb = [], []
     for p, r in zip(paths, rows):
@@ -51,7 +51,7 @@ def run(quick: bool = False) -> list[Figure]:
         t_cls.append(time.perf_counter() - t0)
         assert c.genres is not None and len(c.evidence) > 0
         t0 = time.perf_counter()
-        db.embed([p])
+        db.models.embed([p])
         t_emb.append(time.perf_counter() - t0)
     load += f" → {loadavg()}"
     p50, p99 = percentiles(t_cls)

@@ -22,7 +22,14 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from posterdb.testing.crash import KINDS, TrialResult, calibrate, plan, run_trial, source_truth
+from posterdb.testing.crash import (
+    KINDS,
+    TrialResult,
+    calibrate,
+    plan,
+    run_trial,
+    source_truth,
+)
 from posterdb.testing.slices import copy_posters
 
 ROOT = Path(__file__).resolve().parents[1]

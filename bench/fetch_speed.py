@@ -24,7 +24,7 @@ DECADES = (1970, 2010)
 
 
 def _worker(url: str, out: str, concurrency: int, per_decade: int) -> dict:
-    from posterdb.fetch_tmdb import FetchOptions, fetch_tmdb
+    from posterdb.tmdb.fetch import FetchOptions, fetch_tmdb
 
     os.environ["POSTERDB_TMDB_URL"] = url
     shutil.rmtree(out, ignore_errors=True)

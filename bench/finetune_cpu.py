@@ -25,11 +25,16 @@ def measure(n: int = 200, threads: int = 2, model_dir: Path = SHARED / "models",
         posters: Path = SHARED / "posters") -> dict:
     import torch
     from PIL import Image
-    from posterdb.genres import GENRES, parse_genres
 
+    from posterdb.core.genres import GENRES, parse_genres
     from posterdb.embedders import get_embedder
     from posterdb.embedders.mobilenet_torch import from_tflite
-    from posterdb.finetune import FinetuneConfig, embed, finetune, poster_inputs
+    from posterdb.finetune.train import (
+        FinetuneConfig,
+        embed,
+        finetune,
+        poster_inputs,
+    )
 
     torch.set_num_threads(threads)
     rows = list(csv.DictReader(open(posters / "labels.csv", encoding="utf-8")))

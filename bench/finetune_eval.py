@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from posterdb.classify.evaluate import evaluate
+from posterdb.classify.experiment import evaluate
 
 
 def l2(x):

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from posterdb.embedders.mobilenet_torch import FloatMobileNetV2  # noqa: E402
-from posterdb.finetune.train import (  # noqa: E402
+from posterdb.finetune.train import (
     FinetuneConfig,
     embed,
     finetune,

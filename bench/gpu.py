@@ -46,7 +46,7 @@ def run(quick: bool = False) -> list[Figure]:
     store = CACHE / "gpu-store"
     shutil.rmtree(store, ignore_errors=True)
     db = PosterDB.open(store, model_dir=MODELS)
-    db.set_embedder(emb)
+    db.models.use(emb)
     load = loadavg()
     t0 = time.perf_counter()
     rep = db.ingest(folder, folder / "labels.csv", model="resnet50", auto_classify=False)
@@ -81,7 +81,7 @@ def _through_ray(emb, folder, raw: float, bs: int) -> Figure:
         store = CACHE / "gpu-ray-store"
         shutil.rmtree(store, ignore_errors=True)
         db = PosterDB.open(store, model_dir=MODELS)
-        db.set_embedder(emb)
+        db.models.use(emb)
         engine = RayEngine(emb, embedder_options={"device": "cuda"})
         load = loadavg()
         t0 = time.perf_counter()

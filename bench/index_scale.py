@@ -98,7 +98,7 @@ def index_bytes(vi) -> int:
 
 def build(factory: str, n: int):
     """Train + add like the store; returns (VectorIndex, train_s, add_s)."""
-    from posterdb.index import VectorIndex, train_size
+    from posterdb.vectors.index import VectorIndex, train_size
 
     base, _, _ = paths(n)
     vi = VectorIndex.empty(_spec(), factory)
@@ -206,7 +206,7 @@ def figures(res: dict, chosen: bool) -> list[Figure]:
 
 
 def run(quick: bool = False, n: int | None = None, chosen_settings=None) -> list[Figure]:
-    from posterdb.index import EF_SEARCH, RERANK, choose_factory
+    from posterdb.vectors.index import EF_SEARCH, RERANK, choose_factory
 
     n = n or (100_000 if quick else 1_000_000)
     prepare(n)

@@ -14,7 +14,15 @@ import shutil
 import time
 from pathlib import Path
 
-from .common import CACHE, Figure, loadavg, poster_folder, rss_peak_mib, run_worker, warm
+from .common import (
+    CACHE,
+    Figure,
+    loadavg,
+    poster_folder,
+    rss_peak_mib,
+    run_worker,
+    warm,
+)
 
 NAME = "ingest"
 BATCH = 64
@@ -37,7 +45,7 @@ def _worker(kind: str, folder: Path, store: Path) -> dict:
 
         shutil.rmtree(store, ignore_errors=True)
         db = PosterDB.open(store, model_dir=MODELS)
-        emb = db.embedder("mobilenet-v2")
+        emb = db.models.embedder("mobilenet-v2")
         emb.embed_images([])
         t0 = time.perf_counter()
         rep = db.ingest(folder, folder / "labels.csv", batch_size=BATCH)

@@ -46,11 +46,11 @@ def ensure_store(store: Path, model_dir: Path) -> None:
         t0 = time.perf_counter()
         r = db.ingest(posters, posters / "labels.csv")
         print(f"ingested {r.added} posters in {time.perf_counter() - t0:.0f} s", flush=True)
-    if db.classifier() is None:
+    if db.genres.classifier() is None:
         t0 = time.perf_counter()
         db.train()
         print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"store {store}: {db.count()} posters", flush=True)
+    print(f"store {store}: {db.posters.count()} posters", flush=True)
 
 
 def reencoded(files: list[Path], out: Path) -> list[Path]:

@@ -22,8 +22,6 @@ NAME = "publish"
 
 
 def measure(precision: float = 0.8, seed: int = 0) -> dict:
-    from posterdb.genres import GENRES, parse_genres, to_multi_hot
-
     from posterdb.classify.blend import GenreClassifier
     from posterdb.classify.heads import as_decades
     from posterdb.classify.publish import choose_publishing, policy_report, published
@@ -34,6 +32,7 @@ def measure(precision: float = 0.8, seed: int = 0) -> dict:
         near_duplicate_groups,
     )
     from posterdb.classify.thresholds import apply_thresholds
+    from posterdb.core.genres import GENRES, parse_genres, to_multi_hot
 
     rows = label_rows()
     X = real_vectors(len(rows))

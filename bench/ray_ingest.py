@@ -32,9 +32,9 @@ def _worker(n: int) -> dict:
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     start_s = time.perf_counter() - t0
-    from posterdb.images import decode, read_bytes, sha256_bytes
+    from posterdb.media.images import decode, read_bytes, sha256_bytes
 
-    emb = PosterDB.open(CACHE / "ray-bench-probe", model_dir=MODELS).embedder("mobilenet-v2")
+    emb = PosterDB.open(CACHE / "ray-bench-probe", model_dir=MODELS).models.embedder("mobilenet-v2")
     files = sorted((folder / "images").iterdir())
     t0, c0 = time.perf_counter(), time.process_time()
     for f in files:
@@ -49,7 +49,7 @@ def _worker(n: int) -> dict:
             store = CACHE / f"ray-bench-{kind}"
             shutil.rmtree(store, ignore_errors=True)
             db = PosterDB.open(store, model_dir=MODELS)
-            emb = db.embedder("mobilenet-v2")
+            emb = db.models.embedder("mobilenet-v2")
             engine = RayEngine(emb) if kind == "ray" else None
             t0 = time.perf_counter()
             rep = db.ingest(folder, folder / "labels.csv", engine=engine, auto_classify=False)

@@ -21,7 +21,7 @@ NAME = "read"
 
 
 def _read(files: list[Path], threads: int):
-    from posterdb.ocr import PosterReader
+    from posterdb.reading.ocr import PosterReader
 
     r = PosterReader(threads=threads, use_gpu=False)
     r.read_path(files[0])                                     # warm
@@ -52,9 +52,8 @@ def run(quick: bool = False) -> list[Figure]:
 
 def _requests(rows, reads) -> Figure:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from posterdb.identify import Reading, TMDbCatalogue, identify
-
-    from posterdb.tmdb import Credentials, TMDbClient
+    from posterdb.reading.identify import Reading, TMDbCatalogue, identify
+    from posterdb.tmdb.client import Credentials, TMDbClient
     from tests.tmdb_server import TMDbServer, distractor_films, shared_films
 
     films = shared_films() + distractor_films(20_000)

@@ -4,9 +4,9 @@
 
 Ingests ../shared/posters (real mobilenet-v2 vectors), replaces the file labels of `--swapped`
 labelled posters by one genre they do not have, trains, then counts how many of them reach the
-top `--top` of the review queue ranked (a) with the out-of-fold probabilities kept at training
-(what `PosterDB.review_queue` uses) and (b) with in-sample probabilities of the fitted model
-(what it used before issue 8).
+top `--top` of the review queue's labelled posters ranked (a) with the out-of-fold probabilities
+kept at training (what `db.curation.queue` uses) and (b) with in-sample probabilities of the
+fitted model, both by the same mistakenness score (`posterdb.curation.queue.mistakenness`).
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from posterdb.catalog import embedding_table
-from posterdb.genres import GENRES
-from posterdb.review import score_queue
 
+from posterdb.core.genres import GENRES, to_multi_hot
+from posterdb.curation.queue import mistakenness
+from posterdb.storage.catalog import embedding_table
 from posterdb.store import PosterDB
 
 from .common import CACHE, MODELS, POSTERS
@@ -33,9 +33,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--store", type=Path, default=CACHE / "review-oof-store")
     a = ap.parse_args(argv)
     db = PosterDB.open(a.store, model_dir=MODELS)
-    if db.count() < 5000:
+    if db.posters.count() < 5000:
         db.ingest(POSTERS, POSTERS / "labels.csv", auto_classify=False)
-    model = db.default_model()
+    model = db.models.default()
     rng = np.random.default_rng(a.seed)
     with db.catalog.read() as con:
         labels = db.catalog.labels(con, origin="file")
@@ -47,18 +47,22 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         db.train()
         train_s = time.perf_counter() - t0
-        oof_top = [p["id"] for p in db.review_queue(limit=a.top)]
-        clf = db.classifier()
+        oof_top = [p["id"] for p in db.curation.queue("labelled", limit=a.top)]
+        clf = db.genres.classifier()
         with db.catalog.read() as con:
             now = db.catalog.labels(con)
             ids, X = db.catalog.vectors(con, embedding_table(model))
             decades = db.catalog.decades(con)
-        proba = clf.predict_proba(X, decades=[decades.get(int(i)) for i in ids], exclude_ids=ids)
-        insample_top = [pid for _, pid, _, _ in score_queue(ids, proba, now, a.top)]
+        proba = clf.predict_proba(X, decades=[decades.get(int(i)) for i in ids])
+        labelled = [k for k, i in enumerate(ids.tolist()) if now.get(i)]
+        Y = to_multi_hot([now[int(ids[k])] for k in labelled])
+        scores = [mistakenness(proba[k], y, list(GENRES)).score for k, y in zip(labelled, Y)]
+        order = np.argsort(-np.asarray(scores), kind="stable")[:a.top]
+        insample_top = [int(ids[labelled[j]]) for j in order]
     finally:  # put the true labels back
         with db.catalog.write() as con:
             db.catalog.set_labels(con, chosen, [labels[p] for p in chosen], "file")
-    result = {"posters": db.count(), "swapped": a.swapped, "top": a.top, "seed": a.seed,
+    result = {"posters": db.posters.count(), "swapped": a.swapped, "top": a.top, "seed": a.seed,
               "train_seconds": round(train_s, 1),
               "found_out_of_fold": len(set(oof_top) & set(chosen)),
               "found_in_sample": len(set(insample_top) & set(chosen))}

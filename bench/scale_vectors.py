@@ -46,7 +46,7 @@ def augment(img, rng: np.random.Generator):
 
 
 def _labels():
-    from posterdb.genres import parse_genres, to_multi_hot
+    from posterdb.core.genres import parse_genres, to_multi_hot
 
     rows = label_rows()
     Y = to_multi_hot([parse_genres(r["genres"])[0] for r in rows])
@@ -56,9 +56,8 @@ def _labels():
 
 def build(copies: int = 4, batch: int = 64, seed: int = 0, verbose: bool = True) -> Path:
     """Embed the originals and `copies` augmented copies of every shared poster (resumable per copy)."""
-    from posterdb.images import decode, read_bytes
-
     from posterdb.embedders import get_embedder
+    from posterdb.media.images import decode, read_bytes
 
     from .common import MODELS
 

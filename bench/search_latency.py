@@ -18,7 +18,16 @@ import time
 
 import numpy as np
 
-from .common import MODELS, THREADS, Figure, Timer, ensure_store, loadavg, percentiles, real_vectors
+from .common import (
+    MODELS,
+    THREADS,
+    Figure,
+    Timer,
+    ensure_store,
+    loadavg,
+    percentiles,
+    real_vectors,
+)
 
 NAME = "search"
 SIGMA = 0.01
@@ -63,7 +72,7 @@ def queries(real: np.ndarray, n: int, nq: int) -> np.ndarray:
 
 def approx_factory(n: int) -> str:
     """The kind the store picks above its threshold, sized for n (also for sizes it keeps exact)."""
-    from posterdb.index import choose_factory
+    from posterdb.vectors.index import choose_factory
 
     return choose_factory(n, exact_max=0)
 
@@ -79,7 +88,7 @@ def build(factories: list[tuple[str, int | None]], n: int, source, sample):
     """Build like `PosterDB._rebuild` (train on ≤ 100k vectors, add in chunks), several indexes
     in one pass over the chunks. Returns [(VectorIndex, train_s)], add seconds (all)."""
 
-    from posterdb.index import VectorIndex
+    from posterdb.vectors.index import VectorIndex
 
     out = []
     for factory, nprobe in factories:
@@ -185,7 +194,7 @@ def end_to_end(quick: bool) -> list[Figure]:
 
     n = 1000 if quick else 5097
     db = PosterDB.open(ensure_store(n), model_dir=MODELS)
-    ids = db.index().ids()
+    ids = db.indexes.index().ids()
     pick = np.random.default_rng(3).choice(ids, size=min(200, len(ids)), replace=False)
     for pid in pick[:3]:
         db.similar(int(pid), k=K)

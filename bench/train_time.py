@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import time
 
-from .common import ARTIFACTS, MODELS, Figure, api_missing, ensure_store, loadavg, standalone
+from .common import (
+    ARTIFACTS,
+    MODELS,
+    Figure,
+    api_missing,
+    ensure_store,
+    loadavg,
+    standalone,
+)
 
 NAME = "train"
 GOAL_S = 60.0

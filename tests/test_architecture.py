@@ -13,12 +13,15 @@ import json
 import pickle
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pytest
-from synthetic import make_posters  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+from synthetic import (
+    make_posters,  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+)
 from typer.testing import CliRunner
 
 from posterdb.classify.persist import FORMAT_VERSION, load_classifier, save_classifier
@@ -53,7 +56,9 @@ def fake_store(tmp_path_factory) -> tuple[Path, Path]:
 # -- dependencies ---------------------------------------------------------------------------
 
 LIBRARY = sorted((ROOT / "posterdb").rglob("*.py"))
-ABOVE_THE_FACADE = {"store.py", "ui.py", "__init__.py"}  # ui: the page's helpers; __init__: lazy
+# capability packages, lowest first: a package imports only packages before it (or itself)
+LAYERS = ["core", "media", "embedders", "storage", "vectors", "classify", "ingest", "tmdb",
+          "curation", "finetune", "reading", "maintenance", "(root)", "ui", "testing"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -72,12 +77,107 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_nothing_below_the_facade_imports_store():
-    below = [p for p in LIBRARY if p.relative_to(ROOT / "posterdb").parts[0] not in
-             ("ui", "testing") and not (p.parent.name == "posterdb" and p.name in ABOVE_THE_FACADE)]
-    assert len(below) > 30
+def _package(path: Path) -> str:
+    parts = path.relative_to(ROOT / "posterdb").parts
+    return parts[0] if len(parts) > 1 else "(root)"
+
+
+def _package_of_module(name: str) -> str | None:
+    parts = name.split(".")
+    if parts[0] != "posterdb" or len(parts) < 2 or parts[1] == "__version__":
+        return None
+    return parts[1] if parts[1] in LAYERS else "(root)"
+
+
+def test_capabilities_are_folders_and_depend_one_way():
+    top = sorted(p.name for p in (ROOT / "posterdb").glob("*.py"))
+    assert len(top) <= 5, top
+    folders = sorted(p.name for p in (ROOT / "posterdb").iterdir()
+                     if p.is_dir() and (p / "__init__.py").exists())
+    assert set(folders) == set(LAYERS) - {"(root)"}, folders
+    wrong = []
+    for p in LIBRARY:
+        mine = LAYERS.index(_package(p))
+        for name in _imports(p):
+            other = _package_of_module(name)
+            if other is not None and LAYERS.index(other) > mine:
+                wrong.append(f"{p.relative_to(ROOT)} imports {name}")
+    assert wrong == []
+    core = [f"{p.relative_to(ROOT)}: {n}" for p in LIBRARY if _package(p) == "core"
+            for n in _imports(p) if n.startswith("posterdb.") and not n.startswith("posterdb.core")]
+    assert core == []
+
+
+def test_nothing_below_the_root_imports_it():
+    below = [p for p in LIBRARY if _package(p) not in ("ui", "testing", "(root)")]
+    assert len(below) > 60
     offenders = [str(p.relative_to(ROOT)) for p in below if "posterdb.store" in _imports(p)]
     assert offenders == []
+
+
+def test_the_root_hands_services_objects_not_callbacks():
+    """PosterDB builds each service with typed collaborators: no lambda, no bound method of
+    its own passed down (a call would go root → service → root)."""
+    tree = ast.parse((ROOT / "posterdb" / "store.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PosterDB")
+    methods = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    passed = []
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Call):
+            for arg in list(node.args) + [k.value for k in node.keywords]:
+                if isinstance(arg, ast.Lambda):
+                    passed.append(f"line {arg.lineno}: a lambda")
+                for sub in ast.walk(arg):
+                    if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name)
+                            and sub.value.id == "self" and sub.attr in methods):
+                        passed.append(f"line {sub.lineno}: self.{sub.attr}")
+    assert passed == []
+    public = sorted(m for m in methods if not m.startswith("_"))
+    assert len(public) <= 12, public
+
+
+def test_the_environment_is_read_only_by_the_settings_module():
+    reads = re.compile(r"os\.environ|getenv\(|envvar=")
+    offenders = [str(p.relative_to(ROOT)) for p in LIBRARY + [ROOT / "app.py"]
+                 if reads.search(p.read_text()) and _package(p) != "testing"
+                 and p != ROOT / "posterdb" / "core" / "settings.py"]
+    assert offenders == []
+
+
+def test_thresholds_are_stated_once_in_the_settings_module():
+    literal = re.compile(r"\b0\.9[07]\b")
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in LIBRARY + [ROOT / "app.py"]
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if literal.search(line) and p != ROOT / "posterdb" / "core" / "settings.py"]
+    assert offenders == []
+
+
+def test_the_cli_lives_in_the_package():
+    assert not (ROOT / "cli").exists()
+    r = subprocess.run([sys.executable, "-c", "import importlib.util as u; s = u.find_spec('cli'); "
+                        "print(s.origin if s else '')"], cwd=ROOT, capture_output=True, text=True,
+                       env=subprocess_env(), timeout=60)
+    assert r.returncode == 0 and str(ROOT) not in r.stdout
+    r = subprocess.run(posterdb_cmd() + ["--help"], capture_output=True, text=True,
+                       env=subprocess_env(), timeout=60)
+    assert r.returncode == 0 and "ingest" in r.stdout and "<bool>" not in r.stdout
+
+
+def test_opening_a_store_and_info_import_no_training_code(fake_store):
+    """`posterdb info` pays only for what it shows: no scikit-learn, SciPy, torch, pandas,
+    OCR or plotting (measured against `python -c pass` in `python -m bench --only startup`)."""
+    _, store = fake_store
+    code = ("import sys, json; from typer.testing import CliRunner; "
+            "from posterdb.ui.cli.main import app; "
+            f"r = CliRunner().invoke(app, ['info', '--store', {str(store)!r}, '--json']); "
+            "assert r.exit_code == 0, r.output; "
+            "heavy = ['sklearn', 'scipy', 'torch', 'pandas', 'matplotlib', 'rapidocr_onnxruntime',"
+            " 'onnxruntime', 'streamlit', 'ray']; "
+            "print(json.dumps([m for m in heavy if m in sys.modules]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=subprocess_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
 
 
 def test_sql_only_in_the_catalogue_and_no_private_reach():
@@ -110,9 +210,9 @@ def test_stored_posters_keep_the_export_keys_and_cached_records_cannot_change(fa
     code, rows, raw = run("export", "--format", "json", "--store", str(store))
     assert code == 0 and rows and all(list(r) == EXPORT_KEYS for r in rows), raw[:500]
     db = PosterDB.open(store, create=False)
-    assert [p.to_dict() for p in db.export()] == rows
-    assert list(db.poster(1).to_dict()) == EXPORT_KEYS[:-1]   # `identified`: export only
-    first = db.posters([1, 2])
+    assert [p.to_dict() for p in db.posters.export()] == rows
+    assert list(db.posters.one(1).to_dict()) == EXPORT_KEYS[:-1]   # `identified`: export only
+    first = db.posters.get([1, 2])
     kept = [p.to_dict() for p in first]
     with pytest.raises(dataclasses.FrozenInstanceError):
         first[0].genres = ("Western",)
@@ -120,7 +220,7 @@ def test_stored_posters_keep_the_export_keys_and_cached_records_cannot_change(fa
         first[0].genres.append("Western")
     first[0].to_dict()["genres"].append("Western")
     dataclasses.replace(first[0], title="Changed", genres=("Western",))
-    again = db.posters([1, 2])
+    again = db.posters.get([1, 2])
     assert [p.to_dict() for p in again] == kept and again == first
 
 
@@ -181,9 +281,9 @@ def test_library_usage_errors_are_value_errors(fake_store):
     _, store = fake_store
     db = PosterDB.open(store, create=False)
     with pytest.raises(UsageError):
-        db.set_review(1, ["Biography"])
+        db.curation.set_genres(1, ["Biography"])
     with pytest.raises(ValueError):
-        db.set_review(1, [])
+        db.curation.set_genres(1, [])
 
 
 # -- versions ----------------------------------------------------------------------------------
@@ -271,7 +371,7 @@ def test_folder_of_symlinks_ingests_images_and_labels(tmp_path):
     report = PosterDB.open(tmp_path / "s").ingest(links, links / "labels.csv", model=FAKE)
     assert report.added == 6
     assert [f["reason"] for f in report.failed] == ["labels row 7: path escapes the labels folder"]
-    posters = PosterDB.open(tmp_path / "s").posters()
+    posters = PosterDB.open(tmp_path / "s").posters.get()
     assert all(p.genres and p.title.startswith("Poster ") for p in posters)
 
 
@@ -284,25 +384,25 @@ def test_approximate_index_ids_filtered_search_and_sync(tmp_path):
     db = PosterDB.open(tmp_path / "s", exact_max=100)
     db.ingest(src, src / "labels.csv", model=FAKE)
     db = PosterDB.open(tmp_path / "s", exact_max=100)   # a fresh reader: load, compare, rebuild
-    index = db.index()
+    index = db.indexes.index()
     assert index.factory == choose_factory(300, exact_max=100) != "Flat" and len(index) == 300
     assert np.array_equal(index.ids(), np.arange(1, 301))
     hits = db.similar(5, 10, decades=[1970])
     assert hits and {h.decade for h in hits} == {1970} and 5 not in [h.id for h in hits]
-    exact = db.similar(db.vectors([7])[0], 1)
+    exact = db.similar(db.search.vectors([7])[0], 1)
     assert exact[0].id == 7 and exact[0].similarity > 0.999
     assert db.remove([1, 2, 3]) == [1, 2, 3]
     fresh = PosterDB.open(tmp_path / "s", exact_max=100)
-    assert fresh.index_state().status == "loaded" and len(fresh.index()) == 297
-    assert 1 not in fresh.index().ids()
+    assert fresh.indexes.state().status == "loaded" and len(fresh.indexes.index()) == 297
+    assert 1 not in fresh.indexes.index().ids()
     # the file fell behind (an older copy): the next open syncs it from DuckDB
     extra = make_posters(tmp_path / "more", 5, seed=4)
     old = (tmp_path / "s" / "index" / "fake_pixels.faiss").read_bytes()
     fresh.ingest(extra, extra / "labels.csv", model=FAKE)
     (tmp_path / "s" / "index" / "fake_pixels.faiss").write_bytes(old)
     again = PosterDB.open(tmp_path / "s", exact_max=100)
-    state = again.index_state()
-    assert state.status == "synced" and state.added == 5 and len(again.index()) == 302
+    state = again.indexes.state()
+    assert state.status == "synced" and state.added == 5 and len(again.indexes.index()) == 302
     assert again.check()["ok"]
 
 

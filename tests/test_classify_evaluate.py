@@ -1,4 +1,4 @@
-"""posterdb.classify.evaluate on real features of a slice of ../shared/posters (425 posters)."""
+"""posterdb.classify.experiment on real features of a slice of ../shared/posters (425 posters)."""
 from __future__ import annotations
 
 import json

@@ -42,7 +42,7 @@ def test_readers_during_ingest(tmp_path, posters_dir, model_dir):
              "--model-dir", str(model_dir), "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     page = PosterDB.open(store, create=False, model_dir=model_dir)
-    query = int(page.index().ids()[0])
+    query = int(page.indexes.index().ids()[0])
 
     ingest = subprocess.Popen(
         posterdb_cmd() + ["ingest", str(src), "--labels", str(src / "labels.csv"), "--store",
@@ -119,5 +119,5 @@ def test_readers_during_ingest(tmp_path, posters_dir, model_dir):
 
     c = _cli("check", "--store", str(store), "--json")
     assert c.returncode == 0 and json.loads(c.stdout)["ok"], c.stdout[-2000:]
-    assert page.count() == N_SEED + N_INGEST
-    assert len(page.index()) == N_SEED + N_INGEST
+    assert page.posters.count() == N_SEED + N_INGEST
+    assert len(page.indexes.index()) == N_SEED + N_INGEST

@@ -227,6 +227,6 @@ def test_watch_publishes_identified_films_and_survives_a_catalogue_outage(
         for i in back:
             assert fed[i]["film_id"] == _film_id(truth[names[i]])
     db = PosterDB.open(store, create=False)
-    assert db.count() == N_TRAIN + N_UP + N_DOWN                  # each scan once, none lost
+    assert db.posters.count() == N_TRAIN + N_UP + N_DOWN                  # each scan once, none lost
     assert db.reading.counts()["read"] == N_TRAIN + N_UP + N_DOWN    # the backlog too, once
     assert "pending" not in db.reading.counts()

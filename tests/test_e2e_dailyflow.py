@@ -108,7 +108,7 @@ def test_upload_shows_the_film_first_and_a_typed_year_then_add_stores_the_select
             """(k) => [...document.querySelectorAll(`.st-key-genres-pick-${k} span[data-tag]`)]
                  .map(t => t.getAttribute('aria-label')).sort().join('|') === 'Drama|Horror'""",
             arg=key, timeout=TIMEOUT_MS)
-        assert PosterDB.open(film_store, create=False).count() == 60     # looked up, not added
+        assert PosterDB.open(film_store, create=False).posters.count() == 60     # looked up, not added
 
         # 3. another bare scan: type its year and press Add at once
         page.goto(url)
@@ -129,8 +129,8 @@ def test_upload_shows_the_film_first_and_a_typed_year_then_add_stores_the_select
         screenshot(page, "e2e-classify-year-add.png")
 
     db = PosterDB.open(film_store, create=False)
-    (pid,) = [p.id for p in db.posters() if p.sha256.startswith(key)]
-    stored = db.poster(pid)
+    (pid,) = [p.id for p in db.posters.get() if p.sha256.startswith(key)]
+    stored = db.posters.one(pid)
     assert stored.reviewed and sorted(stored.genres) == selected and stored.year == 1921
     got = db.reading.of([pid])[pid]
     assert got["lines"] and got["identified"]["status"] == "identified"

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from synthetic import make_posters
-from test_e2e import CHROMIUM, assert_page_clean, browser, screenshot, serve, wait_images  # noqa: F401
+from test_e2e import (  # noqa: F401
+    CHROMIUM,
+    assert_page_clean,
+    browser,
+    screenshot,
+    serve,
+    wait_images,
+)
 
 from posterdb.curation.inbox import Inbox
 from posterdb.curation.watch import Watcher
@@ -36,25 +43,25 @@ def inbox_store(tmp_path_factory) -> tuple[Path, int, int]:
     inbox.mkdir()
     for i, f in enumerate(new):
         shutil.copy(f, inbox / f"Arrival {i} ({1950 + i}).png")
-    Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
+    Watcher(Inbox(inbox, settle=0), lambda b: db.curation.process(b, root=inbox)).run_once()
     original = new[0]
     shutil.copy(original, inbox / "same bytes, other name.png")           # exact copy
     buf = io.BytesIO()                                                     # a rescan
     Image.open(original).convert("RGB").resize((46, 69)).save(buf, "JPEG", quality=85)
     (inbox / "Arrival 0 rescan.jpg").write_bytes(buf.getvalue())
-    Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
-    by_title = {p.title: p.id for p in db.export()}
-    rescan = next(p.id for p in db.export() if p.path.endswith("rescan.jpg"))
+    Watcher(Inbox(inbox, settle=0), lambda b: db.curation.process(b, root=inbox)).run_once()
+    by_title = {p.title: p.id for p in db.posters.export()}
+    rescan = next(p.id for p in db.posters.export() if p.path.endswith("rescan.jpg"))
     return db.root, by_title["Arrival 0"], rescan
 
 
 def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path):  # noqa: F811
     store, poster, rescan = inbox_store
     db = PosterDB.open(store, create=False)
-    waiting = db.intake.queue("new", limit=100)
-    assert len(waiting) == 25 and not any(p.reviewed for p in db.posters(
+    waiting = db.curation.queue("new", limit=100)
+    assert len(waiting) == 25 and not any(p.reviewed for p in db.posters.get(
         [w["id"] for w in waiting]))
-    tiers = {d["tier"]: d for d in db.intake.duplicates(poster)}
+    tiers = {d["tier"]: d for d in db.curation.duplicates(poster)}
     assert tiers["exact copy"]["path"].endswith("same bytes, other name.png")
     assert tiers["near-duplicate"]["id"] == rescan
 
@@ -93,8 +100,8 @@ def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path): 
         assert_page_clean(page)
 
     after = PosterDB.open(store, create=False)
-    reviewed = [p for p in after.posters(first_page) if p.reviewed]
+    reviewed = [p for p in after.posters.get(first_page) if p.reviewed]
     assert len(reviewed) == 20
     assert all(p.genres == p.predicted for p in reviewed)   # the suggestions, as shown
-    assert len(after.intake.queue("new", limit=100)) == 5
+    assert len(after.curation.queue("new", limit=100)) == 5
     assert "Traceback" not in (tmp_path / "server.log").read_text()

@@ -25,7 +25,13 @@ from posterdb.finetune.embedder import (  # noqa: E402
     load_backbone,
     save_backbone,
 )
-from posterdb.finetune.train import FinetuneConfig, augment, embed, finetune, poster_inputs  # noqa: E402
+from posterdb.finetune.train import (  # noqa: E402
+    FinetuneConfig,
+    augment,
+    embed,
+    finetune,
+    poster_inputs,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODEL = SHARED / "models" / "mobilenet_v2_1.0_224_quant.tflite"

@@ -41,13 +41,13 @@ def test_finetune_adds_a_second_model_with_hash_checked_weights(tuned_store, mod
     assert is_finetuned_name(name) and result["reembedded"] == 48 and result["n_train"] == 16
     assert (store / "models" / f"{result['sha256']}.pt").is_file()
     db = PosterDB.open(store, model_dir=model_dir)
-    specs = {m.name: m for m in db.models()}
+    specs = {m.name: m for m in db.models.specs()}
     assert set(specs) == {"mobilenet-v2", name} and specs[name].weights_sha256 == result["sha256"]
-    assert len(db.index(name)) == 48 and len(db.index("mobilenet-v2")) == 48
-    ids = [p.id for p in db.posters()][:3]
+    assert len(db.indexes.index(name)) == 48 and len(db.indexes.index("mobilenet-v2")) == 48
+    ids = [p.id for p in db.posters.get()][:3]
     # the stored vectors are what the (reloaded) embedder gives for the stored image copies
-    again = db.embed([db.image_file(p.image_path) for p in db.posters(ids)], model=name)
-    assert np.allclose(again, db.vectors(ids, model=name), atol=1e-4)
+    again = db.models.embed([db.images.file(p.image_path) for p in db.posters.get(ids)], model=name)
+    assert np.allclose(again, db.search.vectors(ids, model=name), atol=1e-4)
     hits = db.similar(ids[0], k=5, model=name)
     assert len(hits) == 5 and ids[0] not in [h.id for h in hits]
 
@@ -77,7 +77,7 @@ def test_tampered_store_weights_are_refused(tuned_store, model_dir, tmp_path):
     data[-100] ^= 0xFF
     w.write_bytes(bytes(data))
     with pytest.raises(WeightsLoadError, match="does not match"):
-        PosterDB.open(copy, model_dir=model_dir).embedder(result["model"])
+        PosterDB.open(copy, model_dir=model_dir).models.embedder(result["model"])
     # stored vectors still answer `similar <id>`; embedding a new image needs the weights: refused
     image = next((copy / "images").rglob("*.jpg"))
     res = runner.invoke(app, ["similar", str(image), "--model", result["model"], "--store", str(copy),

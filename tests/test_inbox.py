@@ -1,6 +1,7 @@
 """Inbox mechanics on a real folder: completeness, temp names, hints, filing away, one watcher."""
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -178,3 +179,217 @@ def test_watch_loop_leaves_files_in_place_when_the_store_cannot_take_a_batch(tmp
     assert calls[1:] == [["a.jpg", "b.jpg"], ["c.jpg"]]
     assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["a.jpg", "b.jpg"]
     assert (tmp_path / "failed" / "c.jpg.error.txt").read_text().startswith("c.jpg: truncated")
+
+
+# -- inbox safety (issue 19): nothing in the inbox is followed --------------------------------
+
+def _outside(tmp_path: Path) -> dict[str, Path]:
+    """Files outside the inbox that a link in it could point at, with their bytes."""
+    out = tmp_path / "outside"
+    (out / "dir").mkdir(parents=True)
+    (out / "secret.png").write_bytes(b"outside image bytes")
+    (out / "passwd").write_text("root:x:0:0:first line of a system file\n")
+    (out / "dir" / "x.png").write_bytes(b"outside folder file")
+    (out / "catalog.duckdb").write_bytes(b"D" * 4096)
+    return {p.name: p for p in out.rglob("*") if p.is_file()}
+
+
+def _unchanged(files: dict[str, Path], before: dict[str, bytes]) -> bool:
+    return {n: p.read_bytes() for n, p in files.items()} == before
+
+
+def _recording_process(seen: list):
+    from posterdb.curation.watch import Outcome
+
+    def process(batch):
+        seen.extend(p for p, _ in batch)
+        return [Outcome(p, False, reason="not an image") for p, _ in batch]
+    return process
+
+
+def test_links_fifos_sockets_and_hard_links_in_the_inbox_are_filed_away_unread(tmp_path):
+    import socket
+
+    from posterdb.curation.watch import Watcher
+
+    outside = _outside(tmp_path)
+    before = {n: p.read_bytes() for n, p in outside.items()}
+    inbox = tmp_path / "INBOX"
+    (inbox / "sub").mkdir(parents=True)
+    os.symlink(outside["secret.png"], inbox / "link.png")                  # a file
+    os.symlink(outside["passwd"], inbox / "labels.csv")                    # a labels file
+    os.symlink(outside["passwd"], inbox / "sub" / "more.jsonl")            # one in a sub-folder
+    os.symlink(outside["x.png"].parent, inbox / "linked folder")           # a folder
+    os.symlink("/nonexistent/x.jpg", inbox / "dangling.jpg")
+    os.symlink("link.png", inbox / "chain.jpg")                            # a link to a link
+    os.link(outside["catalog.duckdb"], inbox / "hard.png")                 # a hard link
+    os.mkfifo(inbox / "pipe.jpg")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(inbox / "sock.jpg"))
+    _drop(inbox / "sub" / "real.jpg", b"a real scan")
+    for p in inbox.rglob("*"):
+        os.utime(p, (OLD, OLD), follow_symlinks=False)
+    seen: list = []
+    [rep] = Watcher(Inbox(inbox, settle=0.5), _recording_process(seen)).run_once(max_wait=0)
+    sock.close()
+
+    assert seen == [inbox / "sub" / "real.jpg"]          # only the plain file reached the store
+    unread = {"link.png", "labels.csv", "sub/more.jsonl", "linked folder", "dangling.jpg",
+              "chain.jpg", "hard.png", "pipe.jpg", "sock.jpg"}
+    assert (rep.files, rep.failed) == (10, 10)
+    reasons = {Path(f["path"]).relative_to(inbox).as_posix(): f["reason"] for f in rep.failures}
+    assert set(reasons) == unread | {"sub/real.jpg"}
+    for name in ("link.png", "labels.csv", "sub/more.jsonl", "linked folder", "dangling.jpg",
+                 "chain.jpg"):
+        assert reasons[name] == "a symbolic link: not followed"
+        assert os.path.islink(inbox / "failed" / name)          # the link itself, not its target
+        assert (inbox / "failed" / f"{name}{ERROR_SUFFIX}").read_text().startswith(
+            f"{Path(name).name}: a symbolic link: not followed")
+    assert reasons["hard.png"].startswith("a hard link (the same file has 2 names): not read")
+    assert reasons["pipe.jpg"].startswith("a FIFO (named pipe), not a regular file")
+    assert reasons["sock.jpg"].startswith("a socket, not a regular file")
+    assert _unchanged(outside, before)                  # nothing outside read into, written, moved
+    assert sorted(p.name for p in outside["x.png"].parent.iterdir()) == ["x.png"]
+    assert os.stat(outside["catalog.duckdb"]).st_nlink == 2      # only the inbox name moved
+    assert "first line" not in json.dumps(rep.__dict__, default=str)
+    assert Inbox(inbox).pending() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")
+def test_a_device_in_the_inbox_is_filed_away_unopened(tmp_path):
+    from posterdb.curation.watch import Watcher
+
+    os.mknod(tmp_path / "zero.jpg", 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 5))
+    os.utime(tmp_path / "zero.jpg", (OLD, OLD))
+    seen: list = []
+    [rep] = Watcher(Inbox(tmp_path, settle=0), _recording_process(seen)).run_once(max_wait=0)
+    assert seen == [] and rep.failures[0]["reason"].startswith("a character device")
+    assert (tmp_path / "failed" / "zero.jpg").is_char_device()
+
+
+@pytest.mark.parametrize("make", ["symlink", "dangling", "hardlink", "folder", "fifo"])
+def test_a_lock_that_is_not_a_plain_file_is_refused_and_its_target_untouched(tmp_path, make):
+    from posterdb.core.safefs import Unsafe
+
+    outside = _outside(tmp_path)
+    before = {n: p.read_bytes() for n, p in outside.items()}
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    lock = inbox / ".posterdb-watch.lock"
+    {"symlink": lambda: os.symlink(outside["catalog.duckdb"], lock),
+     "dangling": lambda: os.symlink(tmp_path / "created-through-the-link", lock),
+     "hardlink": lambda: os.link(outside["catalog.duckdb"], lock),
+     "folder": lambda: lock.mkdir(),
+     "fifo": lambda: os.mkfifo(lock)}[make]()
+    box = Inbox(inbox)
+    with pytest.raises(Unsafe, match=r"\.posterdb-watch\.lock: .*not the watcher's lock file"):
+        box.lock()
+    box.close()
+    assert _unchanged(outside, before)
+    assert not (tmp_path / "created-through-the-link").exists()
+
+
+@pytest.mark.parametrize("control", ["done", "failed"])
+@pytest.mark.parametrize("make", ["symlink", "file"])
+def test_done_or_failed_that_is_not_a_real_folder_is_refused(tmp_path, control, make):
+    from posterdb.core.safefs import Unsafe
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    inbox = tmp_path / "INBOX"
+    inbox.mkdir()
+    if make == "symlink":
+        os.symlink(other, inbox / control)
+    else:
+        (inbox / control).write_bytes(b"x")
+    box = Inbox(inbox)
+    with pytest.raises(Unsafe, match=f"INBOX/{control}: a (symbolic link|regular file), not a folder"):
+        box.lock()
+    box.close()
+    assert list(other.iterdir()) == []
+
+
+@pytest.mark.parametrize("swap", ["done", "failed", "done/sub"])
+def test_a_control_folder_swapped_for_a_link_mid_run_stops_the_watcher(tmp_path, swap):
+    """done/ (or failed/, or a folder inside done/) replaced by a link while a batch runs:
+    nothing is written through it, the file stays in the inbox, the batch says why."""
+    from posterdb.core.safefs import Unsafe
+    from posterdb.curation.watch import Outcome, Watcher
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    inbox = tmp_path / "INBOX"
+    _drop(inbox / "sub" / "a.jpg", b"scan")
+    (inbox / "done" / "sub").mkdir(parents=True)
+    (inbox / "failed").mkdir()
+    box = Inbox(inbox, settle=0)
+    box.lock()
+
+    def process(batch):      # while the batch runs, someone swaps the folder for a link
+        target = inbox / swap
+        shutil.rmtree(target)
+        os.symlink(other, target)
+        return [Outcome(p, swap == "done" or swap == "done/sub", poster_id=1, new=True,
+                        reason="bad") for p, _ in batch]
+
+    reports = []
+    w = Watcher(box, process, after_batch=reports.append)
+    with pytest.raises(Unsafe, match=f"{swap}: a symbolic link, not a folder"):
+        w.run_once(max_wait=0)
+    box.close()
+    assert reports[0].stopped and swap in reports[0].stopped and "stopped:" in reports[0].line()
+    assert list(other.iterdir()) == []
+    assert (inbox / "sub" / "a.jpg").read_bytes() == b"scan"
+
+
+def test_a_symlinked_folder_inside_done_is_never_written_through(tmp_path):
+    from posterdb.core.safefs import Unsafe
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (tmp_path / "done").mkdir()
+    os.symlink(other, tmp_path / "done" / "sub")
+    a = _drop(tmp_path / "sub" / "a.jpg")
+    with pytest.raises(Unsafe, match="done/sub: a symbolic link"):
+        Inbox(tmp_path).mark_done(a)
+    assert list(other.iterdir()) == [] and a.exists()
+
+
+def test_names_too_long_with_a_counter_still_fit(tmp_path):
+    inbox = Inbox(tmp_path)
+    name = "L" * 251 + ".jpg"                      # 255 bytes: the longest a name can be
+    for n in range(3):
+        dest = inbox.mark_failed(_drop(tmp_path / name, b"%d" % n), "bad")
+        assert dest.suffix == ".jpg" and len(os.fsencode(dest.name)) <= 255 - len(ERROR_SUFFIX)
+        assert dest.with_name(dest.name + ERROR_SUFFIX).read_text().startswith(name)
+    assert len(list((tmp_path / "failed").iterdir())) == 6 and inbox.pending() == []
+
+
+def test_safefs_reads_writes_and_moves_without_following(tmp_path):
+    from posterdb.core import safefs
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"abc")
+    os.symlink(tmp_path / "d", tmp_path / "ld")
+    os.symlink(tmp_path / "d" / "f", tmp_path / "lf")
+    fd = safefs.open_root(tmp_path)
+    try:
+        assert safefs.read_file(fd, "d/f")[0] == b"abc"
+        for rel in ("lf", "ld/f"):
+            with pytest.raises(safefs.Unsafe, match="symbolic link"):
+                safefs.read_file(fd, rel, shown="ROOT")
+        with pytest.raises(ValueError):
+            safefs.read_file(fd, "../x")
+        safefs.write_file(fd, "d/new", b"n")
+        os.symlink(tmp_path / "d" / "f", tmp_path / "d" / "over")
+        safefs.write_file(fd, "d/over", b"o")          # replaces the link, not its target
+        assert (tmp_path / "d" / "f").read_bytes() == b"abc"
+        assert (tmp_path / "d" / "over").read_bytes() == b"o"
+        with safefs.at(fd, "made/here", create=True):
+            pass
+        safefs.rename(fd, "lf", fd, "made/here/lf")    # a link moves as a link
+        assert os.readlink(tmp_path / "made" / "here" / "lf") == str(tmp_path / "d" / "f")
+        assert [r for r, _ in safefs.walk(fd)] == ["ld", "d/f", "d/new", "d/over", "made/here/lf"]
+        assert not safefs.lexists(fd, "d/none") and safefs.lexists(fd, "ld")
+    finally:
+        os.close(fd)

@@ -107,21 +107,21 @@ def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice
     first = poster_slice(90, every=29, name="a")
     db = PosterDB.open(tmp_path / "store", model_dir=model_dir, exact_max=50)
     assert db.ingest(first, first / "labels.csv").added == 90
-    state = db.index_state()          # the ingest's Flat grew past 50: rebuilt as the graph
+    state = db.indexes.state()          # the ingest's Flat grew past 50: rebuilt as the graph
     assert state.factory == choose_factory(90, exact_max=50) and state.factory.endswith(REFINE)
     with db.catalog.read() as con:
         duck = lambda: db.catalog.vector_ids(con, "embeddings_mobilenet_v2")  # noqa: E731
-        assert np.array_equal(db.index().ids(), duck())
+        assert np.array_equal(db.indexes.index().ids(), duck())
     assert db.check()["ok"]
 
     # filters: every hit is in the decade / genre, and the hits are the exact filtered top-5
-    pid = int(db.index().ids()[3])
-    decade = db.poster(pid).decade
+    pid = int(db.indexes.index().ids()[3])
+    decade = db.posters.one(pid).decade
     hits = db.similar(pid, k=5, decades=[decade])
     assert hits and all(h.decade == decade for h in hits) and pid not in [h.id for h in hits]
-    ids = db.index().ids()
-    vecs = db.vectors(ids)
-    same = np.array([db.poster(int(i)).decade == decade for i in ids])
+    ids = db.indexes.index().ids()
+    vecs = db.search.vectors(ids)
+    same = np.array([db.posters.one(int(i)).decade == decade for i in ids])
     want = exact_top(vecs, ids, vecs[ids == pid], 6, ids[same])[0]
     assert [h.id for h in hits] == [int(i) for i in want if i != pid][:len(hits)]
     for h in db.similar(pid, k=5, genres=["Drama"]):
@@ -130,21 +130,21 @@ def test_store_above_threshold_uses_the_approximate_index(tmp_path, poster_slice
     # remove: gone from DuckDB and FAISS together
     gone = [int(i) for i in ids[:7]]
     db.remove(gone)
-    assert np.array_equal(db.index().ids(), np.setdiff1d(ids, gone))
+    assert np.array_equal(db.indexes.index().ids(), np.setdiff1d(ids, gone))
     assert not set(gone) & {h.id for h in db.similar(int(ids[10]), k=20)}
 
     # a later ingest adds through the same index; a fresh process syncs from the saved file
     more = poster_slice(30, start=3, every=29, name="b")   # rows not in "a"
     assert db.ingest(more, more / "labels.csv").added == 30
     fresh = PosterDB.open(db.root, model_dir=model_dir, exact_max=50)
-    assert fresh.index_state().status in ("loaded", "synced")
+    assert fresh.indexes.state().status in ("loaded", "synced")
     with fresh.catalog.read() as con:
-        assert np.array_equal(fresh.index().ids(),
+        assert np.array_equal(fresh.indexes.index().ids(),
                               fresh.catalog.vector_ids(con, "embeddings_mobilenet_v2"))
     assert fresh.check()["ok"]
     # the file deleted: rebuilt from DuckDB as the same kind
-    fresh.index_path("mobilenet-v2").unlink()
+    fresh.indexes.path("mobilenet-v2").unlink()
     again = PosterDB.open(db.root, model_dir=model_dir, exact_max=50)
-    st = again.index_state()
+    st = again.indexes.state()
     assert st.status == "rebuilt" and st.factory == choose_factory(113, exact_max=50) and st.ntotal == 113
     assert again.similar(int(ids[10]), k=1)[0].similarity > 0.5

@@ -44,8 +44,8 @@ def local(tmp_path_factory, posters, model_dir):
 
 
 def by_sha(db) -> dict[str, np.ndarray]:
-    posters = db.posters()
-    vecs = db.vectors([p.id for p in posters])
+    posters = db.posters.get()
+    vecs = db.search.vectors([p.id for p in posters])
     return {p.sha256: v for p, v in zip(posters, vecs)}
 
 
@@ -64,7 +64,7 @@ def same_as_local(db, local) -> None:
 def test_ray_engine_stores_what_the_local_engine_stores(cluster, posters, local, tmp_path,
                                                         model_dir):
     db = PosterDB.open(tmp_path / "s", model_dir=model_dir)
-    engine = RayEngine(db.embedder("mobilenet-v2"))
+    engine = RayEngine(db.models.embedder("mobilenet-v2"))
     report = db.ingest(posters, posters / "labels.csv", engine=engine)
     assert (report.added, report.failed) == (N, [])
     same_as_local(db, local)
@@ -81,7 +81,7 @@ def test_shipped_weights_give_the_same_vectors(cluster, tmp_path, label_rows, po
 
     few = copy_slice(label_rows, posters_dir, tmp_path / "src", 12, every=17)
     db = PosterDB.open(tmp_path / "s", model_dir=model_dir)
-    report = db.ingest(few, engine=RayEngine(db.embedder("mobilenet-v2"), ship_weights=True))
+    report = db.ingest(few, engine=RayEngine(db.models.embedder("mobilenet-v2"), ship_weights=True))
     assert report.added == 12
     theirs = by_sha(local)
     for sha, v in by_sha(db).items():
@@ -102,7 +102,7 @@ def test_cli_ray_killed_mid_run_then_rerun_gives_the_exact_set(cluster, posters,
     killed = _cli(*common, crash_at="after_commit:2")      # SIGKILL after the first commit
     assert killed.returncode == -9, killed.stderr[-2000:]
     db = PosterDB.open(store, model_dir=model_dir)
-    part = db.count()
+    part = db.posters.count()
     assert 0 < part < N                                           # mid-run
     rerun = _cli(*common)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -124,3 +124,29 @@ def test_cli_refuses_a_bad_engine_before_making_a_store(tmp_path, posters):
                                        "--json"])
         assert res.exit_code == 2 and json.loads(res.stdout)["type"] == "UsageError", res.output
         assert not store.exists()
+
+
+def test_ray_engine_takes_names_that_are_not_utf8(cluster, tmp_path):
+    """Issue 19: file names travel to the Ray workers as bytes (Arrow strings are UTF-8 only)."""
+    import os
+    import shutil
+
+    from synthetic import make_posters
+
+    from posterdb.core.text import name_bytes
+
+    imgs = make_posters(tmp_path / "src", 3) / "images"
+    bad = os.path.join(os.fsencode(imgs), b"bad\xff\x1b.png")
+    shutil.copy(imgs / "p000001.png", bad)
+    os.remove(imgs / "p000001.png")
+    with open(os.path.join(os.fsencode(imgs), b"junk\xfe.png"), "wb") as f:
+        f.write(b"not an image")
+    db = PosterDB.open(tmp_path / "store")
+    engine = RayEngine(db.models.embedder("fake-pixels"), batch_size=2)
+    report = db.ingest(imgs, model="fake-pixels", engine=engine)
+    assert report.added == 3 and [f["reason"] for f in report.failed] == [
+        "not an image: unrecognised format"]
+    with db.catalog.read() as con:
+        assert bad in {name_bytes(p) for p in db.catalog.known_paths(con)}
+    again = db.ingest(imgs, model="fake-pixels", engine=engine)
+    assert again.added == 0 and again.skipped == 3

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from synthetic import make_posters  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+from synthetic import (
+    make_posters,  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+)
 
 from posterdb.embedders import get_embedder
 from posterdb.ingest import Embedded, Failed, Item, Known, LocalEngine, plan, run_ingest
@@ -52,27 +54,27 @@ class RemoteEngine:
 def test_another_engine_reuses_plan_commit_and_post_commit(tmp_path):
     src = make_posters(tmp_path / "src", 10, seed=6)
     db = PosterDB.open(tmp_path / "s")
-    emb = db.embedder(FAKE)
+    emb = db.models.embedder(FAKE)
     report = run_ingest(db.catalog, db.images, db.indexes, emb, src, src / "labels.csv",
                         engine=RemoteEngine(emb))
     assert report.added == 10 and not report.failed
     fresh = PosterDB.open(tmp_path / "s", create=False)
-    assert fresh.check()["ok"] and len(fresh.index()) == 10
-    assert all(p.genres for p in fresh.posters())
+    assert fresh.check()["ok"] and len(fresh.indexes.index()) == 10
+    assert all(p.genres for p in fresh.posters.get())
     again = run_ingest(db.catalog, db.images, db.indexes, emb, src, src / "labels.csv",
                        engine=RemoteEngine(emb))
     assert again.added == 0 and again.skipped == 10
     # the same vectors the local engine would have stored
     local = PosterDB.open(tmp_path / "t")
     local.ingest(src, src / "labels.csv", model=FAKE)
-    assert np.allclose(local.vectors(list(range(1, 11))), fresh.vectors(list(range(1, 11))))
+    assert np.allclose(local.search.vectors(list(range(1, 11))), fresh.search.vectors(list(range(1, 11))))
 
 
 def test_similar_does_not_hold_a_session_while_embedding(tmp_path):
     src = make_posters(tmp_path / "src", 8, seed=7)
     db = PosterDB.open(tmp_path / "s")
     db.ingest(src, src / "labels.csv", model=FAKE)
-    emb = db.embedder(FAKE)
+    emb = db.models.embedder(FAKE)
     sessions = []
     original = emb.embed_images
 

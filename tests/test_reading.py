@@ -104,10 +104,10 @@ def test_identify_from_a_catalogue_file(store, films_csv):
     code, r = run("identify", "--all", "--catalogue", str(films_csv), "--store", str(store))
     assert code == 0 and r["identified"] >= 3 and r["pending"] == 0
     db = PosterDB.open(store, create=False)
-    names = {p.id: Path(p.path).name for p in db.posters()}
+    names = {p.id: Path(p.path).name for p in db.posters.get()}
     by_name = dict(zip(sorted(names.values()), FILMS.values()))
     right = 0
-    for p in db.posters():
+    for p in db.posters.get():
         got = db.reading.of([p.id])[p.id]["identified"]
         title, year, genres = by_name[names[p.id]]
         if got["status"] == "identified":
@@ -116,7 +116,7 @@ def test_identify_from_a_catalogue_file(store, films_csv):
             assert p.title == title                               # it had none
             right += 1
     assert right >= 3
-    rows = {r.id: r for r in db.export()}
+    rows = {r.id: r for r in db.posters.export()}
     ids = [i for i, r in rows.items() if r.identified]
     assert len(ids) == right
     assert set(rows[ids[0]].identified) == {"source", "film_id", "title", "year", "score"}
@@ -133,9 +133,9 @@ def test_review_beats_catalogue_beats_prediction(store, films_csv):
     db = PosterDB.open(store)
     run("read", "--all", "--store", str(store))
     run("identify", "--all", "--catalogue", str(films_csv), "--store", str(store))
-    pid = next(p.id for p in db.posters() if p.title == "The Kid")
-    db.set_review(pid, ["Western"])
-    assert list(db.poster(pid).genres) == ["Western"]
+    pid = next(p.id for p in db.posters.get() if p.title == "The Kid")
+    db.curation.set_genres(pid, ["Western"])
+    assert list(db.posters.one(pid).genres) == ["Western"]
 
 
 def test_identify_needs_a_catalogue_and_valid_ids(store, tmp_path):
@@ -172,7 +172,7 @@ def test_ingest_read_identify_through_a_rate_limited_tmdb(tmp_path, src, monkeyp
         assert code == 0 and r["pending"] == 0
         assert first["identified"] + r["identified"] >= 3
         db = PosterDB.open(s, create=False)
-        idents = db.reading.of([p.id for p in db.posters()])
+        idents = db.reading.of([p.id for p in db.posters.get()])
         assert all(v["identified"]["status"] != "pending" for v in idents.values())
         assert {v["identified"]["source"] for v in idents.values()} == {"tmdb"}
 
@@ -235,8 +235,8 @@ def test_catalogue_genres_the_image_doubts_are_a_review_signal(tmp_path):
     db = PosterDB.open(tmp_path / "s")
     db.ingest(src, src / "labels.csv", model=FAKE)
     db.train()
-    (p,) = [p for p in db.posters() if not p.genres]
-    queue = {q["id"]: q for q in db.review_queue(limit=40)}
+    (p,) = [p for p in db.posters.get() if not p.genres]
+    queue = {q["id"]: q for q in db.curation.queue(limit=40)}
     assert queue[p.id]["reason"].startswith("unlabelled")
     line = {"text": "THE WILD BUNCH", "confidence": 0.99,
             "box": [[10, 20], [170, 20], [170, 60], [10, 60]]}
@@ -247,7 +247,7 @@ def test_catalogue_genres_the_image_doubts_are_a_review_signal(tmp_path):
     cat = LocalCatalogue([Film("file", "wb", "The Wild Bunch", p.year, tuple(genres))])
     r = db.reading.identify(cat, [p.id])
     assert r["identified"] == 1
-    assert list(db.poster(p.id).genres) == genres          # catalogue labels, trained on next
-    q = {q["id"]: q for q in db.review_queue(limit=40)}[p.id]
+    assert list(db.posters.one(p.id).genres) == genres          # catalogue labels, trained on next
+    q = {q["id"]: q for q in db.curation.queue(limit=40)}[p.id]
     assert q["reason"].startswith(f"labelled {genres[0]}")
     assert q["predicted_probabilities"][genres[0]] < 0.5

@@ -43,7 +43,7 @@ def base_store(tmp_path_factory) -> Path:
     for i, f in enumerate(sorted((make_posters(base / "new", 12, seed=4, labelled=0)
                                   / "images").iterdir())):
         shutil.copy(f, inbox / f"New {i} ({1960 + i}).png")
-    Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
+    Watcher(Inbox(inbox, settle=0), lambda b: db.curation.process(b, root=inbox)).run_once()
     return db.root
 
 
@@ -54,7 +54,7 @@ def store(base_store, tmp_path) -> Path:
 
 def test_published_genres_are_recorded_with_the_prediction_and_fed_to_the_shop(store, tmp_path):
     db = PosterDB.open(store)
-    new = [p for p in db.export() if p.title.startswith("New ")]
+    new = [p for p in db.posters.export() if p.title.startswith("New ")]
     assert len(new) == 12 and all(p.predicted for p in new)
     assert all(set(p.published) <= set(p.predicted) for p in new)
     assert any(p.published for p in new)
@@ -85,10 +85,10 @@ def test_review_list_round_trips_in_json(store, tmp_path):
     assert done == [{"id": items[0]["id"], "genres": items[0]["predicted"]},
                     {"id": items[1]["id"], "genres": ["Horror", "Science Fiction"]}]
     db = PosterDB.open(store)
-    a, b = db.posters([items[0]["id"], items[1]["id"]])
+    a, b = db.posters.get([items[0]["id"], items[1]["id"]])
     assert a.reviewed and list(a.genres) == items[0]["predicted"]
     assert b.reviewed and list(b.genres) == ["Horror", "Science Fiction"]
-    assert sum(p.reviewed for p in db.export()) == 2               # unchanged entries skipped
+    assert sum(p.reviewed for p in db.posters.export()) == 2               # unchanged entries skipped
     code, again = run("review", "list", "--kind", "new", "-n", "50", "--json", "--store", store)
     assert {it["id"] for it in again} == {it["id"] for it in items[2:]}
     code, done = run("review", "apply", decisions, "--json", "--store", store)
@@ -132,10 +132,10 @@ def test_classify_save_records_the_published_subset(store, tmp_path):
     code, out = run("classify", img, "--save", "--json", "--store", store)
     assert code == 0, out
     db = PosterDB.open(store)
-    saved = [p for p in db.export() if p.path == str(img) or p.path.endswith(img.name)]
+    saved = [p for p in db.posters.export() if p.path == str(img) or p.path.endswith(img.name)]
     assert len(saved) == 1 and saved[0].predicted
     assert set(saved[0].published) <= set(saved[0].predicted)
-    thresholds = dict(zip(GENRES, db.genres.publish_thresholds(db.default_model())))
+    thresholds = dict(zip(GENRES, db.genres.publish_thresholds(db.models.default())))
     probs = (out if isinstance(out, list) else out["results"])[0]["probabilities"]
     assert list(saved[0].published) == [g for g in saved[0].predicted if probs[g] >= thresholds[g]]
 
@@ -147,10 +147,10 @@ def test_the_same_bytes_twice_in_one_batch_count_once(store, tmp_path):
     inbox.mkdir()
     shutil.copy(img, inbox / "a.png")
     shutil.copy(img, inbox / "b.png")
-    [rep] = Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
+    [rep] = Watcher(Inbox(inbox, settle=0), lambda b: db.curation.process(b, root=inbox)).run_once()
     assert (rep.files, rep.added, rep.already, rep.failed) == (2, 1, 1, 0)
-    pid = db.export()[-1].id
-    [d] = [d for d in db.intake.duplicates(pid) if d["tier"] == "exact copy"]
+    pid = db.posters.export()[-1].id
+    [d] = [d for d in db.curation.duplicates(pid) if d["tier"] == "exact copy"]
     assert d["path"].endswith("b.png")
     code, items = run("review", "list", "--kind", "new", "-n", "100", "--duplicates", "--json",
                       "--store", store)
@@ -166,12 +166,12 @@ def test_a_labels_file_in_the_inbox_gives_title_year_and_genres(store, tmp_path)
     shutil.copy(imgs[1], inbox / "Nosferatu (1922).png")
     (inbox / "batch.csv").write_text("file,title,year,genres\nscan-001.png,Metropolis,1927,"
                                      "Drama|Science Fiction\n")
-    Watcher(Inbox(inbox, settle=0), lambda b: db.intake.process(b, root=inbox)).run_once()
-    got = {p.title: p for p in db.export()[-2:]}
+    Watcher(Inbox(inbox, settle=0), lambda b: db.curation.process(b, root=inbox)).run_once()
+    got = {p.title: p for p in db.posters.export()[-2:]}
     assert got["Metropolis"].year == 1927
     assert list(got["Metropolis"].genres) == ["Drama", "Science Fiction"]  # labelled: published
     assert got["Nosferatu"].year == 1922 and not got["Nosferatu"].genres
-    feed = {r.title: r.genres for r in db.intake.feed()}
+    feed = {r.title: r.genres for r in db.curation.feed()}
     assert feed["Metropolis"] == ("Drama", "Science Fiction")
     assert (inbox / "batch.csv").exists() and not any(inbox.glob("*.png"))
 

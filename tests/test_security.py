@@ -134,7 +134,7 @@ def trained_store(tmp_path_factory, label_rows, posters_dir, model_dir):
     db = PosterDB.open(root, model_dir=model_dir)
     db.ingest(src, src / "labels.csv")
     db.train()
-    assert PosterDB.open(root, model_dir=model_dir).classifier() is not None
+    assert PosterDB.open(root, model_dir=model_dir).genres.classifier() is not None
     files = sorted(p for p in (root / "classifiers").iterdir() if p.is_file())
     assert len(files) == 1, files
     return root, files[0]
@@ -155,10 +155,10 @@ def test_tampered_classifier_is_refused(trained_store, model_dir):
         f.write_bytes(bytes(data))
         db = PosterDB.open(root, model_dir=model_dir)
         with pytest.raises(StoreError, match=r"(?i)hash|sha-?256"):
-            db.classifier()
+            db.genres.classifier()
     finally:
         _restore(f, original)
-    assert PosterDB.open(root, model_dir=model_dir).classifier() is not None
+    assert PosterDB.open(root, model_dir=model_dir).genres.classifier() is not None
 
 
 def test_swapped_classifier_file_is_refused_before_unpickling(trained_store, model_dir, tmp_path):
@@ -171,7 +171,7 @@ def test_swapped_classifier_file_is_refused_before_unpickling(trained_store, mod
     try:
         f.write_bytes(pickle.dumps(_Payload(sentinel)))
         with pytest.raises(StoreError, match=r"(?i)hash|sha-?256"):
-            PosterDB.open(root, model_dir=model_dir).classifier()
+            PosterDB.open(root, model_dir=model_dir).genres.classifier()
         assert not sentinel.exists(), "the swapped classifier file was unpickled"
     finally:
         _restore(f, original)
@@ -187,7 +187,7 @@ def test_classifier_path_outside_the_store_is_refused(trained_store, model_dir, 
         con.execute("UPDATE classifiers SET file = ? WHERE file = ?", ["../../outside.joblib", rel])
     try:
         with pytest.raises(StoreError, match="outside"):
-            PosterDB.open(root, model_dir=model_dir).classifier()
+            PosterDB.open(root, model_dir=model_dir).genres.classifier()
     finally:
         with db.catalog.write() as con:
             con.execute("UPDATE classifiers SET file = ? WHERE file = ?", [rel, "../../outside.joblib"])

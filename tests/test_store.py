@@ -39,7 +39,7 @@ def test_ingest_stores_posters_labels_vectors(built, label_rows):
     assert db.check()["ok"]
     # metadata of one poster matches its labels row, the image copy is kept in the store
     row = label_rows[0]
-    (p,) = [p for p in db.posters() if p.path.endswith(row["file"].split("/")[-1])]
+    (p,) = [p for p in db.posters.get() if p.path.endswith(row["file"].split("/")[-1])]
     assert p.year == int(row["year"]) and p.decade == int(row["year"]) // 10 * 10
     assert list(p.genres) == row["genres"].split("|")
     assert p.title and "(" not in p.title[-6:]
@@ -48,9 +48,9 @@ def test_ingest_stores_posters_labels_vectors(built, label_rows):
 
 def test_vectors_are_unit_norm_and_index_matches_duckdb(built):
     db, _, _ = built
-    ids = db.index().ids()
+    ids = db.indexes.index().ids()
     assert len(ids) == 120
-    v = db.vectors(ids[:10])
+    v = db.search.vectors(ids[:10])
     assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
 
 
@@ -58,12 +58,12 @@ def test_rerun_adds_nothing(built):
     db, src, _ = built
     again = db.ingest(src, src / "labels.csv")
     assert (again.added, again.skipped, again.embedded_existing) == (0, 120, 0)
-    assert db.count() == 120
+    assert db.posters.count() == 120
 
 
 def test_similar_returns_neighbours_with_metadata(built):
     db, _, _ = built
-    pid = int(db.index().ids()[5])
+    pid = int(db.indexes.index().ids()[5])
     hits = db.similar(pid, k=10)
     assert len(hits) == 10 and pid not in [h.id for h in hits]
     sims = [h.similarity for h in hits]
@@ -74,7 +74,7 @@ def test_similar_returns_neighbours_with_metadata(built):
     drama = db.similar(pid, k=5, genres=["Drama"])
     assert drama and all("Drama" in h.genres for h in drama)
     # a query by image file finds the poster itself first
-    p = db.poster(pid)
+    p = db.posters.one(pid)
     top = db.similar(db.root / p.image_path, k=1)[0]
     assert top.id == pid and top.similarity > 0.999
 
@@ -87,10 +87,10 @@ def test_incremental_ten_new_files(built, tmp_path, label_rows, posters_dir):
     shutil.copytree(src / "images", more / "images", dirs_exist_ok=True)
     r = db.ingest(more, more / "labels.csv")
     assert r.added == 10 and r.skipped == 120
-    assert db.count() == 130 and len(db.index()) == 130
+    assert db.posters.count() == 130 and len(db.indexes.index()) == 130
     removed = db.remove(r.added_ids)
     assert sorted(removed) == sorted(r.added_ids)
-    assert db.count() == 120 and db.check()["ok"]
+    assert db.posters.count() == 120 and db.check()["ok"]
 
 
 def test_same_bytes_under_two_names_stored_once(tmp_path, posters_dir, label_rows, model_dir):
@@ -103,18 +103,18 @@ def test_same_bytes_under_two_names_stored_once(tmp_path, posters_dir, label_row
     db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     r = db.ingest(folder)
     assert (r.added, r.duplicates) == (2, 1)
-    assert db.count() == 2
+    assert db.posters.count() == 2
 
 
 def test_remove_and_rebuild_after_deleting_index(tmp_path, poster_slice, model_dir):
     src = poster_slice(40, start=2)
     db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     db.ingest(src, src / "labels.csv")
-    ids = db.index().ids()
+    ids = db.indexes.index().ids()
     before = [(h.id, round(h.similarity, 5)) for h in db.similar(int(ids[0]), k=10)]
     db.remove([int(ids[1]), int(ids[2])])
-    assert db.check()["ok"] and db.count() == 38
-    db.index_path("mobilenet-v2").unlink()
+    assert db.check()["ok"] and db.posters.count() == 38
+    db.indexes.path("mobilenet-v2").unlink()
     fresh = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     assert not fresh.check()["ok"]  # the missing index file is reported ...
     info = fresh.info()              # ... and rebuilt from DuckDB on open
@@ -128,15 +128,15 @@ def test_stale_index_file_is_synced_from_duckdb(tmp_path, poster_slice, model_di
     src = poster_slice(20, start=5)
     db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     db.ingest(src, src / "labels.csv")
-    stale = db.index_path("mobilenet-v2").read_bytes()
-    stale_meta = db.index_path("mobilenet-v2").with_suffix(".json").read_bytes()
+    stale = db.indexes.path("mobilenet-v2").read_bytes()
+    stale_meta = db.indexes.path("mobilenet-v2").with_suffix(".json").read_bytes()
     more = poster_slice(5, start=6, name="more")
     db.ingest(more)
-    db.index_path("mobilenet-v2").write_bytes(stale)  # as if a crash happened before the save
-    db.index_path("mobilenet-v2").with_suffix(".json").write_bytes(stale_meta)
+    db.indexes.path("mobilenet-v2").write_bytes(stale)  # as if a crash happened before the save
+    db.indexes.path("mobilenet-v2").with_suffix(".json").write_bytes(stale_meta)
     fresh = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     assert not fresh.check()["ok"]
-    state = fresh.index_state()
+    state = fresh.indexes.state()
     assert (state.status, state.added, state.removed) == ("synced", 5, 0)
     assert fresh.check()["ok"]
 
@@ -145,7 +145,7 @@ def test_bad_files_are_recorded_and_nothing_stored_changes(tmp_path, poster_slic
     src = poster_slice(10, start=9)
     db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     db.ingest(src, src / "labels.csv")
-    before = db.export()
+    before = db.posters.export()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "empty.jpg").write_bytes(b"")
@@ -156,8 +156,8 @@ def test_bad_files_are_recorded_and_nothing_stored_changes(tmp_path, poster_slic
     assert r.added == 0 and len(r.failed) == 3
     reasons = {f["path"].split("/")[-1]: f["reason"] for f in r.failed}
     assert set(reasons) == {"empty.jpg", "text.jpg", "trunc.jpg"} and all(reasons.values())
-    assert db.export() == before
-    assert len(db.errors()) == 3 and db.check()["ok"]
+    assert db.posters.export() == before
+    assert len(db.ingestion.errors()) == 3 and db.check()["ok"]
 
 
 def test_missing_file_named_in_labels(tmp_path, poster_slice, model_dir):
@@ -175,11 +175,11 @@ def test_unlabelled_folder_and_reviews(tmp_path, poster_slice, model_dir):
     db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     db.ingest(src / "images")
     assert db.info()["labelled"] == 0
-    pid = int(db.index().ids()[0])
-    db.set_review(pid, ["Horror", "Comedy"])
-    assert list(db.poster(pid).genres) == ["Comedy", "Horror"] and db.poster(pid).reviewed
+    pid = int(db.indexes.index().ids()[0])
+    db.curation.set_genres(pid, ["Horror", "Comedy"])
+    assert list(db.posters.one(pid).genres) == ["Comedy", "Horror"] and db.posters.one(pid).reviewed
     with pytest.raises(ValueError):
-        db.set_review(pid, ["Biography"])
+        db.curation.set_genres(pid, ["Biography"])
     assert set(GENRES) >= set(db.info()["by_genre"])
 
 
@@ -188,17 +188,17 @@ def test_browse_by_genre_and_decade_uses_labels_else_predictions(tmp_path, poste
     src = poster_slice(8, start=15)
     db = PosterDB.open(tmp_path / "store", model_dir=model_dir)
     db.ingest(src / "images")
-    a, b, c = (int(i) for i in db.index().ids()[:3])
+    a, b, c = (int(i) for i in db.indexes.index().ids()[:3])
     with db.catalog.write() as con:
         db.catalog.set_labels(con, [a, b], [["Drama"], ["Drama"]], "prediction")
         con.execute("UPDATE posters SET year = 1974, decade = 1970 WHERE id IN (?, ?, ?)", [a, b, c])
-    db.set_review(b, ["Horror"])  # a person's labels win over the old prediction
-    db.set_review(c, ["Drama", "War"])
-    total, page = db.browse(genres=["Drama"], decades=[1970])
+    db.curation.set_genres(b, ["Horror"])  # a person's labels win over the old prediction
+    db.curation.set_genres(c, ["Drama", "War"])
+    total, page = db.posters.browse(genres=["Drama"], decades=[1970])
     assert total == 2 and [p.id for p in page] == [a, c]
-    total, page = db.browse(decades=[1970], offset=1, limit=1)
+    total, page = db.posters.browse(decades=[1970], offset=1, limit=1)
     assert total == 3 and [p.id for p in page] == [b]
-    assert db.browse(genres=["Western"]) == (0, [])
+    assert db.posters.browse(genres=["Western"]) == (0, [])
 
 
 def test_open_missing_store_without_create(tmp_path):
@@ -245,13 +245,13 @@ def test_stale_temp_files_are_reported_and_swept(tmp_path, poster_slice, model_d
 
 def test_eval_report_is_read_back_as_a_record_and_a_torn_one_is_one_line(tmp_path):
     db = PosterDB.open(tmp_path / "s")
-    assert db.latest_eval() is None
+    assert db.genres.latest_eval() is None
     (tmp_path / "s" / "eval").mkdir()
     latest = tmp_path / "s" / "eval" / "latest.json"
     latest.write_text('{"setup": {"n_train": 8}, "methods": {"blend": {"averages": {"weighted": 0.5}}}}')
-    report = db.latest_eval()
+    report = db.genres.latest_eval()
     assert report.setup == {"n_train": 8} and report.chart_png is None
     assert report.methods["blend"].label == "blend" and report.methods["blend"].averages["weighted"] == 0.5
     latest.write_text('{"setup": {"n_tra')  # a torn write by something other than posterdb
     with pytest.raises(StoreError, match="unreadable evaluation report .* run `posterdb eval` again"):
-        db.latest_eval()
+        db.genres.latest_eval()

@@ -273,3 +273,181 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert _retry_after("3", 9.0) == 3.0 and _retry_after(None, 9.0) == 9.0
     assert _retry_after("soon", 9.0) == 9.0
     assert 8 <= _retry_after(formatdate(time.time() + 10, usegmt=True), 0.0) <= 10
+
+
+# -- the network boundary: where images may come from --------------------------------------------
+
+@pytest.fixture
+def other(films):
+    """A second TMDb-shaped server on another loopback *host* (127.0.0.2): an internal address
+    a hostile /configuration or redirect could point at. Nothing may ever reach it."""
+    with TMDbServer(films, host="127.0.0.2") as s:
+        yield s
+
+
+def _poster_url(server: TMDbServer, film, size: str = "w342") -> str:
+    return f"{server.root}/t/p/{size}{film.poster_path}"
+
+
+def test_configuration_pointing_images_at_another_host_is_refused(server, other, tmp_path):
+    from posterdb.tmdb.client import TMDbHostError
+
+    for base in (f"{other.root}/t/p/",                          # another host
+                 f"http://localhost:{server.port}/t/p/",        # another name for this one
+                 f"http://127.0.0.1:{other.port}/t/p/",         # this host, another port
+                 f"http://{server.api_key}@127.0.0.2:{other.port}/t/p/"):  # user info
+        server.image_base = base
+        with client_for(server) as c, pytest.raises(TMDbHostError) as e:
+            fetch_tmdb(tmp_path / "set", FetchOptions((1970,), 5), c)
+        msg = str(e.value)
+        assert "/configuration" in msg and "refused" in msg and "\n" not in msg
+        host = base.split("//")[1].split("/")[0].rsplit("@", 1)[-1]
+        assert host.split(":")[0] in msg and server.api_key not in msg, msg
+        assert e.value.exit_code == 3
+    assert sum(other.image_hits.values()) == 0 and sum(server.image_hits.values()) == 0
+    assert not (tmp_path / "set" / "labels.csv").exists()
+
+
+def test_cli_refuses_a_foreign_image_host_with_one_line(server, other, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from posterdb.ui.cli.main import app
+
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    server.image_base = f"{other.root}/t/p/"
+    res = CliRunner().invoke(app, ["fetch", "tmdb", str(tmp_path / "set"), "--per-decade", "3"])
+    assert res.exit_code == 3 and res.stderr.strip().count("\n") == 0, res.output
+    assert "127.0.0.2" in res.stderr and "Traceback" not in res.output
+    # the image host named in the settings is allowed (one mechanism, configured)
+    monkeypatch.setenv("POSTERDB_TMDB_IMAGE_HOST", f"127.0.0.2:{other.port}")
+    res = CliRunner().invoke(app, ["fetch", "tmdb", str(tmp_path / "set"), "--decades", "1970",
+                                   "--per-decade", "3", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["downloaded"] == 3, res.output
+    assert sum(other.image_hits.values()) == 3
+
+
+def test_image_redirects_stay_on_the_allowed_hosts(server, other, films, tmp_path):
+    from posterdb.tmdb.client import TMDbError, TMDbHostError
+
+    posters = [f for f in films if f.year < 1980 and f.poster_path]
+    a, b, c_, d = posters[:4]
+    with client_for(server) as c:
+        # same host: followed (a relative Location too)
+        server.redirect_image(a.id, _poster_url(server, b))
+        assert c.download(_poster_url(server, a)) == server.poster_bytes(b)
+        server.redirect_image(a.id, f"/t/p/w342{c_.poster_path}")
+        assert c.download(_poster_url(server, a)) == server.poster_bytes(c_)
+        hits = dict(server.image_hits)
+        # another host, another port, user info, file:, a loop, a chain too long: refused
+        cases = {f"{other.root}/t/p/w342{b.poster_path}": (TMDbHostError, "127.0.0.2"),
+                 f"HTTP://LOCALHOST:{server.port}/t/p/w342{b.poster_path}":
+                     (TMDbHostError, "localhost"),
+                 f"http://127.0.0.1:{other.port}/t/p/w342{b.poster_path}":
+                     (TMDbHostError, f"127.0.0.1:{other.port}"),
+                 f"http://x:y@127.0.0.1:{server.port}/t/p/w342{b.poster_path}":
+                     (TMDbHostError, "user info"),
+                 "file:///etc/passwd": (TMDbHostError, "not http(s)"),
+                 _poster_url(server, a): (TMDbError, "redirect loop")}
+        for location, (kind, words) in cases.items():
+            server.redirect_image(a.id, location)
+            before = c.requests
+            with pytest.raises(kind) as e:
+                c.download(_poster_url(server, a))
+            assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
+            assert c.requests - before == 1  # no retry, no hop to the refused target
+        assert server.image_hits[b.id] == hits[b.id]  # b was never fetched by a refused hop
+        server.redirect_image(a.id, _poster_url(server, b))     # a → b → a: a loop of two
+        server.redirect_image(b.id, f"HTTP://127.0.0.1:{server.port}/t/p/w342{a.poster_path}")
+        before = c.requests
+        with pytest.raises(TMDbError, match="redirect loop"):
+            c.download(_poster_url(server, a))
+        assert c.requests - before == 2
+        server.faults.redirects.clear()
+        chain = [a, b, c_, d] + posters[4:8]
+        for x, y in zip(chain, chain[1:]):
+            server.redirect_image(x.id, _poster_url(server, y))
+        with pytest.raises(TMDbError, match="more than 5 redirects"):
+            c.download(_poster_url(server, a))
+    assert sum(other.image_hits.values()) == 0
+    assert server.image_requests_with_credentials == 0
+
+    # in a fetch: a redirect off the allowed hosts stops it with one line; rows so far kept
+    server.faults.redirects.clear()
+    server.redirect_image(posters[6].id, f"{other.root}/t/p/w342{b.poster_path}")
+    with client_for(server) as c, pytest.raises(TMDbHostError, match="127.0.0.2"):
+        fetch_tmdb(tmp_path / "set", FetchOptions((1970,), 20, concurrency=1), c)
+    assert sum(other.image_hits.values()) == 0
+    kept = rows_of(tmp_path / "set")
+    assert 0 < len(kept) < 20 and str(posters[6].id) not in {r["tmdb_id"] for r in kept}
+
+    # an API endpoint answering with a redirect: never followed (the key would go along)
+    server.redirect_image(a.id, f"{other.root}/3/configuration")
+    with TMDbClient(f"{server.root}/t/p/w342", Credentials(api_key=server.api_key)) as api, \
+            pytest.raises(TMDbError, match="redirect to host 127.0.0.2; not followed"):
+        api.get_json(a.poster_path)
+    assert sum(other.image_hits.values()) == 0 and not other.api_hits
+
+
+def test_non_http_urls_are_refused_at_once_without_retries(server, tmp_path):
+    from posterdb.tmdb.client import TMDbHostError
+
+    with client_for(server, retries=5, backoff=1.0) as c:
+        for url in ("file:///etc/passwd", "FILE:///etc/passwd", "ftp://127.0.0.1/x.jpg",
+                    "gopher://127.0.0.1:70/x", "data:image/jpeg;base64,AAAA", "//127.0.0.2/x",
+                    "/t/p/w342/x.jpg", "javascript:alert(1)"):
+            t0 = time.monotonic()
+            with pytest.raises(TMDbHostError) as e:
+                c.download(url)
+            assert time.monotonic() - t0 < 0.5 and c.requests == 0, url
+            assert "refused" in str(e.value) and "\n" not in str(e.value)
+        assert "file:" in str(pytest.raises(TMDbHostError, c.download, "file:///x").value)
+        server.image_base = "file:///etc/"          # /configuration itself names file:
+        with pytest.raises(TMDbHostError, match="not http"):
+            fetch_tmdb(tmp_path / "set", FetchOptions((1970,), 5), c)
+        assert c.requests == 1 and sum(server.image_hits.values()) == 0  # /configuration only
+
+
+def test_host_policy_normalises_names_and_never_resolves_them():
+    from posterdb.core.settings import Settings
+    from posterdb.tmdb.client import TMDbHostError, TMDbUsageError
+    from posterdb.tmdb.hosts import HostPolicy, normal_host
+
+    p = HostPolicy.for_tmdb("https://api.themoviedb.org/3", "image.tmdb.org")
+    for ok in ("https://image.tmdb.org/t/p/w342/a.jpg", "http://image.tmdb.org/t/p/a.jpg",
+               "https://IMAGE.TMDB.ORG./t/p/a.jpg", "https://Image.Tmdb.Org:443/a.jpg",
+               "https://api.themoviedb.org/t/p/a.jpg"):
+        assert p.check(ok).host.lower().rstrip(".") in ("image.tmdb.org", "api.themoviedb.org")
+    for bad, words in (("https://image.tmdb.org.evil.com/a.jpg", "image.tmdb.org.evil.com"),
+                       ("https://image.tmdb.org@evil.com/a.jpg", "evil.com"),
+                       ("https://evil.com#@image.tmdb.org/", "evil.com"),
+                       ("https://evil.com\\@image.tmdb.org/", "user info"),
+                       ("https://image.tmdb.org:8443/a.jpg", "image.tmdb.org:8443"),
+                       ("http://api.themoviedb.org/3", "api.themoviedb.org"),  # API is https
+                       ("https://127.0.0.1/a.jpg", "127.0.0.1"),
+                       ("https://[::1]/a.jpg", "[::1]"),
+                       ("https://image%2Etmdb.org/a.jpg", "refused"),
+                       ("https://xn--mage-zqa.tmdb.org/a.jpg", "xn--mage-zqa.tmdb.org")):
+        with pytest.raises(TMDbHostError) as e:
+            p.check(bad)
+        assert words in str(e.value), (bad, str(e.value))
+    # IP literals compare canonically; names are not resolved (localhost is not 127.0.0.1)
+    v6 = HostPolicy.for_tmdb("http://[::1]:9000/3", "image.tmdb.org")
+    assert v6.check("http://[0:0:0::1]:9000/t/p/a.jpg")
+    with pytest.raises(TMDbHostError):
+        v6.check("http://localhost:9000/t/p/a.jpg")
+    with pytest.raises(TMDbHostError):
+        HostPolicy.for_tmdb("http://127.0.0.1:9000/3", "x").check("http://127.1:9000/a.jpg")
+    assert normal_host("ÍMAGE.example.") == "ímage.example".encode("idna").decode() \
+        == normal_host(b"XN--MAGE-UPA.EXAMPLE")
+    # the image host setting: host, host:port, scheme://host:port; anything else is refused
+    q = HostPolicy.for_tmdb("https://api.themoviedb.org/3", "https://cdn.example:8443")
+    assert q.check("https://CDN.example:8443/a.jpg")
+    with pytest.raises(TMDbHostError):
+        q.check("http://cdn.example:8443/a.jpg")
+    for bad in ("", "user@cdn.example", "cdn.example/path", "ftp://cdn.example", "https://"):
+        with pytest.raises(TMDbUsageError):
+            HostPolicy.for_tmdb("https://api.themoviedb.org/3", bad if bad else " ")
+    assert Settings.from_env({}).tmdb.image_host == "image.tmdb.org"
+    env = {"POSTERDB_TMDB_IMAGE_HOST": " cdn.example:8443 "}
+    assert Settings.from_env(env).tmdb.image_host == "cdn.example:8443"

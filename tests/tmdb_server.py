@@ -20,7 +20,10 @@ with TMDb's error body. ``latency`` (seconds) is slept on every request, to make
 meaningful. Faults, each armed on the running server: :meth:`TMDbServer.rate_limit` (``429`` +
 ``Retry-After``), :meth:`TMDbServer.fail_image` (e.g. ``503`` once), :meth:`TMDbServer.truncate_image`
 (a cut image with a correct ``Content-Length``), :meth:`TMDbServer.drop_image` (the connection
-closes mid-body). Counters: ``api_hits`` (path → n), ``image_hits`` (film id → n),
+closes mid-body). Trust-boundary knobs: ``host=`` (bind another loopback address, e.g.
+``127.0.0.2``: a second *host*), ``server.image_base`` (what ``/configuration`` names as the
+image base, e.g. another server's), :meth:`TMDbServer.redirect_image` (a ``302`` to any
+``Location``). Counters: ``api_hits`` (path → n), ``image_hits`` (film id → n),
 ``image_requests_with_credentials`` (must stay 0).
 
 Use::
@@ -188,13 +191,15 @@ class _Faults:
     image_status: dict[int, list[int]] = field(default_factory=dict)  # id -> [times, status]
     truncated: set[int] = field(default_factory=set)
     dropped: dict[int, int] = field(default_factory=dict)  # id -> times
+    redirects: dict[int, str] = field(default_factory=dict)  # id -> Location (every request)
 
 
 class TMDbServer:
     """The fake TMDb on 127.0.0.1 (a free port); a context manager. See the module docstring."""
 
     def __init__(self, films: list[Film] | tuple[Film, ...] = (), *, api_key: str = "test-api-key",
-                 read_token: str = "test-read-token", latency: float = 0.0):
+                 read_token: str = "test-read-token", latency: float = 0.0,
+                 host: str = "127.0.0.1"):
         self.api_key, self.read_token, self.latency = api_key, read_token, latency
         self.api_hits: Counter[str] = Counter()
         self.image_hits: Counter[int] = Counter()
@@ -208,12 +213,13 @@ class TMDbServer:
         class Handler(_Handler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self._httpd.daemon_threads = True
         self._httpd.request_queue_size = 128
         self.port = self._httpd.server_address[1]
-        self.root = f"http://127.0.0.1:{self.port}"
+        self.root = f"http://{host}:{self.port}"
         self.url = f"{self.root}/3"
+        self.image_base: str | None = None   # /configuration's image base; None: this server
         self._thread: threading.Thread | None = None
 
     # -- catalogue ----------------------------------------------------------------------------
@@ -250,6 +256,10 @@ class TMDbServer:
         """Announce the full length, send half, close the connection."""
         self.faults.dropped[film_id] = times
 
+    def redirect_image(self, film_id: int, location: str) -> None:
+        """Answer this film's poster with ``302 Location: <location>`` (absolute or relative)."""
+        self.faults.redirects[film_id] = location
+
     # -- lifecycle ----------------------------------------------------------------------------
     def env(self, credentials: bool = True) -> dict[str, str]:
         """Environment for a posterdb subprocess pointed at this server."""
@@ -275,7 +285,7 @@ class TMDbServer:
 
     # -- endpoints (called from handler threads) --------------------------------------------
     def configuration(self, q) -> tuple[int, dict]:
-        base = f"{self.root}/t/p/"
+        base = self.image_base or f"{self.root}/t/p/"
         return 200, {"images": {"base_url": base, "secure_base_url": base,
                                 "backdrop_sizes": ["w300", "w780", "w1280", "original"],
                                 "logo_sizes": ["w45", "w92", "w154", "original"],
@@ -411,6 +421,9 @@ class _Handler(BaseHTTPRequestHandler):
             drop = srv.faults.dropped.get(film.id, 0) > 0
             if drop:
                 srv.faults.dropped[film.id] -= 1
+            location = srv.faults.redirects.get(film.id)
+        if location is not None:
+            return self._send(302, b"", "text/plain", {"Location": location})
         if status is not None:
             return self._send(status, b"<html>Service Unavailable</html>", "text/html")
         data = srv.poster_bytes(film)

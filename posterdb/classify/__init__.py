@@ -11,16 +11,22 @@ Public API:
     save_classifier(clf, path) -> sha256 ; load_classifier(path, expected_sha256)
     grouped_train_test_split, near_duplicate_groups, tune_thresholds, apply_thresholds
 """
-from posterdb.classify.blend import GenreClassifier, Neighbour, Prediction
-from posterdb.classify.evaluate import cross_decade_matrix, evaluate
-from posterdb.classify.persist import load_classifier, save_classifier
-from posterdb.classify.report import METHODS, EvalReport, MethodResult
-from posterdb.classify.splits import grouped_train_test_split, near_duplicate_groups
-from posterdb.classify.study import StudySVM
-from posterdb.classify.thresholds import apply_thresholds, tune_thresholds
+import importlib
 
-__all__ = [
-    "GenreClassifier", "Prediction", "Neighbour", "StudySVM", "evaluate", "EvalReport", "MethodResult",
-    "METHODS", "cross_decade_matrix", "save_classifier", "load_classifier", "grouped_train_test_split",
-    "near_duplicate_groups", "tune_thresholds", "apply_thresholds",
-]
+# name -> module: imported on first use, so `import posterdb.classify.service` (every command
+# that opens a store) does not pay for scikit-learn and SciPy
+_WHERE = {
+    "GenreClassifier": "blend", "Prediction": "blend", "Neighbour": "blend",
+    "cross_decade_matrix": "experiment", "evaluate": "experiment",
+    "load_classifier": "persist", "save_classifier": "persist",
+    "METHODS": "report", "EvalReport": "report", "MethodResult": "report",
+    "grouped_train_test_split": "splits", "near_duplicate_groups": "splits",
+    "StudySVM": "study", "apply_thresholds": "thresholds", "tune_thresholds": "thresholds",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'posterdb.classify' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"posterdb.classify.{_WHERE[name]}"), name)

@@ -15,7 +15,6 @@ their labels. `center=None` switches it off.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -36,39 +35,11 @@ from posterdb.classify.splits import DEFAULT_DUP_THRESHOLD, near_duplicate_group
 from posterdb.classify.thresholds import apply_thresholds, tune_thresholds
 from posterdb.classify.vote import KNNVote, vote_from_neighbours
 from posterdb.core.genres import GENRES
+from posterdb.core.records import Neighbour, Prediction
 
 COMPONENTS = ("blend", "heads", "vote")
 HEADS = ("auto", "exact", "nystroem")
 EXACT_MAX = 6000  # heads="auto": exact RBF SVMs up to this many labelled posters, Nystroem above
-
-
-@dataclass
-class Neighbour:
-    """One labelled poster that voted: its id (as given to fit), cosine similarity, genres, decade."""
-
-    id: int
-    similarity: float
-    genres: list[str]
-    decade: int | None
-
-
-@dataclass
-class Prediction:
-    """The explanation of one poster's genres."""
-
-    genres: list[str]
-    probabilities: dict[str, float]
-    heads: dict[str, float]
-    vote: dict[str, float]
-    alpha: float
-    decade_head: int | None
-    evidence: list[Neighbour] = field(default_factory=list)
-    thresholds: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["thresholds"] = {g: (None if not np.isfinite(t) else t) for g, t in self.thresholds.items()}
-        return d
 
 
 def _scores(Y: np.ndarray, Yhat: np.ndarray) -> dict[str, float]:

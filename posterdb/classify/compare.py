@@ -10,7 +10,7 @@ from functools import reduce
 
 import numpy as np
 
-from posterdb.classify.evaluate import evaluate
+from posterdb.classify.experiment import evaluate
 from posterdb.classify.splits import (
     DEFAULT_DUP_THRESHOLD,
     grouped_train_test_split,

@@ -1,7 +1,7 @@
 """The evaluation report: per method, per-genre precision / recall / F1 / support and the four
 F1 averages; per-decade and cross-decade F1; JSON (NaN-free) and a text table and heatmap.
 
-Kept apart from `evaluate.py` (which fits and splits) so that readers of a saved report (the
+Kept apart from `experiment.py` (which fits and splits) so that readers of a saved report (the
 page, `posterdb eval --json`) need none of the fitting code.
 """
 from __future__ import annotations
@@ -33,7 +33,9 @@ MACRO_NOTE = ("macro F1 averages only the genres with support > 0 in the test se
 
 def scores(Y_true: np.ndarray, Y_pred: np.ndarray) -> dict[str, float]:
     """weighted / macro (genres with support only) / micro / samples F1."""
-    from sklearn.metrics import f1_score  # here: readers of a saved report need no sklearn
+    from sklearn.metrics import (
+        f1_score,  # here: readers of a saved report need no sklearn
+    )
 
     Y_true = np.asarray(Y_true).astype(int)
     Y_pred = np.asarray(Y_pred).astype(int)

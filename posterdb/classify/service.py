@@ -2,7 +2,9 @@
 
 It owns its caches (the loaded classifier and the review queue's probabilities, both keyed by
 the stored classifier's row id, so a new training invalidates them) and receives what it uses
-explicitly: the catalogue, the image store, an `embedder(model)` and a `posters(ids)` lookup.
+explicitly: the catalogue, the image store, the store's models (`StoreModels`: the default
+model and the embedders) and its stored posters (`StoredPosters`). Every method takes the model
+by name or None (the store's default).
 A fitted classifier is saved under `<store>/classifiers/` with its sha256 recorded in DuckDB;
 it is only ever loaded from inside the store, after that hash (and its format) are checked.
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,15 +23,30 @@ from posterdb import __version__
 from posterdb.classify.progress import peak_rss_mib
 from posterdb.classify.publish import choose_publishing, publishing_thresholds
 from posterdb.classify.report import EvalReport
-from posterdb.core.errors import ClassifierFormatError, NotTrainedError, StoreError, UsageError
+from posterdb.core.errors import (
+    ClassifierFormatError,
+    NotTrainedError,
+    StoreError,
+    UsageError,
+)
 from posterdb.core.genres import GENRES, to_multi_hot
-from posterdb.core.records import Classification, ClassifierRow, Hit, PosterRecord, StoredPoster
-from posterdb.core.rules import check_origin, decade_of, validate_genres, validate_genres_in_order
-from posterdb.curation.suspicion import score_queue
-from posterdb.embedders.base import Embedder
+from posterdb.core.records import (
+    Classification,
+    ClassifierRow,
+    Hit,
+    PosterRecord,
+)
+from posterdb.core.rules import (
+    check_origin,
+    decade_of,
+    validate_genres,
+    validate_genres_in_order,
+)
 from posterdb.media.images import PosterImage, open_poster
 from posterdb.storage.catalog import Catalog, embedding_table
 from posterdb.storage.image_store import ImageStore
+from posterdb.storage.posters import StoredPosters
+from posterdb.vectors.models import StoreModels
 
 MIN_TRAIN = 20
 
@@ -36,10 +54,10 @@ MIN_TRAIN = 20
 class GenreService:
     """The genre classifier of one store (see the module docstring for its collaborators)."""
 
-    def __init__(self, catalog: Catalog, root: Path, images: ImageStore,
-                 embedder: Callable[[str], Embedder], posters: Callable[..., list[StoredPoster]]):
+    def __init__(self, catalog: Catalog, root: Path, images: ImageStore, models: StoreModels,
+                 posters: StoredPosters):
         self.catalog, self.root, self.images = catalog, Path(root), images
-        self.embedder, self.posters = embedder, posters
+        self.models, self.posters = models, posters
         self._rows: dict[str, tuple[int, ClassifierRow | None]] = {}   # model -> (generation, row)
         self._loaded: dict[str, tuple[int, object]] = {}               # model -> (row id, clf)
         self._proba: dict[tuple[str, int], dict[int, np.ndarray]] = {}  # (model, row id) -> probas
@@ -71,7 +89,7 @@ class GenreService:
 
     # -- training and loading -----------------------------------------------------------------
 
-    def train(self, model: str, publish_precision: float | None = None, *,
+    def train(self, model: str | None = None, publish_precision: float | None = None, *,
               max_train: int | None = None, progress=None, **params) -> dict:
         """Fit a GenreClassifier on the store's labelled posters and record it (file + hash).
         Also chooses, per genre, the threshold whose out-of-fold precision reaches
@@ -83,6 +101,7 @@ class GenreService:
         from posterdb.classify.persist import FORMAT_VERSION, save_classifier
         from posterdb.classify.publish import DEFAULT_PRECISION
 
+        model = self.models.require(model)
         publish_precision = DEFAULT_PRECISION if publish_precision is None else publish_precision
         if not 0.0 < publish_precision <= 1.0:
             raise UsageError(f"--publish-precision must be in (0, 1], got {publish_precision}")
@@ -123,7 +142,7 @@ class GenreService:
                 "stage_seconds": {k: round(v, 2) for k, v in clf.fit_seconds_.items()},
                 "peak_rss_mib": round(peak_rss_mib(), 1)}
 
-    def latest_scores(self, model: str) -> dict | None:
+    def latest_scores(self, model: str | None = None) -> dict | None:
         """The recorded figures of the newest classifier (validation, publishing), or None."""
         row = self.latest_row(model)
         if row is None:
@@ -133,16 +152,23 @@ class GenreService:
         out = json.loads(raw) if raw else {}
         return out | {"n_train": out.get("n_train", row.n_train), "trained_at": row.trained_at}
 
-    def publish_thresholds(self, model: str) -> np.ndarray:
+    def publish_thresholds(self, model: str | None = None) -> np.ndarray:
         """Per-genre publishing thresholds of the newest classifier (inf: never published)."""
         return publishing_thresholds(self.require(model))
 
-    def published_of(self, model: str):
-        """predictions -> for each, its genres at or above their publishing threshold."""
-        t = dict(zip(GENRES, self.publish_thresholds(model)))
-        return lambda preds: [[g for g in p.genres if p.probabilities[g] >= t[g]] for p in preds]
+    def auto_classifier(self, model: str | None = None) -> AutoClassify | None:
+        """What ingest uses to classify new unlabelled posters, or None before training."""
+        clf = self.load_latest(model)
+        if clf is None:
+            return None
+        return AutoClassify(clf, dict(zip(GENRES, map(float, publishing_thresholds(clf)))))
 
-    def latest_row(self, model: str) -> ClassifierRow | None:
+    def classifier(self, model: str | None = None):
+        """The latest trained classifier for the model (hash-checked), or None."""
+        return self.load_latest(model)
+
+    def latest_row(self, model: str | None = None) -> ClassifierRow | None:
+        model = self.models.resolve(model)
         gen = self.catalog.current_generation()
         cached = self._rows.get(model)
         if cached is None or cached[0] != gen:
@@ -151,10 +177,11 @@ class GenreService:
             self._rows[model] = cached
         return cached[1]
 
-    def load_latest(self, model: str):
+    def load_latest(self, model: str | None = None):
         """The newest classifier recorded for `model` (cached by its row id), or None."""
         from posterdb.classify.persist import load_classifier
 
+        model = self.models.resolve(model)
         row = self.latest_row(model)
         if row is None:
             return None
@@ -169,7 +196,8 @@ class GenreService:
         self._loaded[model] = (row.id, clf)
         return clf
 
-    def require(self, model: str):
+    def require(self, model: str | None = None):
+        model = self.models.resolve(model)
         clf = self.load_latest(model)
         if clf is None:
             raise NotTrainedError(f"no classifier trained for {model!r} in {self.root}: "
@@ -185,9 +213,10 @@ class GenreService:
                 self._sha_to_id = (gen, self.catalog.sha_to_id(con))
         return self._sha_to_id[1]
 
-    def classify(self, images, years=None, *, model: str, n_evidence: int = 10,
+    def classify(self, images, years=None, *, model: str | None = None, n_evidence: int = 10,
                  ) -> list[Classification]:
         """Genres + evidence for PosterImage objects or image paths (validated like ingest)."""
+        model = self.models.resolve(model)
         posters = [im if isinstance(im, PosterImage) else open_poster(im) for im in images]
         years = list(years) if years is not None else [None] * len(posters)
         if len(years) != len(posters):
@@ -199,56 +228,42 @@ class GenreService:
         clf = self.require(model)
         stored = self._stored_ids()
         in_store = [stored.get(p.sha256) for p in posters]
-        vectors = self.embedder(model).embed_images([p.image for p in posters])
+        vectors = self.models.embedder(model).embed_images([p.image for p in posters])
         preds = clf.explain(vectors, decades=[decade_of(y) for y in years], exclude_ids=in_store,
                             n_evidence=n_evidence)
-        meta = {p.id: p for p in self.posters(sorted({n.id for p in preds for n in p.evidence}))}
+        meta = {p.id: p for p in self.posters.get(sorted({n.id for p in preds for n in p.evidence}))}
         out = []
         for poster, year, pid, pred in zip(posters, years, in_store, preds):
-            hits = [Hit.from_poster(m, n.similarity) for n in pred.evidence
+            hits = [Hit.from_voter(m, n) for n in pred.evidence
                     if (m := meta.get(n.id)) is not None]
-            out.append(Classification(poster.path, year, pred.genres, pred.probabilities,
-                                      pred.heads, pred.vote, float(pred.alpha), pred.decade_head,
-                                      hits, pid))
+            out.append(Classification(
+                name=poster.path, year=year, in_store=pid, genres=pred.genres,
+                probabilities=pred.probabilities, heads=pred.heads, vote=pred.vote,
+                alpha=float(pred.alpha), decade_head=pred.decade_head, evidence=hits,
+                thresholds=pred.thresholds))
         return out
 
-    def predict_vectors(self, vectors: np.ndarray, years, model: str):
+    def predict_vectors(self, vectors: np.ndarray, years, model: str | None = None):
         """Predictions (no evidence lookup) for vectors already computed, e.g. during ingest."""
         return self.require(model).explain(vectors, decades=[decade_of(y) for y in years],
                                            n_evidence=0)
 
-    # -- curation -----------------------------------------------------------------------------
+    # -- probabilities of stored posters -------------------------------------------------
 
-    def review_queue(self, model: str, limit: int = 50) -> list[dict]:
-        """Posters whose labels disagree with the classifier (or whose prediction is unsure),
-        worst first; labelled posters are judged by their out-of-fold probabilities."""
-        clf = self.require(model)
-        row = self.latest_row(model)
-        with self.catalog.read() as con:
-            labels = self.catalog.labels(con)
-            reviewed = set(self.catalog.labels(con, origin="review"))
-            ids = self.catalog.vector_ids(con, embedding_table(model))
-        ids = np.asarray([i for i in ids.tolist() if i not in reviewed], dtype=np.int64)
-        if not len(ids):
-            return []
-        top = score_queue(ids, self._probabilities(model, row.id, clf, ids), labels, limit)
-        meta = {p.id: p for p in self.posters([pid for _, pid, _, _ in top])}
-        return [meta[pid].to_dict() | {"suspicion": round(s, 4), "reason": reason,
-                             "predicted_probabilities": probs}
-                for s, pid, reason, probs in top if pid in meta]
-
-    def probabilities(self, model: str, ids) -> np.ndarray:
+    def probabilities(self, model: str | None, ids) -> np.ndarray:
         """(n, 19) probabilities of stored posters: out-of-fold for those the classifier was
         trained on, predicted (itself excluded from the vote) for the others."""
+        model = self.models.resolve(model)
         clf = self.require(model)
         ids = np.asarray(ids, dtype=np.int64)
         if not len(ids):
             return np.zeros((0, len(GENRES)))
         return self._probabilities(model, self.latest_row(model).id, clf, ids)
 
-    def image_probabilities(self, model: str, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
+    def image_probabilities(self, model: str | None, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
         """{poster id: the classifier's 19 probabilities}, predicted in sample (a reader's prior
         for identifying the film, not a review score); None without a usable classifier."""
+        model = self.models.resolve(model)
         try:
             clf = self.load_latest(model)
         except (ClassifierFormatError, StoreError):
@@ -285,7 +300,7 @@ class GenreService:
         return np.stack([cache[int(i)] for i in ids])
 
     def add_poster(self, poster: PosterImage, genres: Sequence[str], *, title: str | None = None,
-                   year: int | None = None, model: str, origin: str = "review",
+                   year: int | None = None, model: str | None = None, origin: str = "review",
                    scores: list[float] | None = None) -> int:
         """Store one validated image with genres: a person's (review) or the classifier's."""
         canon = validate_genres(genres)
@@ -294,7 +309,8 @@ class GenreService:
             scores = [by_genre[g] for g in canon]
         genres = canon
         check_origin(origin)
-        emb = self.embedder(model)
+        model = self.models.resolve(model)
+        emb = self.models.embedder(model)
         vector = emb.embed_images([poster.image])
         rel = self.images.relpath(poster.sha256, poster.suffix)
         publish = (dict(zip(GENRES, self.publish_thresholds(model)))
@@ -317,35 +333,14 @@ class GenreService:
                                         [[s for _, s in sure]])
         return pid
 
-    # -- evaluation ---------------------------------------------------------------------------
+    # -- evaluation (classify/evaluation.py) -----------------------------------------------------
 
-    def evaluate(self, model: str, *, train_decades=None, test_decades=None, test_labels=None,
-                 seed: int = 0, cross_decade: bool = True, transductive: bool = True,
-                 heads: str = "auto", compare_heads: str | None = None):
-        """The study-vs-posterdb evaluation on the store's labelled posters; saves JSON + PNG.
-        heads: the classifier's heads ("auto", "exact", "nystroem"); compare_heads: also report
-        the heads and blend of a classifier with those heads, on the same split."""
-        from posterdb.classify.blend import HEADS
+    def evaluate(self, model: str | None = None, **options):
+        """The study-vs-posterdb evaluation on the store's labelled posters; saves JSON + PNG
+        under eval/ (options: see `posterdb.classify.evaluation.evaluate_store`)."""
+        from posterdb.classify.evaluation import evaluate_store
 
-        for name, value in (("--heads", heads), ("--compare-heads", compare_heads)):
-            if value is not None and value not in HEADS:
-                raise UsageError(f"{name} must be one of {', '.join(HEADS)}, not {value!r}")
-        from posterdb.classify.evaluate import evaluate as run_eval
-
-        ids, X, Y, decades = self.training_data(model)
-        kwargs = {}
-        if test_labels is not None:
-            X_test, Y_test, dec_test = self._external_test_set(model, Path(test_labels))
-            kwargs.update(X_test=X_test, Y_test=Y_test, test_years_or_decades=dec_test)
-        report = run_eval(X, Y, decades, train_decades=train_decades, test_decades=test_decades,
-                          seed=seed, cross_decade=cross_decade, transductive=transductive,
-                          classifier_params={"heads": heads}, compare_heads=compare_heads,
-                          **kwargs)
-        out = self.root / "eval"
-        out.mkdir(parents=True, exist_ok=True)
-        report.save_json(out / "latest.json")
-        report.render_png(out / "latest.png")
-        return report
+        return evaluate_store(self, self.models.require(model), **options)
 
     def compare_models(self, models, **options) -> dict:
         """Several embedders side by side on the same posters and split (classify/compare.py)."""
@@ -353,31 +348,27 @@ class GenreService:
 
         return compare_models({m: self.training_data(m) for m in models}, **options)
 
-    def _external_test_set(self, model: str, labels: Path):
-        """Embed (without storing) the posters named in an external labels file."""
-        from posterdb.media.labels import read_labels
-
-        rows, problems = read_labels(labels)
-        if not rows:
-            raise UsageError(f"{labels}: no usable labelled rows ({len(problems)} problems)")
-        kept = [r for r in rows if r.genres]
-        X = self.embedder(model).embed_images([open_poster(r.path).image for r in kept])
-        Y = to_multi_hot([r.genres for r in kept])
-        dec = np.asarray([decade_of(r.year) if r.year else -1 for r in kept], dtype=np.int64)
-        return X, Y, dec
-
     def latest_eval(self) -> EvalReport | None:
         """The last `posterdb eval` report (an EvalReport, with its chart's path), or None."""
-        path = self.root / "eval" / "latest.json"
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{path}: unreadable evaluation report ({e}); run `posterdb eval` "
-                             f"again") from e
-        png = path.with_suffix(".png")
-        return EvalReport.from_dict(data, str(png) if png.exists() else None)
+        from posterdb.classify.evaluation import latest_report
+
+        return latest_report(self.root)
 
 
-__all__ = ["GenreService", "GENRES"]
+@dataclass(frozen=True)
+class AutoClassify:
+    """A trained classifier as ingest uses it (`posterdb.ingest.AutoClassifier`)."""
+
+    classifier: object
+    publish: dict[str, float]          # genre -> publishing threshold (inf: never published)
+
+    def predict(self, vectors: np.ndarray, years) -> list:
+        return self.classifier.explain(vectors, decades=[decade_of(y) for y in years],
+                                       n_evidence=0)
+
+    def published(self, predictions) -> list[list[str]]:
+        return [[g for g in p.genres if p.probabilities[g] >= self.publish[g]]
+                for p in predictions]
+
+
+__all__ = ["AutoClassify", "GenreService", "GENRES"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_DUP_THRESHOLD = 0.97
+from posterdb.core.settings import THRESHOLDS
+
+DEFAULT_DUP_THRESHOLD = THRESHOLDS.same_image
 FLAT_MAX = 20_000  # above this many rows, near-duplicates are found with a FAISS IVF range search
 
 

@@ -54,6 +54,17 @@ class ModelMismatchError(RefusedError):
     """Vectors from a different model (or weights) than the index was built with."""
 
 
+class ModelNotHeldError(RefusedError):
+    """The store holds no vectors from the model asked for (the message names those it holds)."""
+
+    @classmethod
+    def naming(cls, name: str, held) -> ModelNotHeldError:
+        """The error for `name`, naming the models the store does hold."""
+        holds = f"it holds {', '.join(held)}" if held else "it holds no vectors yet"
+        return cls(f"this store holds no vectors from model {name!r} ({holds}); ingest with "
+                   f"--model {name} first, or choose a model it holds")
+
+
 class WeightsNotFoundError(RefusedError):
     """Pretrained weights could not be found locally nor downloaded."""
 

@@ -13,14 +13,16 @@ import os
 import signal
 import threading
 
-ENV = "POSTERDB_CRASH_AT"
+from posterdb.core.settings import ENV_CRASH_AT, crash_point_spec
+
+ENV = ENV_CRASH_AT   # the variable the crash tests set
 
 _hits: dict[str, int] = {}
 _lock = threading.Lock()
 
 
 def _target() -> tuple[str, int] | None:
-    spec = os.environ.get(ENV, "").strip()
+    spec = crash_point_spec()
     if not spec:
         return None
     name, _, nth = spec.partition(":")

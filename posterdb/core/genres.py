@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 GENRES: tuple[str, ...] = (
     "Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama", "Family",
@@ -53,6 +55,8 @@ def parse_genres(value: str | Iterable[str] | None) -> tuple[list[str], list[str
 def to_multi_hot(genre_lists: Iterable[Iterable[str]]) -> np.ndarray:
     """Stack genre lists into an (n, 19) uint8 matrix in GENRES order."""
     rows = [list(gs) for gs in genre_lists]
+    import numpy as np
+
     out = np.zeros((len(rows), len(GENRES)), dtype=np.uint8)
     for i, gs in enumerate(rows):
         for g in gs:
@@ -62,6 +66,8 @@ def to_multi_hot(genre_lists: Iterable[Iterable[str]]) -> np.ndarray:
 
 def from_multi_hot(row: np.ndarray) -> list[str]:
     """Genre names of the set entries of one multi-hot row."""
+    import numpy as np
+
     return [GENRES[j] for j in np.flatnonzero(np.asarray(row))]
 
 

@@ -82,9 +82,14 @@ class ExportedPoster(StoredPoster):
         return super().to_dict() | {"identified": self.identified}
 
 
+SIMILARITY = "cosine"                # between two posters' stored vectors (`similar`)
+VOTE_SIMILARITY = "centred cosine"   # the vote's: vectors centred on their decade's mean
+
+
 @dataclass
 class Hit:
-    """One neighbour with the metadata a person needs to judge it."""
+    """One neighbour with the metadata a person needs to judge it. `measure` names what
+    `similarity` is: the cosine of the stored vectors, or the vote's decade-centred cosine."""
 
     id: int
     similarity: float
@@ -95,6 +100,7 @@ class Hit:
     image: str            # absolute path of the stored copy
     path: str             # original path at ingest
     labelled: bool = True  # False: `genres` are the classifier's predictions, not labels
+    measure: str = SIMILARITY
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -106,24 +112,56 @@ class Hit:
         return cls(p.id, float(similarity), p.title, p.year, p.decade, genres, p.image, p.path,
                    labelled)
 
+    @classmethod
+    def from_voter(cls, p: StoredPoster, voter: Neighbour) -> Hit:
+        """A poster that voted in a classification, shown with the genres it voted with (its
+        labels when the classifier was trained, whatever they are now)."""
+        return cls(p.id, float(voter.similarity), p.title, p.year, p.decade, list(voter.genres),
+                   p.image, p.path, True, VOTE_SIMILARITY)
+
 
 @dataclass
-class Classification:
-    """Genres for one image, with each part's share and the stored posters that justify them."""
+class Neighbour:
+    """One labelled poster that voted: its id (as given to fit), similarity in the vote's space,
+    the genres it voted with, its decade."""
 
-    name: str
-    year: int | None
+    id: int
+    similarity: float
+    genres: list[str]
+    decade: int | None
+
+
+@dataclass
+class Prediction:
+    """The explanation of one poster's genres (`GenreClassifier.explain`)."""
+
     genres: list[str]
     probabilities: dict[str, float]
     heads: dict[str, float]
     vote: dict[str, float]
     alpha: float
     decade_head: int | None
-    evidence: list[Hit]
+    evidence: list = field(default_factory=list)        # Neighbour (classifier) or Hit (store)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["thresholds"] = {g: (None if t is None or t != t or t in (float("inf"), float("-inf"))
+                               else t) for g, t in self.thresholds.items()}
+        return d
+
+
+@dataclass(kw_only=True)
+class Classification(Prediction):
+    """A prediction for one image of the store's caller: its evidence are stored posters (Hit)
+    that voted, with the genres they voted with."""
+
+    name: str
+    year: int | None
     in_store: int | None = None  # the poster's id when the same bytes are already stored
 
     def to_dict(self) -> dict:
-        d = dict(self.__dict__)
+        d = super().to_dict()
         d["evidence"] = [h.to_dict() | {"shared": sorted(set(h.genres) & set(self.genres))}
                          for h in self.evidence]
         return d

@@ -8,6 +8,8 @@ in ORIGINS at its rank and, if it is ground truth for training, in LABEL_ORIGINS
 """
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,10 +25,13 @@ PREDICTION_ORIGINS: tuple[str, ...] = ("prediction",)         # shown only when 
 # (classify/publish.py); the rest of its predictions are *suggested*, for a person to review.
 
 MIN_YEAR, MAX_YEAR = 1850, 2100
+MAX_POSTER_ID = 2**31 - 1      # poster ids are the catalogue's INTEGER (int32) keys
+MAX_TITLE_CHARS = 1000         # a title handed in (labels cell, file name) is cut to this
 
 __all__ = ["ORIGINS", "LABEL_ORIGINS", "PREDICTION_ORIGINS", "decade_of", "check_origin",
            "validate_genres", "sort_genres", "strongest", "shown_genres", "check_year",
-           "check_k", "check_decades", "check_path", "check_model_name"]
+           "check_k", "check_decades", "check_path", "MAX_POSTER_ID",
+           "check_poster_id", "check_poster_ids", "check_output_path"]
 
 
 def check_origin(origin: str) -> str:
@@ -92,18 +97,43 @@ def check_decades(decades: Iterable[int] | None) -> list[int]:
     return [decade_of(check_year(int(d))) for d in decades or []]
 
 
+def check_poster_id(value, what: str = "poster id") -> int:
+    """A poster id as handed in (an argument, a JSON entry): an integer in 1..MAX_POSTER_ID."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, str)):
+        raise UsageError(f"{what} must be an integer, not {value!r}"[:200])
+    if isinstance(value, str):
+        digits = value.strip()
+        if not (digits.isascii() and digits.isdigit()):
+            raise UsageError(f"{what} must be a positive integer, not {value[:40]!r}")
+        if len(digits) > 20:
+            raise UsageError(f"{what} {digits[:20]}... is out of range: poster ids are "
+                             f"1..{MAX_POSTER_ID}")
+        value = int(digits)
+    if not 1 <= value <= MAX_POSTER_ID:
+        text = str(value) if value.bit_length() < 64 else "of over 19 digits"
+        raise UsageError(f"{what} {text} is out of range: poster ids are 1..{MAX_POSTER_ID}")
+    return int(value)
+
+
+def check_poster_ids(ids: Iterable, what: str = "poster id") -> list[int]:
+    """Every id checked as `check_poster_id` (UsageError naming the first bad one)."""
+    return [check_poster_id(i, what) for i in ids]
+
+
+def check_output_path(path: str | Path, store: str | Path, what: str = "--output") -> Path:
+    """An output file posterdb is asked to write: never inside the store folder (symlinks of
+    the path, its folders and the store resolved), so no export overwrites the catalogue."""
+    path = Path(path)
+    real, home = Path(os.path.realpath(path)), Path(os.path.realpath(store))
+    if real == home or real.is_relative_to(home):
+        raise UsageError(f"{what} {path} lies inside the store {store}: write it elsewhere")
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a folder, not a file")
+    return path
+
+
 def check_path(path: str | Path, what: str = "path") -> Path:
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         raise UsageError(f"{what} {path} does not exist")
     return path
-
-
-def check_model_name(name: str | None) -> str | None:
-    """A known embedder name (or None: the store's), without loading it."""
-    from posterdb.embedders import _CLASSES, EMBEDDER_NAMES, is_finetuned_name
-
-    if name is not None and name not in _CLASSES and not is_finetuned_name(name):
-        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(EMBEDDER_NAMES)} "
-                         "or a fine-tuned mobilenet-v2-ft-<hash> stored in the store")
-    return name

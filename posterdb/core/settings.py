@@ -26,6 +26,7 @@ ENV_OFFLINE = "POSTERDB_OFFLINE"
 ENV_TMDB_URL = "POSTERDB_TMDB_URL"
 ENV_TMDB_KEY = "TMDB_API_KEY"
 ENV_TMDB_TOKEN = "TMDB_READ_TOKEN"
+ENV_TMDB_IMAGE_HOST = "POSTERDB_TMDB_IMAGE_HOST"   # the one host posters may come from, besides the API's
 ENV_HF_ENDPOINT = "HF_ENDPOINT"
 ENV_CRASH_AT = "POSTERDB_CRASH_AT"   # fault injection for the crash tests (core.faults)
 ENV_CATALOGUE = "POSTERDB_CATALOGUE"  # the film catalogue to identify against: tmdb or a file
@@ -42,6 +43,7 @@ STORE_KEYS: dict[str, str] = {
 TMDB_CATALOGUE = "tmdb"
 
 TMDB_DEFAULT_URL = "https://api.themoviedb.org/3"
+TMDB_DEFAULT_IMAGE_HOST = "image.tmdb.org"
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
@@ -79,6 +81,7 @@ class TMDbSettings:
     url: str = TMDB_DEFAULT_URL
     api_key: str | None = field(default=None, repr=False)
     read_token: str | None = field(default=None, repr=False)
+    image_host: str = TMDB_DEFAULT_IMAGE_HOST   # host[:port] images may come from (and the API's)
 
     @property
     def has_credentials(self) -> bool:
@@ -108,7 +111,8 @@ class Settings:
         tmdb = TMDbSettings(
             url=(env.get(ENV_TMDB_URL) or TMDB_DEFAULT_URL).strip().rstrip("/"),
             api_key=(env.get(ENV_TMDB_KEY) or "").strip() or None,
-            read_token=(env.get(ENV_TMDB_TOKEN) or "").strip() or None)
+            read_token=(env.get(ENV_TMDB_TOKEN) or "").strip() or None,
+            image_host=(env.get(ENV_TMDB_IMAGE_HOST) or "").strip() or TMDB_DEFAULT_IMAGE_HOST)
         base = cls(store=_path(env.get(ENV_STORE)) or DEFAULT_STORE,
                    model_dir=_path(env.get(ENV_MODEL_DIR)),
                    offline=_truthy(env.get(ENV_OFFLINE)),
@@ -146,6 +150,11 @@ class Settings:
         default = Path.home() / ".cache" / "posterdb" / "models"
         dirs = [self.model_dir] if self.model_dir else []
         return dirs + ([default] if default not in dirs else [])
+
+
+def crash_point_spec() -> str:
+    """$POSTERDB_CRASH_AT, read at each crash point (the crash tests set it per process)."""
+    return (os.environ.get(ENV_CRASH_AT) or "").strip()
 
 
 def current(**explicit) -> Settings:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import gzip
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -353,15 +353,20 @@ class DailyFlow:
 
 class DailySetup:
     """What a store remembers (its `meta` settings) and the flow built from it; PosterDB wires
-    one as `db.daily`. `reading()` gives the store's ReadingService (the `read` extra)."""
+    one as `db.daily`. `reading()` gives the store's ReadingService (the `read` extra);
+    `settings` are the store's as opened (flags and environment over what it remembered)."""
 
-    def __init__(self, catalog, reading: Callable[[], object], model_dir=None):
-        self.catalog, self.reading, self.model_dir = catalog, reading, model_dir
+    def __init__(self, catalog, reading: Callable[[], object], settings: Settings):
+        self.catalog, self.reading, self.opened = catalog, reading, settings
 
     def settings(self) -> Settings:
+        """The settings now: a `posterdb config set` since the store was opened counts."""
         with self.catalog.read() as con:
             saved = self.catalog.store_settings(con)
-        return Settings.from_env(model_dir=self.model_dir).with_store(saved)
+        base = self.opened
+        if base.catalogue is not None and base.catalogue == base.saved.get(STORE_CATALOGUE):
+            base = replace(base, catalogue=None)        # it came from the store: take it anew
+        return base.with_store(saved)
 
     def configure(self, key: str, value: str | None) -> Settings:
         """Remember (or, with None, forget) one setting, checked (`check_setting`)."""

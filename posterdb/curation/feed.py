@@ -8,17 +8,18 @@ identified poster also carries the film's own `film_title` and `film_year`.
 
 Written atomically (temporary file in the same folder, fsync, rename), so a shop importer
 reading the feed while `posterdb watch` rewrites it sees the old file or the new one, never half.
+CSV cells go through `posterdb.core.text.csv_cell` (a title a spreadsheet would run as a formula
+gets a leading `'`); JSON is exact.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from posterdb.core.atomic import write_atomic
+from posterdb.core.text import csv_text
 
 FORMATS = ("csv", "json")
 COLUMNS = ("id", "title", "year", "image", "genres", "genres_from", "film_source", "film_id",
@@ -76,12 +77,7 @@ def render(rows: Iterable[FeedRow], fmt: str) -> bytes:
                            ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     if fmt != "csv":
         raise ValueError(f"feed format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    buf = io.StringIO(newline="")
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for r in rows:
-        w.writerow(r.cells())
-    return buf.getvalue().encode("utf-8")
+    return csv_text(COLUMNS, (r.cells() for r in rows), lineterminator="\n").encode("utf-8")
 
 
 def write_feed(rows: Iterable[FeedRow], path: Path, fmt: str | None = None) -> int:

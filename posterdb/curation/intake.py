@@ -11,21 +11,23 @@
   the label, heads against vote); `accept()` / `set_genres()` / `apply()` record the decisions
   as review labels; `duplicates()` sorts a poster's look-alikes into tiers.
 
-Collaborators are passed in (the facade's ingest and similar, the `posters(ids)` look-up of
-StoredPoster records and the genre service), so nothing here imports the facade.
+This is the one review queue: the page's Browse & curate, its Inbox and `posterdb review list`
+all show `queue()`. Collaborators are passed in, typed (ingestion, similarity search, stored
+posters, the genre service, the store's models), so nothing here imports the facade.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from posterdb.classify.service import GenreService
 from posterdb.core.errors import ImageError, UsageError
 from posterdb.core.genres import GENRES, to_multi_hot
 from posterdb.core.records import StoredPoster
-from posterdb.core.rules import LABEL_ORIGINS, strongest, validate_genres
+from posterdb.core.rules import LABEL_ORIGINS, check_poster_id, strongest, validate_genres
 from posterdb.curation.feed import GENRES_FROM, FeedRow
 from posterdb.curation.inbox import Hint
 from posterdb.curation.queue import (
@@ -36,28 +38,31 @@ from posterdb.curation.queue import (
     uncertainty,
 )
 from posterdb.curation.watch import Outcome
+from posterdb.ingest.service import Ingestion
 from posterdb.media.images import SUPPORTED_SUFFIXES, read_bytes, sha256_bytes
 from posterdb.media.labels import LabelRow
-from posterdb.storage.catalog import Catalog
+from posterdb.storage.catalog import Catalog, embedding_table
+from posterdb.storage.posters import StoredPosters
+from posterdb.vectors.models import StoreModels
+from posterdb.vectors.similarity import Similarity
 
 KINDS = ("new", "labelled", "all")
 
 
-class Intake:
-    """Inbox processing, shop feed and review queue of one store."""
+class Curation:
+    """Inbox processing, shop feed and the review queue of one store."""
 
-    def __init__(self, catalog: Catalog, genres, *, ingest: Callable, posters: Callable,
-                 similar: Callable, default_model: Callable[[], str]):
-        self.catalog, self.genres = catalog, genres
-        self.ingest, self.posters, self.similar = ingest, posters, similar
-        self.default_model = default_model
+    def __init__(self, catalog: Catalog, genres: GenreService, ingestion: Ingestion,
+                 search: Similarity, posters: StoredPosters, models: StoreModels):
+        self.catalog, self.genres, self.ingestion = catalog, genres, ingestion
+        self.search, self.posters, self.models = search, posters, models
 
     # -- the watcher's processor ---------------------------------------------------------------
 
     def process(self, batch: Sequence[tuple[Path, Hint]], *, model: str | None = None,
                 root: Path | None = None) -> list[Outcome]:
         """Ingest exactly these files; one Outcome each (stored: its poster is committed)."""
-        model = model or self.default_model()
+        model = self.models.resolve(model)
         outcomes: dict[Path, Outcome] = {}
         shas: dict[Path, str] = {}
         for path, _ in batch:
@@ -82,7 +87,7 @@ class Intake:
             sources.append((path, row))
         failed: dict[str, str] = {}
         if sources:
-            report = self.ingest(root or sources[0][0].parent, sources=sources, model=model)
+            report = self.ingestion.run(root or sources[0][0].parent, sources=sources, model=model)
             failed = {f["path"]: f["reason"] for f in report.failed}
         with self.catalog.read() as con:
             after = self.catalog.sha_to_id(con)
@@ -114,7 +119,7 @@ class Intake:
             films = {pid: f for pid, f in self.catalog.identifications(con).items()
                      if f["status"] == "identified"}
         rows = []
-        for p in self.posters():
+        for p in self.posters.get():
             origin, genres = strongest(by_origin, LABEL_ORIGINS, p.id)
             if not genres and p.published:
                 origin, genres = "published", list(p.published)
@@ -136,8 +141,8 @@ class Intake:
         """Posters waiting for a person, most useful first (see the module docstring)."""
         if kind not in KINDS:
             raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        model = model or self.default_model()
-        posters = [p for p in self.posters() if not p.reviewed]
+        model = self.models.require(model)
+        posters = [p for p in self.posters.get() if not p.reviewed]
         items = []
         if kind in ("new", "all"):
             items += self._new_items(posters, model)
@@ -149,9 +154,16 @@ class Intake:
                 it["duplicates"] = self.duplicates(it["id"], model=model)
         return items
 
+    def _with_vectors(self, posters: list[StoredPoster], model: str) -> list[StoredPoster]:
+        with self.catalog.read() as con:
+            have = set(self.catalog.vector_ids(con, embedding_table(model)).tolist())
+        return [p for p in posters if p.id in have]
+
     def _new_items(self, posters: list[StoredPoster], model: str) -> list[dict]:
-        todo = [p for p in posters if not p.genres and p.predicted
-                and (not p.published or set(p.predicted) - set(p.published))]
+        """Unlabelled posters whose genres are not all published, most uncertain first: the
+        smallest margin of any genre's probability to its predict or publish threshold."""
+        todo = self._with_vectors([p for p in posters if not p.genres and (
+            not p.published or set(p.predicted) - set(p.published))], model)
         if not todo:
             return []
         t_pred, t_pub = self._thresholds(model)
@@ -159,14 +171,16 @@ class Intake:
         u = uncertainty(P, t_pred, t_pub)
         out = []
         for i in np.argsort(u, kind="stable"):
-            p = todo[int(i)]
-            suggested = [g for g in p.predicted if g not in p.published]
-            out.append(_item(p, "new", float(u[i]), "margin to the nearest threshold "
-                             f"{u[i]:.3f}", suggested))
+            p, row = todo[int(i)], P[int(i)]
+            predicted = list(p.predicted) or [g for g, x, t in zip(GENRES, row, t_pred) if x >= t]
+            suggested = [g for g in predicted if g not in p.published]
+            out.append(_item(p, "new", float(u[i]), "unlabelled; margin to the nearest "
+                             f"threshold {u[i]:.3f}", suggested, row))
         return out
 
     def _labelled_items(self, posters: list[StoredPoster], model: str) -> list[dict]:
-        todo = [p for p in posters if p.genres]
+        """Labelled posters, the label most at odds with the out-of-fold probabilities first."""
+        todo = self._with_vectors([p for p in posters if p.genres], model)
         if not todo:
             return []
         clf = self.genres.require(model)
@@ -186,7 +200,7 @@ class Intake:
                              None if V is None else V[k])
             scored.append((s.score, k, s.reason))
         scored.sort(key=lambda t: (-t[0], t[1]))
-        return [_item(todo[k], "labelled", score, reason, []) for score, k, reason in scored]
+        return [_item(todo[k], "labelled", score, reason, [], P[k]) for score, k, reason in scored]
 
     def duplicates(self, poster_id: int, *, k: int = 8, model: str | None = None) -> list[dict]:
         """Exact copies (other names of the same bytes), near-duplicates (rescans, cosine ≥
@@ -195,7 +209,7 @@ class Intake:
             names = self.catalog.paths_of(con, [poster_id]).get(int(poster_id), [])
         out = [{"tier": "exact copy", "id": int(poster_id), "path": n, "similarity": 1.0}
                for n in names[1:]]
-        for h in self.similar(int(poster_id), k, model=model or self.default_model()):
+        for h in self.search.similar(int(poster_id), k, model=model):
             tier = duplicate_tier(h.similarity)
             if tier is not None:
                 out.append({"tier": tier, "id": h.id, "title": h.title, "year": h.year,
@@ -206,7 +220,7 @@ class Intake:
         """Accept what these posters show as a person's genres: a new poster's predictions
         (published + suggested), a labelled poster's labels (confirmed)."""
         ids = [int(i) for i in ids]
-        found = {p.id: p for p in self.posters(ids)}
+        found = {p.id: p for p in self.posters.get(ids)}
         missing = sorted(set(ids) - set(found))
         if missing:
             raise UsageError(f"no such poster(s): {missing}")
@@ -219,7 +233,7 @@ class Intake:
         return self._write(decisions)
 
     def set_genres(self, poster_id: int, genres: Sequence[str]) -> list[dict]:
-        if not self.posters([int(poster_id)]):
+        if not self.posters.get([int(poster_id)]):
             raise UsageError(f"no such poster: {poster_id}")
         return self._write([{"id": int(poster_id), "genres": validate_genres(genres)}])
 
@@ -233,10 +247,11 @@ class Intake:
         for n, d in enumerate(decisions):
             if not isinstance(d, dict) or not isinstance(d.get("id"), int) or isinstance(d.get("id"), bool):
                 raise UsageError(f"decision {n}: needs an integer 'id'")
+            check_poster_id(d["id"], f"decision {n}: poster id")
             if "genres" in d and not isinstance(d["genres"], list):
                 raise UsageError(f"decision {n} (poster {d['id']}): 'genres' must be a list")
             ids.append(d["id"])
-        found = {p.id: p for p in self.posters(ids)}
+        found = {p.id: p for p in self.posters.get(ids)}
         missing = sorted(set(ids) - set(found))
         if missing:
             raise UsageError(f"no such poster(s): {missing}")
@@ -266,15 +281,18 @@ class Intake:
         stamp = since.isoformat(sep=" ") if isinstance(since, datetime) else str(since)
         with self.catalog.read() as con:
             ids = self.catalog.arrivals(con, stamp)
-        return self.posters(ids)
+        return self.posters.get(ids)
 
 
-def _item(p: StoredPoster, kind: str, score: float, reason: str, suggested: list[str]) -> dict:
+def _item(p: StoredPoster, kind: str, score: float, reason: str, suggested: list[str],
+          probabilities: np.ndarray) -> dict:
     return {"id": p.id, "kind": kind, "score": round(score, 4), "reason": reason,
-            "title": p.title, "year": p.year, "image": p.image,
+            "title": p.title, "year": p.year, "image": p.image, "path": p.path,
             "labels": list(p.genres), "predicted": list(p.predicted),
-            "published": list(p.published), "suggested": suggested, "genres": p.shown,
-            "accept": False}
+            "published": list(p.published), "suggested": suggested,
+            "genres": p.shown or list(suggested), "accept": False,
+            "predicted_probabilities": {g: round(float(x), 4)
+                                        for g, x in zip(GENRES, probabilities)}}
 
 
-__all__ = ["Intake", "KINDS", "NEAR_DUPLICATE", "LOOK_ALIKE"]
+__all__ = ["Curation", "KINDS", "NEAR_DUPLICATE", "LOOK_ALIKE"]

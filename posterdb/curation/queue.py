@@ -9,9 +9,7 @@
 * Duplicates come in tiers, because a dealer treats them differently: an **exact copy** (same
   bytes under another name: nothing to do), a **near-duplicate** (a rescan of the same poster:
   keep the better scan), a **look-alike** (same style or series: a different poster, keep both).
-  Thresholds measured on MobileNetV2 features of ../shared/posters: rescans (JPEG q75 plus a
-  resize, 3 % crop, 1.5° rotation or colour shift) of 10 posters score cosine 0.85–0.99, median
-  0.94; among the 5,097 distinct posters only 4 have a neighbour at ≥ 0.90 and 10 % one at ≥ 0.80.
+  The thresholds and how they were measured: `posterdb.core.settings.Thresholds`.
 """
 from __future__ import annotations
 
@@ -19,8 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NEAR_DUPLICATE = 0.90
-LOOK_ALIKE = 0.80
+from posterdb.core.settings import THRESHOLDS
+
+NEAR_DUPLICATE = THRESHOLDS.near_duplicate
+LOOK_ALIKE = THRESHOLDS.look_alike
 TIERS = ("exact copy", "near-duplicate", "look-alike")
 
 

@@ -10,6 +10,14 @@ and what it leaves undone is picked up later. While the inbox is empty, `idle()`
 does one slice of older work and says whether there may be more.
 Crash points for tests (POSTERDB_CRASH_AT, see posterdb.faults): `inbox_before_move` (a batch
 committed, no file moved) and `inbox_moved` (after each move).
+
+Each file is read once through a no-follow descriptor before its batch (`Inbox.snapshot`: which
+file, its sha256) and again when it is filed away. It moves to done/ only if it is still that
+same file and its bytes are the ones committed (`Outcome.sha256`, when the processor gives it);
+a file overwritten, renamed over or swapped for a link while its batch ran stays in the inbox for
+the next pass and is counted as changed (`retried`). Links, FIFOs, devices and hard links are
+filed away as failed without being handed to the processor. A done/ or failed/ that turns out
+to be a link stops the watcher with `Unsafe` (the batch's report says so in `stopped`).
 """
 from __future__ import annotations
 
@@ -22,7 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from posterdb.core.faults import crash_point
-from posterdb.curation.inbox import Hint, Inbox, Waker
+from posterdb.core.safefs import Unsafe
+from posterdb.curation.inbox import Hint, Inbox, Snapshot, Waker
 
 DEFAULT_BATCH = 64
 DEFAULT_INTERVAL_S = 5.0
@@ -30,7 +39,8 @@ DEFAULT_INTERVAL_S = 5.0
 
 @dataclass
 class Outcome:
-    """What became of one inbox file. `stored`: its poster is committed (new or already there)."""
+    """What became of one inbox file. `stored`: its poster is committed (new or already there);
+    `sha256`: of the bytes committed for it, when the processor knows (checked before filing)."""
 
     path: Path
     stored: bool
@@ -39,6 +49,9 @@ class Outcome:
     reason: str | None = None
     published: tuple[str, ...] = ()
     suggested: tuple[str, ...] = ()
+    sha256: str | None = None
+    created: tuple[tuple[int, str], ...] = ()   # (id, sha256) of every poster the batch made
+                                                # from this file's name, when the processor knows
 
 
 Process = Callable[[list[tuple[Path, Hint]]], list[Outcome]]
@@ -59,6 +72,7 @@ class BatchReport:
     review: int = 0
     seconds: float = 0.0
     error: str | None = None        # the batch could not be stored at all (files left in place)
+    stopped: str | None = None      # a control path (done/, failed/) is unsafe: the watcher stops
     failures: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     identify: dict | None = None    # what after_commit did (read / identified / left pending)
@@ -72,7 +86,8 @@ class BatchReport:
                 + (f", {self.retried} changed while read (retried)" if self.retried else "")
                 + f"; {self.published} with published genres, {self.review} for review"
                 + (f"; {self.identify['line']}" if self.identify and self.identify.get("line")
-                   else "") + f"; {self.seconds:.1f} s")
+                   else "")
+                + f"; {self.seconds:.1f} s" + (f"; stopped: {self.stopped}" if self.stopped else ""))
 
 
 class Watcher:
@@ -81,8 +96,12 @@ class Watcher:
     def __init__(self, inbox: Inbox, process: Process, *, batch_size: int = DEFAULT_BATCH,
                  interval: float = DEFAULT_INTERVAL_S,
                  after_batch: Callable[[BatchReport], None] | None = None,
+                 discard: Callable[[list[int]], None] | None = None,
                  after_commit: Callable[[list[Outcome]], dict | None] | None = None,
                  idle: Callable[[], bool] | None = None):
+        """`discard(ids)`: take back posters the batch made from bytes that no file of the
+        inbox held as a plain file (`Outcome.created`: a link swapped in while read).
+        `after_commit` / `idle`: reading and identification (see the module docstring)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.inbox = inbox
@@ -90,6 +109,7 @@ class Watcher:
         self.batch_size = batch_size
         self.interval = max(0.05, float(interval))
         self.after_batch = after_batch
+        self.discard = discard
         self.after_commit = after_commit
         self.idle = idle
         self.batches = 0
@@ -100,33 +120,104 @@ class Watcher:
         self.batches += 1
         rep = BatchReport(self.batches, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           files=len(files))
-        hints, rep.warnings = self.inbox.hints(files)
         try:
-            outcomes = {o.path: o for o in self.process([(f, hints[f]) for f in files])}
-        except Exception as e:  # noqa: BLE001 - a busy or full store must not end the watcher
-            rep.error = f"{type(e).__name__}: {e}"
+            todo, snaps = self._read(files, rep)
+            if todo:
+                self._process(todo, snaps, rep)
+        except Unsafe as e:      # done/ or failed/ is a link (or not a folder): stop, say so
+            rep.stopped = str(e)
+            raise
+        finally:
             rep.seconds = time.perf_counter() - t0
             if self.after_batch is not None:
                 self.after_batch(rep)
-            return rep
+        return rep
+
+    def _read(self, files: list[Path], rep: BatchReport) -> tuple[list[Path], dict[Path, Snapshot]]:
+        """Snapshot each file (no-follow); links, FIFOs, devices, hard links and unreadable
+        files are filed away as failed here, never handed to the processor."""
+        todo, snaps = [], {}
+        for f in files:
+            try:
+                snaps[f] = self.inbox.snapshot(f)
+                todo.append(f)
+                continue
+            except Unsafe as e:
+                reason = e.reason
+            except FileNotFoundError:      # gone (moved away by its owner): nothing to do
+                rep.files -= 1
+                continue
+            except PermissionError:
+                reason = "permission denied"
+            except OSError as e:           # e.g. a folder of the path swapped: next pass
+                rep.files -= 1
+                rep.warnings.append(f"{f}: cannot read it now: {e.strerror or e}")
+                continue
+            self._fail(f, reason, rep)
+        return todo, snaps
+
+    def _fail(self, f: Path, reason: str, rep: BatchReport) -> None:
+        try:
+            self.inbox.mark_failed(f, reason)
+        except OSError as e:   # cannot move it (permissions, disk): say so, leave it there
+            rep.warnings.append(f"{f}: cannot move it out of the inbox: {e.strerror or e}")
+            return
+        rep.failed += 1
+        rep.failures.append({"path": str(f), "reason": reason})
+
+    def _process(self, files: list[Path], snaps: dict[Path, Snapshot], rep: BatchReport) -> None:
+        hints, warnings = self.inbox.hints(files)
+        rep.warnings += warnings
+        try:
+            outcomes = {o.path: o for o in self.process([(f, hints[f]) for f in files])}
+        except Exception as e:  # noqa: BLE001 - a busy or full store must not end the watcher
+            odd = [f for f in files if not _utf8(f)]
+            if not odd:
+                rep.error = f"{type(e).__name__}: {e}"
+                return
+            # a name that is not UTF-8 must not hold up the whole inbox: fail those, try the rest
+            for f in odd:
+                self._fail(f, f"its name is not valid UTF-8 and the store could not take it "
+                              f"({type(e).__name__}); rename it, then move it back", rep)
+            rest = [f for f in files if f not in odd]
+            if rest:
+                self._process(rest, snaps, rep)
+            return
         crash_point("inbox_before_move")          # crash tests: committed, nothing moved yet
+        vouched: set[int] = set()     # posters whose bytes a file of the batch held, unlinked
+        suspects: dict[int, Path] = {}
         for f in files:       # committed: now (and only now) file them away
             o = outcomes.get(f) or Outcome(f, False, reason="not processed")
             try:
-                self._file_away(f, o, rep)
+                now = self.inbox.snapshot(f)
+            except (Unsafe, OSError):
+                now = None
+            held = {snaps[f].sha256} | ({now.sha256} if now else set())
+            if o.stored and (o.sha256 is None or o.sha256 in held):
+                vouched.add(o.poster_id)
+            made = o.created or (((o.poster_id, o.sha256),) if o.stored and o.new and o.sha256
+                                 else ())
+            suspects.update((pid, f) for pid, sha in made if sha not in held)
+            try:
+                self._file_away(f, o, snaps[f], now, rep)
                 crash_point("inbox_moved")        # crash tests: some files of the batch moved
             except OSError as e:  # cannot move it (permissions, disk): say so, leave it there
                 rep.warnings.append(f"{f}: cannot move it out of the inbox: {e.strerror or e}")
+        take_back = {pid: f for pid, f in suspects.items() if pid not in vouched}
+        if take_back and self.discard is not None:
+            # a link (or other bytes) swapped in just before the store read the file: the new
+            # poster holds bytes no file of the inbox held as a plain file, so it goes again
+            self.discard(sorted(take_back))
+            rep.warnings += [f"{f}: the store read other bytes than the file held (swapped "
+                             f"while read); poster {pid} removed again"
+                             for pid, f in take_back.items()]
         if self.after_commit is not None:   # read + identify: after the commit and the move
+            kept = [o for o in outcomes.values() if o.stored and o.poster_id not in take_back]
             try:
-                rep.identify = self.after_commit([o for o in outcomes.values() if o.stored])
+                rep.identify = self.after_commit(kept)
             except Exception as e:  # noqa: BLE001 - the posters are stored; the next pass retries
                 rep.warnings.append(f"reading/identifying left for the next pass: "
                                     f"{type(e).__name__}: {e}")
-        rep.seconds = time.perf_counter() - t0
-        if self.after_batch is not None:
-            self.after_batch(rep)
-        return rep
 
     def _idle(self) -> bool:
         """One slice of older work while the inbox is empty; True when there may be more."""
@@ -137,19 +228,22 @@ class Watcher:
         except Exception:  # noqa: BLE001 - older work never ends the watcher
             return False
 
-    def _file_away(self, f: Path, o: Outcome, rep: BatchReport) -> None:
-        if o.stored:
+    def _file_away(self, f: Path, o: Outcome, before: Snapshot, now: Snapshot | None,
+                   rep: BatchReport) -> None:
+        if now != before or (o.stored and o.sha256 not in (None, now.sha256)):
+            # overwritten, renamed over, swapped for a link or still being written: whatever
+            # was committed is not this file's bytes; it stays for the next pass
+            rep.retried += 1
+            rep.warnings.append(f"{f}: changed while its batch ran; left in the inbox for the "
+                                "next pass")
+        elif o.stored:
             self.inbox.mark_done(f)
             rep.added += o.new
             rep.already += not o.new
             rep.published += bool(o.published)
             rep.review += bool(o.suggested) and not o.published
-        elif not self.inbox.unchanged(f):   # still being written: try again when settled
-            rep.retried += 1
         else:
-            self.inbox.mark_failed(f, o.reason or "failed")
-            rep.failed += 1
-            rep.failures.append({"path": str(f), "reason": o.reason})
+            self._fail(f, o.reason or "failed", rep)
 
     def drain(self) -> list[BatchReport]:
         """Process every file that is ready now, batch by batch."""
@@ -205,3 +299,11 @@ class Watcher:
             self.stop.set()
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

@@ -1,13 +1,25 @@
-"""Image embedders: a registry of models, imported lazily (mobilenet-v2 needs no torch)."""
+"""Image embedders: a registry of models, imported lazily (mobilenet-v2 needs no torch, and
+checking a model's name imports no model code at all)."""
 from __future__ import annotations
 
 import importlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from posterdb.core.errors import UsageError
-from posterdb.embedders.base import Embedder, ModelSpec, l2_normalize
-from posterdb.embedders.weights import WeightsLoadError, default_model_dir, sha256_file
+
+if TYPE_CHECKING:
+    from posterdb.embedders.base import Embedder
+
+_LAZY = {"Embedder": "base", "ModelSpec": "base", "l2_normalize": "base",
+         "WeightsLoadError": "weights", "default_model_dir": "weights", "sha256_file": "weights"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'posterdb.embedders' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 EMBEDDER_NAMES = ("mobilenet-v2", "resnet50", "clip")
 _CLASSES = {
@@ -32,7 +44,15 @@ def is_finetuned_name(name) -> bool:
     return bool(_FINETUNED_RE.match(str(name)))
 
 
-__all__ = ["EMBEDDER_NAMES", "Embedder", "ModelSpec", "WeightsLoadError", "default_model_dir",
+def check_model_name(name: str | None) -> str | None:
+    """A known embedder name (or None: the store's), without loading it."""
+    if name is not None and name not in _CLASSES and not is_finetuned_name(name):
+        raise UsageError(f"unknown model {name!r}; valid names: {', '.join(EMBEDDER_NAMES)} "
+                         "or a fine-tuned mobilenet-v2-ft-<hash> stored in the store")
+    return name
+
+
+__all__ = ["check_model_name", "EMBEDDER_NAMES", "Embedder", "ModelSpec", "WeightsLoadError", "default_model_dir",
            "get_embedder", "l2_normalize", "sha256_file"]
 
 

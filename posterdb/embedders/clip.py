@@ -12,6 +12,7 @@ import open_clip
 import torch
 from PIL import Image
 
+from posterdb.core.settings import current as current_settings
 from posterdb.embedders.base import Embedder
 from posterdb.embedders.resnet import TorchRunner, resolve_device
 from posterdb.embedders.weights import (
@@ -48,7 +49,7 @@ def _cache_and_download(cfg: dict) -> tuple[list[str], Download | None]:
         snap = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
         paths += [str(snap / "*" / n) for n in names]
         source = f"Hugging Face hub repo {repo}"
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        host = urlparse(current_settings().hf_endpoint).hostname
     elif cfg.get("url"):
         source, host = cfg["url"], urlparse(cfg["url"]).hostname
     if cfg.get("url") and "openaipublic" not in cfg["url"]:  # OpenAI's .pt files are TorchScript

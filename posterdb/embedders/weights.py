@@ -17,22 +17,22 @@ from typing import Callable, Iterable, Sequence
 
 from posterdb.core.atomic import replacing
 from posterdb.core.errors import WeightsLoadError, WeightsNotFoundError
+from posterdb.core.settings import ENV_MODEL_DIR as MODEL_DIR_ENV
+from posterdb.core.settings import ENV_OFFLINE as OFFLINE_ENV
+from posterdb.core.settings import current as current_settings
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR_ENV = "POSTERDB_MODEL_DIR"
-OFFLINE_ENV = "POSTERDB_OFFLINE"
 
 
 def default_model_dir() -> Path:
-    """$POSTERDB_MODEL_DIR if set, else ~/.cache/posterdb/models."""
-    env = os.environ.get(MODEL_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "posterdb" / "models"
+    """$POSTERDB_MODEL_DIR if set, else ~/.cache/posterdb/models (posterdb.core.settings)."""
+    return current_settings().weights_dirs()[0]
 
 
 def offline() -> bool:
     """True when $POSTERDB_OFFLINE is set to a true value (1/true/yes/on)."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    return current_settings().offline
 
 
 def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:

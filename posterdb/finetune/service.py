@@ -18,35 +18,28 @@ import numpy as np
 
 from posterdb.core.errors import RefusedError, UsageError
 from posterdb.core.genres import to_multi_hot
+from posterdb.core.settings import Settings
 from posterdb.embedders.base import Embedder
+from posterdb.finetune.backbones import Backbones
 from posterdb.media.images import open_poster
 from posterdb.storage.catalog import Catalog, embedding_table
 from posterdb.storage.image_store import ImageStore
+from posterdb.vectors.cache import IndexCache
 
-MODELS_DIR = "models"
 BASE_FILE = "mobilenet_v2_1.0_224_quant.tflite"
 
 
 class FinetuneService:
-    def __init__(self, catalog: Catalog, root: Path, images: ImageStore, indexes, model_dir=None):
+    """Fine-tune, save and re-embed (see the module docstring)."""
+
+    def __init__(self, catalog: Catalog, root: Path, images: ImageStore, indexes: IndexCache,
+                 backbones: Backbones, settings: Settings):
         self.catalog, self.root, self.images, self.indexes = catalog, Path(root), images, indexes
-        self.model_dir = model_dir
+        self.backbones, self.model_dir = backbones, settings.model_dir
 
     @property
     def folder(self) -> Path:
-        return self.root / MODELS_DIR
-
-    def embedder(self, name: str, device: str | None = None) -> Embedder:
-        """The stored fine-tuned model `name`, loaded only after its file's sha256 matches the one
-        recorded in DuckDB."""
-        from posterdb.finetune.embedder import FineTunedEmbedder
-
-        with self.catalog.read() as con:
-            spec = self.catalog.model_spec(con, name)
-        if spec is None:
-            raise RefusedError(f"this store has no fine-tuned model {name!r}; run `posterdb finetune`")
-        return FineTunedEmbedder(self.folder / f"{spec.weights_sha256}.pt", spec.weights_sha256,
-                                 device=device)
+        return self.backbones.folder
 
     def labelled(self, limit: int | None = None):
         """(ids, image files, Y, decades) of the labelled posters (review labels win)."""
@@ -77,7 +70,12 @@ class FinetuneService:
 
         from posterdb.embedders.mobilenet_torch import from_tflite
         from posterdb.finetune.embedder import FineTunedEmbedder, save_backbone
-        from posterdb.finetune.train import FinetuneConfig, finetune, poster_inputs, resolve_device
+        from posterdb.finetune.train import (
+            FinetuneConfig,
+            finetune,
+            poster_inputs,
+            resolve_device,
+        )
 
         if epochs < 1:
             raise UsageError(f"--epochs must be >= 1, not {epochs}")

@@ -10,7 +10,7 @@ duplicate report, then the FAISS add (in that order: a poster is not its own nea
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -24,8 +24,14 @@ from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 from posterdb.vectors.index import VectorIndex
 
-Predict = Callable[[np.ndarray, list], list]  # (vectors, years) -> predictions with genres
-Publish = Callable[[list], list]  # predictions -> the genres of each confident enough to publish
+
+class AutoClassifier(Protocol):
+    """What ingest needs of a trained classifier: predictions for new unlabelled posters, and
+    the subset of each prediction confident enough to publish (classify.service.AutoClassify)."""
+
+    def predict(self, vectors: np.ndarray, years: list) -> list: ...
+
+    def published(self, predictions: list) -> list[list[str]]: ...
 
 
 class PostCommitStep(Protocol):
@@ -35,7 +41,7 @@ class PostCommitStep(Protocol):
 class NearDuplicates:
     """Reports posters of the batch whose nearest stored poster is at or above `threshold`."""
 
-    def __init__(self, index: VectorIndex, report: IngestReport, threshold: float = 0.97):
+    def __init__(self, index: VectorIndex, report: IngestReport, threshold: float):
         self.index, self.report, self.threshold = index, report, threshold
 
     def after_commit(self, items, ids, vectors) -> None:
@@ -68,10 +74,10 @@ class Committer:
     """Commits embedded batches of one run (see the module docstring)."""
 
     def __init__(self, catalog: Catalog, images: ImageStore, plan: IngestPlan,
-                 report: IngestReport, *, predict: Predict | None = None,
-                 publish: Publish | None = None, steps: Sequence[PostCommitStep] = ()):
+                 report: IngestReport, *, classifier: AutoClassifier | None = None,
+                 steps: Sequence[PostCommitStep] = ()):
         self.catalog, self.images, self.plan, self.report = catalog, images, plan, report
-        self.predict, self.publish, self.steps = predict, publish, list(steps)
+        self.classifier, self.steps = classifier, list(steps)
         self.stored = plan.stored            # sha256 -> (id, title, year), grows with each commit
         self.pending_aliases: list[tuple[str, str]] = []
 
@@ -90,8 +96,8 @@ class Committer:
         records = [self._record(items[i]) for i in new]
         unlabelled = [k for k, i in enumerate(new) if not (items[i].row and items[i].row.genres)]
         preds = []
-        if self.predict is not None and unlabelled:
-            preds = self.predict(vectors[[new[k] for k in unlabelled]],
+        if self.classifier is not None and unlabelled:
+            preds = self.classifier.predict(vectors[[new[k] for k in unlabelled]],
                                  [records[k].year for k in unlabelled])
         self.pending_aliases += aliases
         with cat.write() as con:
@@ -112,11 +118,11 @@ class Committer:
                 cat.set_labels(con, [int(new_ids[k]) for k in unlabelled],
                                [p.genres for p in preds], "prediction",
                                [[p.probabilities[g] for g in p.genres] for p in preds])
-                if self.publish is not None:   # the confident subset, in the same transaction
-                    published = self.publish(preds)
-                    cat.set_labels(con, [int(new_ids[k]) for k in unlabelled], published,
-                                   "published", [[p.probabilities[g] for g in gs]
-                                                 for p, gs in zip(preds, published)])
+                # the confident subset, in the same transaction
+                published = self.classifier.published(preds)
+                cat.set_labels(con, [int(new_ids[k]) for k in unlabelled], published,
+                               "published", [[p.probabilities[g] for g in gs]
+                                             for p, gs in zip(preds, published)])
             cat.add_paths(con, [(self.stored[sha][0], p) for sha, p in self.pending_aliases
                                 if sha in self.stored])
             cat.record_errors(con, report.run_id, errors)

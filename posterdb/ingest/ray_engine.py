@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from posterdb.core.errors import RefusedError
+from posterdb.core.text import clean_text
 from posterdb.embedders.base import Embedder
 from posterdb.ingest.engine import Embedded, Failed, Item, Known, load_one
 from posterdb.ingest.plan import IngestPlan
@@ -88,10 +89,10 @@ def decode_batch(batch: dict, *, skip: frozenset, name: str, weights: str, shipp
            "width": np.zeros(n, np.int32), "height": np.zeros(n, np.int32),
            "format": np.full(n, "", object), "suffix": np.full(n, "", object),
            "array": np.zeros((n, *shape), dtype)}
-    for j, path in enumerate(batch["path"]):
-        got = load_one((Path(path), None), skip, preprocess)
+    for j, path in enumerate(batch["path"]):     # bytes: a name need not be UTF-8
+        got = load_one((Path(os.fsdecode(path)), None), skip, preprocess)
         if isinstance(got, Failed):
-            out["status"][j], out["reason"][j] = FAILED, got.reason
+            out["status"][j], out["reason"][j] = FAILED, clean_text(got.reason)
         elif isinstance(got, Known):
             out["status"][j], out["sha256"][j] = KNOWN, got.sha256
         else:        # decoded: the item (poster without its image) + the model input
@@ -175,7 +176,7 @@ class RayEngine:
         size = self.actors or (int(gpus) if use_gpu else 1)
         ref = ray.put(Path(weights).read_bytes()) if self.ship_weights else None
         n = len(plan.sources)
-        files = [{"i": i, "path": str(p)} for i, (p, _) in enumerate(plan.sources)]
+        files = [{"i": i, "path": os.fsencode(p)} for i, (p, _) in enumerate(plan.sources)]
         ds = ray.data.from_items(files,
                                  override_num_blocks=max(1, math.ceil(n / self.batch_size)))
         ds = ds.map_batches(decode_batch, batch_size=self.batch_size, num_cpus=DECODE_CPUS,

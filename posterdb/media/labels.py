@@ -2,6 +2,12 @@
 
 Only a file that cannot be read at all raises :class:`~posterdb.errors.LabelsError`; everything
 wrong with a single row becomes a :class:`LabelProblem` carrying its row number.
+
+Cells are data, kept as written (control characters too: outputs escape them, see
+posterdb.core.text) except: a CSV cell's neutralising `'` before a formula character (as
+posterdb's own CSVs write it, `core.text.csv_value`) is removed; a title's lone surrogates (a
+JSON "\udcff") become U+FFFD and a title longer than `rules.MAX_TITLE_CHARS` is cut, each
+with a row problem.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from typing import Any
 
 from posterdb.core.errors import LabelsError
 from posterdb.core.genres import parse_genres
+from posterdb.core.rules import MAX_TITLE_CHARS
+from posterdb.core.text import clean_text, csv_value
 
 YEAR_MIN, YEAR_MAX = 1870, 2100
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
@@ -147,6 +155,7 @@ def _csv_records(path: Path, text: str, bad_lines: set[int],
         if not any(c.strip() for c in rec):
             continue
         fields = {k: (rec[i] if i < len(rec) else None) for k, i in index.items()}
+        fields = {k: v if k == "file" else csv_value(v) for k, v in fields.items()}
         if any(n in bad_lines for n in span):
             fields[_BAD_TEXT] = True
         yield row, fields
@@ -207,11 +216,16 @@ def _title(value: Any, year: int | None) -> tuple[str | None, str | None]:
         return None, None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None, f"bad title {_short(value)}"
-    title = str(value).strip()
+    title, problem = clean_text(str(value).strip()), None
+    if title != str(value).strip():
+        problem = "title is not valid text (lone surrogates replaced by U+FFFD)"
+    if len(title) > MAX_TITLE_CHARS:
+        problem = f"title of {len(title):,} characters cut to {MAX_TITLE_CHARS}"
+        title = title[:MAX_TITLE_CHARS].rstrip()
     m = _TITLE_YEAR_RE.search(title)
     if m and year is not None and int(m.group(1)) == year:
         title = title[:m.start()].rstrip()
-    return title or None, None
+    return title or None, problem
 
 
 def _genres(value: Any) -> tuple[tuple[str, ...], str | None]:
@@ -228,13 +242,28 @@ def _inside(p: Path, roots: list[Path]) -> bool:
     return any(p == r or p.is_relative_to(r) for r in roots)
 
 
+def _legacy_bytes(name: str) -> list[str]:
+    """The name as a file whose bytes are cp1252 / latin-1 (not UTF-8) would be called: a line
+    that was not UTF-8 was read as cp1252, and its file may be named in the same bytes."""
+    out = []
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            raw = name.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        if raw != name.encode("utf-8", "surrogateescape"):
+            out.append(os.fsdecode(raw))
+    return out
+
+
 def _resolve(name: str, base: Path, roots: list[Path]) -> tuple[Path | None, str | None]:
     """(resolved path, problem): the named file inside the allowed roots, or why not."""
     if "\x00" in name:
         return None, "invalid file name (NUL byte)"
     stripped = name.strip()
     reason = None
-    for cand in dict.fromkeys([stripped, name, stripped.replace("\\", "/")]):
+    for cand in dict.fromkeys([stripped, name, stripped.replace("\\", "/"), csv_value(stripped),
+                               *_legacy_bytes(stripped)]):
         try:
             # The name must stay inside the folder as written (no `..`, no absolute path
             # elsewhere); a symlink the user placed in their own folder is theirs to follow,

@@ -14,26 +14,39 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from posterdb.classify.service import GenreService
 from posterdb.core.errors import ImageError
-from posterdb.core.records import StoredPoster
-from posterdb.reading.identify import IDENTIFIED, PENDING, Identification, Reading, identify
+from posterdb.reading.identify import (
+    IDENTIFIED,
+    PENDING,
+    Identification,
+    Reading,
+    identify,
+)
 from posterdb.reading.identify.text import squash
 from posterdb.reading.ocr import ENGINE, PosterReader, ReadLine, shared_reader
+from posterdb.storage.catalog import Catalog
+from posterdb.storage.image_store import ImageStore
+from posterdb.storage.posters import StoredPosters
 
 Progress = Callable[[int, int], None]
 CATALOGUE_ORIGIN = "catalogue"
 
 
 class ReadingService:
-    """Wired by PosterDB: `posters(ids)` gives StoredPoster records (title, year, image path);
-    `probabilities(ids)` the image classifier's genre probabilities (or None: no classifier)."""
+    """Wired by PosterDB: the stored posters (title, year, image path) and the genre service
+    (the image classifier's probabilities, a prior for the film's genres; None untrained)."""
 
-    def __init__(self, catalog, images, posters: Callable[[Sequence[int]], list[StoredPoster]],
-                 probabilities: Callable[[Sequence[int]], dict[int, np.ndarray] | None]):
+    def __init__(self, catalog: Catalog, images: ImageStore, posters: StoredPosters,
+                 genres: GenreService):
         self.catalog = catalog
         self.images = images
         self.posters = posters
-        self.probabilities = probabilities
+        self.genres = genres
+
+    def probabilities(self, ids: Sequence[int]) -> dict[int, np.ndarray] | None:
+        """The image classifier's 19 probabilities of these posters (None: no classifier)."""
+        return self.genres.image_probabilities(None, ids)
 
     @staticmethod
     def reader(threads: int = 2) -> PosterReader:
@@ -55,8 +68,8 @@ class ReadingService:
                 unread = set(self.catalog.unread_ids(con, wanted))
                 todo = ([i for i in wanted if i in unread] if wanted is not None
                         else sorted(unread))
-        meta = {p.id: p for p in self.posters(todo)}
-        known = {p.id for p in self.posters(wanted)} if wanted is not None else set()
+        meta = {p.id: p for p in self.posters.get(todo)}
+        known = {p.id for p in self.posters.get(wanted)} if wanted is not None else set()
         missing = [i for i in wanted or [] if i not in known]
         todo = [i for i in todo if i in meta]
         reader = self.reader(threads) if todo else None
@@ -113,7 +126,7 @@ class ReadingService:
             chunk = todo[start:start + batch]
             with self.catalog.read() as con:
                 lines = self.catalog.read_lines(con, chunk)
-            meta = {p.id: p for p in self.posters(chunk)}
+            meta = {p.id: p for p in self.posters.get(chunk)}
             probs = self.probabilities(chunk) or {}
             results: list[tuple[int, Identification]] = []
             for pid in chunk:
@@ -139,7 +152,7 @@ class ReadingService:
                          "stopped": stopped}
 
     def _store(self, results: list[tuple[int, Identification]],
-               meta: dict[int, StoredPoster]) -> None:
+               meta: dict) -> None:
         if not results:
             return
         done = [(pid, r) for pid, r in results if r.status != PENDING]
@@ -163,7 +176,7 @@ class ReadingService:
         `StoredPoster.to_dict()` with its text as "read_text"."""
         with self.catalog.read() as con:
             found = self.catalog.search_text(con, query.strip(), squash(query), limit)
-        meta = {p.id: p for p in self.posters([pid for pid, _ in found])}
+        meta = {p.id: p for p in self.posters.get([pid for pid, _ in found])}
         return [meta[pid].to_dict() | {"read_text": text} for pid, text in found if pid in meta]
 
     def of(self, ids: Sequence[int]) -> dict[int, dict]:

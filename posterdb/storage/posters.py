@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from posterdb.core.errors import StoreError
 from posterdb.core.records import POSTER_COLUMNS, ExportedPoster, StoredPoster
+from posterdb.core.rules import check_poster_ids
 from posterdb.storage.catalog import Catalog
 from posterdb.storage.image_store import ImageStore
 
@@ -25,13 +26,23 @@ class StoredPosters:
     def __init__(self, catalog: Catalog, images: ImageStore):
         self.catalog, self.images = catalog, images
         self._cache: tuple[int, dict[int, StoredPoster]] = (-1, {})
+        self._count: tuple[int, int] = (-1, 0)
 
-    def posters(self, ids: Sequence[int] | None = None) -> list[StoredPoster]:
+    def count(self) -> int:
+        """How many posters the store holds (cached until the store's generation moves)."""
+        gen = self.catalog.current_generation()
+        if self._count[0] != gen:
+            with self.catalog.read() as con:
+                self._count = (gen, self.catalog.count(con))
+        return self._count[1]
+
+    def get(self, ids: Sequence[int] | None = None) -> list[StoredPoster]:
         """Metadata + labels (+ predictions) of the given posters, in the given order (all of
         them, by id, when None). Unknown ids are left out."""
         if ids is None:
             with self.catalog.read() as con:
                 return self._load(con, None)
+        ids = check_poster_ids(ids)   # an id out of the catalogue's range: UsageError
         gen = self.catalog.current_generation()
         if self._cache[0] != gen:
             self._cache = (gen, {})
@@ -59,8 +70,8 @@ class StoredPosters:
             out = [by_id[int(i)] for i in ids if int(i) in by_id]
         return out
 
-    def poster(self, poster_id: int) -> StoredPoster:
-        found = self.posters([poster_id])
+    def one(self, poster_id: int) -> StoredPoster:
+        found = self.get([poster_id])
         if not found:
             raise StoreError(f"no poster with id {poster_id}")
         return found[0]
@@ -70,13 +81,13 @@ class StoredPosters:
         """The shop's view: (total, one page of posters) with any of the genres, in the decades."""
         with self.catalog.read() as con:
             ids = self.catalog.filter_ids(con, decades=decades, genres=genres)
-        return len(ids), self.posters(ids[offset:offset + limit].tolist())
+        return len(ids), self.get(ids[offset:offset + limit].tolist())
 
     def find(self, text: str, limit: int = 20) -> list[StoredPoster]:
         """Posters whose title contains `text` (case-insensitive), or the poster with that id."""
         with self.catalog.read() as con:
             ids = self.catalog.find_ids(con, text, limit)
-        return self.posters(ids)
+        return self.get(ids)
 
     def export(self) -> list[ExportedPoster]:
         """Every poster, with the film it was identified as (see `ExportedPoster`)."""

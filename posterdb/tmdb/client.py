@@ -8,14 +8,16 @@ with :meth:`TMDbClient.search_movie`.
 
 Credentials: a v3 API key (``api_key`` query parameter) or a v4 read access token
 (``Authorization: Bearer``), from ``TMDB_API_KEY`` / ``TMDB_READ_TOKEN`` by default. The API
-root is ``POSTERDB_TMDB_URL`` (default ``https://api.themoviedb.org/3``). Image URLs come from
-``GET /configuration``, never hard-coded, and are fetched without credentials.
+root is ``POSTERDB_TMDB_URL`` (default ``https://api.themoviedb.org/3``); the environment is read
+by `posterdb.core.settings` only. Image URLs come from ``GET /configuration``, never hard-coded,
+and are fetched without credentials — from the API's own host or the TMDb image host
+(``POSTERDB_TMDB_IMAGE_HOST``, default ``image.tmdb.org``) only: every image URL and every
+redirect hop goes through :class:`posterdb.tmdb.hosts.HostPolicy` before it is requested.
 """
 from __future__ import annotations
 
 import email.utils
 import logging
-import os
 import random
 import threading
 import time
@@ -25,10 +27,21 @@ from typing import Any
 
 import httpx
 
-from posterdb.core.errors import RefusedError, UsageError
+from posterdb.core.settings import (
+    ENV_TMDB_KEY,
+    ENV_TMDB_TOKEN,
+    ENV_TMDB_URL,
+    TMDB_DEFAULT_URL,
+    Settings,
+)
+from posterdb.tmdb.errors import TMDbAuthError, TMDbError, TMDbHostError, TMDbUsageError
+from posterdb.tmdb.hosts import MAX_REDIRECTS, REDIRECT_STATUSES, HostPolicy
 
-DEFAULT_URL = "https://api.themoviedb.org/3"
-URL_ENV, KEY_ENV, TOKEN_ENV = "POSTERDB_TMDB_URL", "TMDB_API_KEY", "TMDB_READ_TOKEN"
+__all__ = ["Credentials", "ImageConfig", "Movie", "MoviePage", "TMDbAuthError", "TMDbClient",
+           "TMDbError", "TMDbHostError", "TMDbUsageError"]
+
+DEFAULT_URL = TMDB_DEFAULT_URL
+URL_ENV, KEY_ENV, TOKEN_ENV = ENV_TMDB_URL, ENV_TMDB_KEY, ENV_TMDB_TOKEN
 MAX_IMAGE_BYTES = 64 * 1024**2
 MAX_PAGE = 500  # TMDb serves pages 1..500 of any list
 
@@ -36,21 +49,6 @@ MAX_PAGE = 500  # TMDb serves pages 1..500 of any list
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 log = logging.getLogger(__name__)
-
-
-class TMDbError(RefusedError):
-    """TMDb could not be used (after retries): exit 3; the message names the endpoint, never a
-    secret."""
-
-
-class TMDbAuthError(TMDbError):
-    """401: the API key / read token was refused, or none was given."""
-
-
-class TMDbUsageError(TMDbError, UsageError):
-    """A request that can never succeed as asked (bad option value, 4xx other than 401/429)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -63,10 +61,10 @@ class Credentials:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, api_key: str | None = None,
                  read_token: str | None = None) -> Credentials:
-        """Explicit values win over ``TMDB_API_KEY`` / ``TMDB_READ_TOKEN``."""
-        env = os.environ if env is None else env
-        key = (api_key or env.get(KEY_ENV) or "").strip() or None
-        token = (read_token or env.get(TOKEN_ENV) or "").strip() or None
+        """Explicit values win over ``TMDB_API_KEY`` / ``TMDB_READ_TOKEN`` (read by settings)."""
+        tmdb = Settings.from_env(env).tmdb
+        key = (api_key or "").strip() or tmdb.api_key
+        token = (read_token or "").strip() or tmdb.read_token
         return cls(key, token)
 
     def __bool__(self) -> bool:
@@ -171,10 +169,13 @@ class TMDbClient:
     def __init__(self, base_url: str | None = None, credentials: Credentials | None = None, *,
                  max_connections: int = 8, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, max_retry_after: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.base_url = (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
-        if not self.base_url.startswith(("http://", "https://")):
+                 sleep: Callable[[float], None] = time.sleep, image_host: str | None = None):
+        settings = Settings.from_env().tmdb
+        self.base_url = (base_url or settings.url or DEFAULT_URL).strip().rstrip("/")
+        if not self.base_url.lower().startswith(("http://", "https://")):
             raise TMDbUsageError(f"{URL_ENV}={self.base_url!r}: not an http(s) URL")
+        # where images (and their redirects) may come from: the API's host + the image host
+        self.hosts = HostPolicy.for_tmdb(self.base_url, image_host or settings.image_host)
         self.credentials = credentials if credentials is not None else Credentials.from_env()
         self.retries, self.backoff, self.max_retry_after = retries, backoff, max_retry_after
         self._sleep = sleep
@@ -189,8 +190,9 @@ class TMDbClient:
         self._api = httpx.Client(base_url=self.base_url + "/", headers=headers, params=params,
                                  timeout=timeout, limits=limits)
         # Images come from another host (TMDb's CDN): a separate client that carries no secret.
+        # Redirects are followed by `download` itself, each hop checked by `self.hosts`.
         self._images = httpx.Client(headers={"User-Agent": "posterdb"}, timeout=timeout,
-                                    limits=limits, follow_redirects=True)
+                                    limits=limits, follow_redirects=False)
         self._genres: dict[str, dict[int, str]] = {}
         self._lock = threading.Lock()
         self.requests = 0  # HTTP requests sent, retries included
@@ -217,6 +219,8 @@ class TMDbClient:
                 self.requests += 1
             try:
                 resp = call()
+            except httpx.UnsupportedProtocol:  # can never succeed: no retry
+                raise TMDbHostError(f"{what}: not an http(s) URL; refused") from None
             except httpx.TransportError as e:  # connect/read timeouts, refused, dropped, truncated
                 if attempt >= self.retries:
                     raise TMDbError(f"{what}: {type(e).__name__} after {attempt + 1} tries "
@@ -255,6 +259,9 @@ class TMDbClient:
         query = {k: v for k, v in params.items() if v is not None}
         what = f"GET {self.base_url}/{path}"
         resp = self._send(what, lambda: self._api.get(path, params=query))
+        if resp.status_code != 200 and 300 <= resp.status_code < 400:  # never followed
+            where = self._location_host(resp)
+            raise TMDbError(f"{what}: HTTP {resp.status_code} redirect{where}; not followed")
         try:
             data = resp.json()
         except ValueError:
@@ -267,11 +274,14 @@ class TMDbClient:
     def configuration(self) -> ImageConfig:
         """Image base URL and poster sizes (``GET /configuration``)."""
         images = self.get_json("configuration").get("images") or {}
+        if not isinstance(images, dict):
+            raise TMDbError("GET /configuration: no image base URL or poster sizes in the answer")
         base = images.get("secure_base_url") or images.get("base_url")
         sizes = tuple(str(s) for s in images.get("poster_sizes") or ())
-        if not base or not sizes:
+        if not base or not isinstance(base, str) or not sizes:
             raise TMDbError("GET /configuration: no image base URL or poster sizes in the answer")
-        return ImageConfig(str(base), sizes)
+        self.hosts.check(base, "GET /configuration: the image base URL")  # before any image
+        return ImageConfig(base, sizes)
 
     def movie_genres(self, language: str = "en-US") -> dict[int, str]:
         """Genre id → name, in TMDb's order (``GET /genre/movie/list``); cached per language."""
@@ -321,22 +331,56 @@ class TMDbClient:
             "page": page, "language": language,
             "include_adult": "true" if include_adult else "false"})
 
+    @staticmethod
+    def _location_host(resp: httpx.Response) -> str:
+        """' to host X' for a redirect's Location (host only: a URL may carry anything)."""
+        try:
+            target = resp.url.join(resp.headers.get("Location") or "")
+            return f" to host {target.host or '?'}"
+        except (httpx.InvalidURL, ValueError, TypeError):
+            return ""
+
+    def _get_image(self, url: httpx.URL, max_bytes: int) -> httpx.Response:
+        """One GET of an image (no redirect followed), the body read into memory if 200."""
+        with self._images.stream("GET", url) as resp:
+            body = bytearray()
+            if resp.status_code == 200:
+                size = int(resp.headers.get("Content-Length") or 0)
+                if size > max_bytes:
+                    raise TMDbError(f"GET {url}: image too large ({size:,} bytes)")
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise TMDbError(f"GET {url}: image too large (> {max_bytes:,} bytes)")
+            headers = [(k, v) for k, v in resp.headers.items()   # body already decoded
+                       if k.lower() not in ("content-encoding", "content-length",
+                                            "transfer-encoding")]
+            return httpx.Response(resp.status_code, headers=headers, content=bytes(body),
+                                  request=resp.request)
+
     def download(self, url: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-        """An image's bytes (no credentials sent); retried like the API; TMDbError if too large."""
-        def call() -> httpx.Response:
-            with self._images.stream("GET", url) as resp:
-                body = bytearray()
-                if resp.status_code == 200:
-                    size = int(resp.headers.get("Content-Length") or 0)
-                    if size > max_bytes:
-                        raise TMDbError(f"GET {url}: image too large ({size:,} bytes)")
-                    for chunk in resp.iter_bytes():
-                        body += chunk
-                        if len(body) > max_bytes:
-                            raise TMDbError(f"GET {url}: image too large (> {max_bytes:,} bytes)")
-                headers = [(k, v) for k, v in resp.headers.items()   # body already decoded
-                           if k.lower() not in ("content-encoding", "content-length",
-                                                "transfer-encoding")]
-                return httpx.Response(resp.status_code, headers=headers, content=bytes(body),
-                                      request=resp.request)
-        return self._send(f"GET {url}", call).content
+        """An image's bytes (no credentials sent); retried like the API; TMDbError if too large.
+
+        The URL and every redirect hop must pass :attr:`hosts` (else :class:`TMDbHostError`
+        at once, nothing sent there); at most ``MAX_REDIRECTS`` hops, a loop is refused."""
+        target = self.hosts.check(url, "image URL")
+        visited = {str(target)}
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._send(f"GET {target}", lambda t=target: self._get_image(t, max_bytes))
+            if resp.status_code == 200:
+                return resp.content
+            if resp.status_code not in REDIRECT_STATUSES:
+                raise TMDbError(f"GET {target}: unexpected HTTP {resp.status_code}")
+            location = resp.headers.get("Location")
+            if not location:
+                raise TMDbError(f"GET {target}: HTTP {resp.status_code} without a Location")
+            try:
+                following = target.join(location)
+            except (httpx.InvalidURL, ValueError, TypeError):
+                raise TMDbHostError(f"GET {target}: redirect to an invalid URL; refused") from None
+            following = self.hosts.check(following, f"GET {target}: redirect")
+            if str(following) in visited:
+                raise TMDbError(f"GET {target}: redirect loop (back to {following}); refused")
+            visited.add(str(following))
+            target = following
+        raise TMDbError(f"GET {url}: more than {MAX_REDIRECTS} redirects; refused")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from posterdb.core.errors import (
     StoreError,
 )
 from posterdb.core.genres import GENRES
-from posterdb.store import DEFAULT_STORE
+from posterdb.core.settings import Settings
 
 IMAGE_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 BUSY_MESSAGE = ("The store is busy: another process (an ingest?) is writing to it. "
@@ -37,18 +36,19 @@ class PageConfig:
 
 def page_config(argv: Sequence[str] | None = None,
                 env: Mapping[str, str] | None = None) -> PageConfig:
-    """`--store DIR` / `--model-dir DIR` after `streamlit run app.py --`, else the environment.
+    """`--store DIR` / `--model-dir DIR` after `streamlit run app.py --`, else the environment
+    (read by `posterdb.core.settings`), else the defaults.
 
-    Unknown arguments are ignored (under pytest / AppTest, sys.argv belongs to pytest).
+    Unknown arguments are ignored (under pytest / AppTest, sys.argv belongs to pytest). Who may
+    use the page is not configured here: the store's page password (docs/page.md).
     """
-    env = os.environ if env is None else env
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--store", default=None)
     parser.add_argument("--model-dir", default=None)
     args, _ = parser.parse_known_args(list(argv or []))
-    store = args.store or env.get("POSTERDB_STORE") or DEFAULT_STORE
-    model_dir = args.model_dir or env.get("POSTERDB_MODEL_DIR") or None
-    return PageConfig(Path(store).expanduser(), Path(model_dir).expanduser() if model_dir else None)
+    settings = Settings.from_env(env, store=args.store or None,
+                                 model_dir=args.model_dir or None)
+    return PageConfig(settings.store, settings.model_dir)
 
 
 # -- formatting --------------------------------------------------------------------------------

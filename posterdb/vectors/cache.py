@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from posterdb.core.errors import StoreError
 from posterdb.core.records import IndexState
 from posterdb.embedders.base import ModelSpec
 from posterdb.storage.catalog import Catalog, embedding_table
 from posterdb.vectors.index import EXACT_MAX, VectorIndex, choose_factory, train_size
+from posterdb.vectors.models import StoreModels
 
 REBUILD_CHUNK = 50_000
 
@@ -33,8 +33,9 @@ class _Entry:
 class IndexCache:
     """The FAISS indexes of one store, cached per model until the store's generation moves."""
 
-    def __init__(self, catalog: Catalog, root: Path, *, exact_max: int | None = None):
-        self.catalog = catalog
+    def __init__(self, catalog: Catalog, root: Path, models: StoreModels, *,
+                 exact_max: int | None = None):
+        self.catalog, self.models = catalog, models
         self.root = Path(root)
         self.exact_max = EXACT_MAX if exact_max is None else int(exact_max)
         self._entries: dict[str, _Entry] = {}
@@ -42,16 +43,19 @@ class IndexCache:
     def factory_for(self, n: int) -> str:
         return choose_factory(n, exact_max=self.exact_max)
 
-    def path(self, model: str) -> Path:
+    def path(self, model: str | None = None) -> Path:
+        model = self.models.resolve(model)
         return self.root / "index" / f"{embedding_table(model).removeprefix('embeddings_')}.faiss"
 
-    def index(self, model: str) -> VectorIndex:
+    def index(self, model: str | None = None) -> VectorIndex:
+        """The model's FAISS index (the store's default model when None), in line with DuckDB."""
         return self._entry(model).index
 
-    def state(self, model: str) -> IndexState:
+    def state(self, model: str | None = None) -> IndexState:
         return self._entry(model).state
 
-    def _entry(self, model: str) -> _Entry:
+    def _entry(self, model: str | None) -> _Entry:
+        model = self.models.resolve(model)
         gen = self.catalog.current_generation()
         cached = self._entries.get(model)
         if cached is not None and cached.generation == gen:
@@ -59,7 +63,7 @@ class IndexCache:
         with self.catalog.read() as con:
             spec = self.catalog.model_spec(con, model)
             if spec is None:
-                raise StoreError(f"this store has no vectors from model {model!r}")
+                raise self.catalog.not_held(con, model)
             table = embedding_table(model)
             db_ids = self.catalog.vector_ids(con, table)
             index, state = self._load_or_rebuild(con, spec, table, db_ids,
@@ -129,8 +133,9 @@ class IndexCache:
         state = IndexState(model, "loaded", ntotal=len(index), factory=index.factory)
         self._entries[model] = _Entry(index, self.catalog.current_generation(), state)
 
-    def reindex(self, model: str) -> IndexState:
+    def reindex(self, model: str | None = None) -> IndexState:
         """Throw the index file away and rebuild it from DuckDB."""
+        model = self.models.resolve(model)
         self._entries.pop(model, None)
         self.path(model).unlink(missing_ok=True)
         return self._entry(model).state

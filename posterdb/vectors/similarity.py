@@ -1,34 +1,38 @@
 """`Similarity`: nearest stored posters to a poster, an image or vectors, and near-duplicates.
 
 It receives its collaborators explicitly: the catalogue (stored vectors, filters), the index
-cache (each model's FAISS index, in line with DuckDB), a `posters(ids)` look-up giving
-`StoredPoster` records, and an `embed(images, model)` callable. Every method takes the model
-by name; `PosterDB` fills in the store's default. A query image is embedded before DuckDB is
-opened, so no read session is held while a model runs.
+cache (each model's FAISS index, in line with DuckDB), the stored posters (`StoredPosters`,
+giving `StoredPoster` records) and the store's models (`StoreModels`: the default model and the
+embedders). Every method takes the model by name or None (the store's default). A query image
+is embedded before DuckDB is opened, so no read session is held while a model runs.
+Similarities are cosines of the stored (L2-normalised) vectors.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from posterdb.core.errors import StoreError
-from posterdb.core.records import Hit, StoredPoster
+from posterdb.core.records import Hit
+from posterdb.core.settings import THRESHOLDS
 from posterdb.storage.catalog import Catalog, embedding_table
+from posterdb.storage.posters import StoredPosters
 from posterdb.vectors.cache import IndexCache
+from posterdb.vectors.models import StoreModels
 
 
 class Similarity:
     """Similarity searches over one store's vectors."""
 
-    def __init__(self, catalog: Catalog, indexes: IndexCache,
-                 posters: Callable[[Sequence[int]], list[StoredPoster]],
-                 embed: Callable[[list, str], np.ndarray]):
+    def __init__(self, catalog: Catalog, indexes: IndexCache, posters: StoredPosters,
+                 models: StoreModels):
         self.catalog, self.indexes = catalog, indexes
-        self.posters, self.embed = posters, embed
+        self.posters, self.models = posters, models
 
-    def vectors(self, ids: Sequence[int], model: str) -> np.ndarray:
+    def vectors(self, ids: Sequence[int], model: str | None = None) -> np.ndarray:
         """Stored vectors of these posters, in the given order."""
+        model = self.models.require(model)
         with self.catalog.read() as con:
             got_ids, vecs = self.catalog.vectors(con, embedding_table(model), ids)
         pos = {int(i): j for j, i in enumerate(got_ids)}
@@ -37,9 +41,10 @@ class Similarity:
             raise StoreError(f"no {model} vector for poster(s) {missing[:10]}")
         return vecs[[pos[int(i)] for i in ids]]
 
-    def similar(self, query, k: int = 10, *, model: str, decades: Sequence[int] | None = None,
+    def similar(self, query, k: int = 10, *, model: str | None = None, decades: Sequence[int] | None = None,
                 genres: Sequence[str] | None = None, exclude: Sequence[int] = ()) -> list[Hit]:
         """Nearest stored posters to a poster id, an image (path or PosterImage) or a vector."""
+        model = self.models.require(model)
         exclude = {int(e) for e in exclude}
         if isinstance(query, (int, np.integer)):
             vec = self.vectors([int(query)], model)
@@ -47,15 +52,15 @@ class Similarity:
         elif isinstance(query, np.ndarray):
             vec = np.atleast_2d(query).astype(np.float32)
         else:
-            vec = self.embed([query], model)
+            vec = self.models.embed([query], model)
         return self.similar_to_vectors(vec, k, decades=decades, genres=genres, model=model,
                                        exclude=exclude)[0]
 
-    def similar_to_vectors(self, vectors: np.ndarray, k: int = 10, *, model: str,
+    def similar_to_vectors(self, vectors: np.ndarray, k: int = 10, *, model: str | None = None,
                            decades: Sequence[int] | None = None,
                            genres: Sequence[str] | None = None,
                            exclude: set[int] | Sequence[int] = ()) -> list[list[Hit]]:
-        index = self.indexes.index(model)
+        index = self.indexes.index(self.models.require(model))
         allowed = None
         if decades or genres:
             with self.catalog.read() as con:
@@ -65,15 +70,16 @@ class Similarity:
         exclude = set(exclude)
         res = index.search(vectors, k + len(exclude), allowed)
         wanted = sorted({int(i) for i in res.ids.ravel() if i >= 0} - exclude)
-        meta = {p.id: p for p in self.posters(wanted)}
+        meta = {p.id: p for p in self.posters.get(wanted)}
         return [[Hit.from_poster(meta[int(pid)], sim)
                  for pid, sim in zip(ids, sims) if int(pid) in meta][:k]
                 for ids, sims in zip(res.ids, res.similarities)]
 
-    def near_duplicates(self, threshold: float = 0.97, *, model: str,
-                        k: int = 5) -> list[tuple[int, int, float]]:
+    def near_duplicates(self, threshold: float = THRESHOLDS.near_duplicate, *,
+                        model: str | None = None, k: int = 5) -> list[tuple[int, int, float]]:
         """Pairs (a, b, cosine) of stored posters at or above the threshold, a < b, most
         similar first."""
+        model = self.models.require(model)
         index = self.indexes.index(model)
         ids = index.ids()
         pairs: dict[tuple[int, int], float] = {}

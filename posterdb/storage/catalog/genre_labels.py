@@ -17,6 +17,7 @@ from posterdb.core.rules import (
     sort_genres,
     strongest,
 )
+from posterdb.storage.catalog.schema import id_array
 
 
 def _quoted(origins: Sequence[str]) -> str:
@@ -56,8 +57,7 @@ class LabelQueries:
                 pids.append(int(pid))
                 genres.append(g)
                 vals.append(None if scores is None else float(scores[i][j]))
-        con.register("_targets", pa.table({"poster_id": pa.array([int(p) for p in poster_ids],
-                                                                  pa.int32())}))
+        con.register("_targets", pa.table({"poster_id": id_array(poster_ids)}))
         con.register("_labels", pa.table({"poster_id": pa.array(pids, pa.int32()),
                                           "genre": pa.array(genres, pa.string()),
                                           "score": pa.array(vals, pa.float64())}))
@@ -88,7 +88,7 @@ class LabelQueries:
         """{"effective": {id: genres}, "prediction": {id: genres}, "review": set(ids),
         "by_origin": {origin: {id: genres}}} for the ids (or every poster when None)."""
         if ids is not None:
-            con.register("_ids", pa.table({"id": pa.array([int(i) for i in ids], pa.int32())}))
+            con.register("_ids", pa.table({"id": id_array(ids)}))
         try:
             where = "WHERE poster_id IN (SELECT id FROM _ids)" if ids is not None else ""
             rows = con.execute(f"SELECT poster_id, genre, origin FROM genre_labels {where}").fetchall()

@@ -1,4 +1,9 @@
-"""Poster rows, their file names, ingest errors and stored classifiers: inserts, lookups, deletes."""
+"""Poster rows, their file names, ingest errors and stored classifiers: inserts, lookups, deletes.
+
+File names are stored as `posterdb.core.text.stored_name` text (a name that is not UTF-8 is
+kept, quoted and escaped, never refused); titles and reasons through `clean_text`, so no value
+handed in can fail a commit.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,6 +13,12 @@ import pyarrow as pa
 
 from posterdb.core.records import POSTER_COLUMNS, ClassifierRow, PosterRecord
 from posterdb.core.rules import decade_of
+from posterdb.core.text import clean_text, stored_name
+from posterdb.storage.catalog.schema import id_array
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else clean_text(str(value))
 
 
 class PosterQueries:
@@ -21,15 +32,16 @@ class PosterQueries:
         tbl = pa.table({
             "id": pa.array(ids, pa.int32()),
             "sha256": [r.sha256 for r in records],
-            "path": [r.path for r in records],
+            "path": pa.array([stored_name(r.path) for r in records], pa.string()),
             "image_path": [r.image_path for r in records],
-            "title": pa.array([r.title for r in records], pa.string()),
+            "title": pa.array([_text(r.title) for r in records], pa.string()),
             "year": pa.array(years, pa.int32()),
             "decade": pa.array([decade_of(y) for y in years], pa.int32()),
             "width": pa.array([r.width for r in records], pa.int32()),
             "height": pa.array([r.height for r in records], pa.int32()),
             "format": pa.array([r.format for r in records], pa.string()),
-            "source": pa.array([r.source for r in records], pa.string()),
+            "source": pa.array([None if r.source is None else stored_name(r.source)
+                                for r in records], pa.string()),
         })
         con.register("_new_posters", tbl)
         try:
@@ -45,7 +57,7 @@ class PosterQueries:
         if pairs:
             con.register("_paths", pa.table({
                 "poster_id": pa.array([int(p) for p, _ in pairs], pa.int32()),
-                "path": pa.array([str(f) for _, f in pairs], pa.string())}))
+                "path": pa.array([stored_name(f) for _, f in pairs], pa.string())}))
             try:
                 con.execute("INSERT OR IGNORE INTO poster_paths SELECT * FROM _paths")
             finally:
@@ -54,7 +66,7 @@ class PosterQueries:
     @staticmethod
     def update_metadata(con, poster_id: int, title: str | None, year: int | None) -> None:
         con.execute("UPDATE posters SET title = ?, year = ?, decade = ? WHERE id = ?",
-                    [title, year, decade_of(year), int(poster_id)])
+                    [_text(title), year, decade_of(year), int(poster_id)])
 
     @staticmethod
     def delete_posters(con, ids: Sequence[int]) -> tuple[list[int], list[str]]:
@@ -62,7 +74,7 @@ class PosterQueries:
         ids = [int(i) for i in ids]
         if not ids:
             return [], []
-        con.register("_gone", pa.table({"id": pa.array(ids, pa.int32())}))
+        con.register("_gone", pa.table({"id": id_array(ids)}))
         try:
             rows = con.execute("SELECT id, image_path FROM posters WHERE id IN "
                                "(SELECT id FROM _gone) ORDER BY id").fetchall()
@@ -81,7 +93,7 @@ class PosterQueries:
     def record_errors(con, run_id: str, errors: Sequence[tuple[str, str]]) -> None:
         if errors:
             con.executemany("INSERT INTO ingest_errors (run_id, path, reason) VALUES (?, ?, ?)",
-                            [(run_id, p, r) for p, r in errors])
+                            [(run_id, stored_name(p), _text(r)) for p, r in errors])
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -135,6 +147,7 @@ class PosterQueries:
 
     @staticmethod
     def known_paths(con) -> set[str]:
+        """Every stored file name, as `stored_name` text."""
         return {r[0] for r in con.execute("SELECT path FROM poster_paths").fetchall()}
 
     @staticmethod

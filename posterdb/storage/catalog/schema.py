@@ -122,6 +122,21 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 
 
+def id_array(ids):
+    """Poster ids handed to a query, as the catalogue's INTEGER (int32) column. An id outside
+    it is a UsageError naming the range (`rules.check_poster_id`), not pyarrow's overflow: no
+    such poster can exist, whoever asked (CLI, page, Python API)."""
+    import pyarrow as pa
+
+    from posterdb.core.rules import MAX_POSTER_ID, check_poster_id
+
+    ids = [int(i) for i in ids]
+    for i in ids:
+        if not -MAX_POSTER_ID - 1 <= i <= MAX_POSTER_ID:
+            check_poster_id(i)
+    return pa.array(ids, pa.int32())
+
+
 def embedding_table(model_name: str) -> str:
     """`mobilenet-v2` -> `embeddings_mobilenet_v2`."""
     return "embeddings_" + re.sub(r"[^a-z0-9]+", "_", model_name.lower()).strip("_")

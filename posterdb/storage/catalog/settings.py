@@ -3,7 +3,6 @@ commands, e.g. its film catalogue or the page's login. `posterdb.settings` merge
 environment and the command line; nothing else reads them."""
 from __future__ import annotations
 
-
 RESERVED = frozenset({"generation"})   # the write counter lives in `meta` too (connection.py)
 
 

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+from posterdb.storage.catalog.schema import id_array
+
 
 def _ids_table(con, name: str, ids: Sequence[int]) -> None:
-    con.register(name, pa.table({"id": pa.array([int(i) for i in ids], pa.int32())}))
+    con.register(name, pa.table({"id": id_array(ids)}))
 
 
 class TextQueries:

@@ -2,17 +2,54 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
-from posterdb.core.errors import ModelMismatchError
+from posterdb.core.errors import ModelMismatchError, ModelNotHeldError
 from posterdb.embedders.base import ModelSpec
-from posterdb.storage.catalog.schema import embedding_table
+from posterdb.storage.catalog.schema import embedding_table, id_array
+
+
+def not_held(con, model_or_table: str) -> ModelNotHeldError:
+    """The error for a model (or its vector table) this store holds no vectors from, naming the
+    models it does hold."""
+    try:
+        held = [r[0] for r in con.execute("SELECT name FROM models ORDER BY name").fetchall()]
+    except duckdb.Error:     # the connection cannot tell: the error still says what is missing
+        held = []
+    name = model_or_table
+    if name.startswith("embeddings_"):
+        from posterdb.embedders import EMBEDDER_NAMES
+
+        name = next((n for n in [*EMBEDDER_NAMES, *held] if embedding_table(n) == name),
+                    name.removeprefix("embeddings_"))
+    return ModelNotHeldError.naming(name, held)
+
+
+@contextmanager
+def _model_table(con, table: str):
+    """A query on a model's vector table: a table that does not exist is a ModelNotHeldError
+    (exit 3, one line), not DuckDB's CatalogException."""
+    try:
+        yield
+    except duckdb.CatalogException:
+        try:
+            registered = con.execute("SELECT count(*) FROM models WHERE table_name = ?",
+                                     [table]).fetchall()[0][0]
+        except duckdb.Error:
+            registered = 0
+        if registered:
+            raise
+        raise not_held(con, table) from None
 
 
 class VectorQueries:
     """Mixed into `Catalog`; every method takes the open connection first."""
+
+    not_held = staticmethod(not_held)
 
     @staticmethod
     def model_spec(con, name: str) -> ModelSpec | None:
@@ -56,26 +93,30 @@ class VectorQueries:
 
     @staticmethod
     def vector_ids(con, table: str) -> np.ndarray:
-        res = con.sql(f"SELECT poster_id FROM {table} ORDER BY poster_id").fetchnumpy()
+        with _model_table(con, table):
+            res = con.sql(f"SELECT poster_id FROM {table} ORDER BY poster_id").fetchnumpy()
         return np.asarray(res["poster_id"], dtype=np.int64)
 
     @staticmethod
     def vector_count(con, table: str) -> int:
-        return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+        with _model_table(con, table):
+            return int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
     @staticmethod
     def vectors(con, table: str, ids: Sequence[int] | np.ndarray | None = None,
                 ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) for all posters, or for the given ids; ordered by id."""
-        if ids is None:
-            tbl = con.sql(f"SELECT poster_id, vector FROM {table} ORDER BY poster_id").to_arrow_table()
-        else:
-            con.register("_want", pa.table({"id": pa.array(np.asarray(ids, np.int64), pa.int32())}))
-            try:
-                tbl = con.sql(f"SELECT poster_id, vector FROM {table} WHERE poster_id IN "
-                              f"(SELECT id FROM _want) ORDER BY poster_id").to_arrow_table()
-            finally:
-                con.unregister("_want")
+        with _model_table(con, table):
+            if ids is None:
+                tbl = con.sql(f"SELECT poster_id, vector FROM {table} "
+                              f"ORDER BY poster_id").to_arrow_table()
+            else:
+                con.register("_want", pa.table({"id": id_array(np.asarray(ids, np.int64))}))
+                try:
+                    tbl = con.sql(f"SELECT poster_id, vector FROM {table} WHERE poster_id IN "
+                                  f"(SELECT id FROM _want) ORDER BY poster_id").to_arrow_table()
+                finally:
+                    con.unregister("_want")
         out_ids = tbl.column("poster_id").to_numpy().astype(np.int64)
         col = tbl.column("vector").combine_chunks()
         dim = col.type.list_size

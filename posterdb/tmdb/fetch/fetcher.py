@@ -18,10 +18,16 @@ from posterdb.tmdb.client import (
     TMDbAuthError,
     TMDbClient,
     TMDbError,
+    TMDbHostError,
     TMDbUsageError,
 )
 from posterdb.tmdb.fetch.files import LabelsFile, write_atomic
-from posterdb.tmdb.fetch.options import DecadeReport, FetchError, FetchOptions, FetchReport
+from posterdb.tmdb.fetch.options import (
+    DecadeReport,
+    FetchError,
+    FetchOptions,
+    FetchReport,
+)
 
 LOCK_NAME = ".posterdb-fetch.lock"
 _PART = re.compile(r"^\..+\.part$")
@@ -147,6 +153,8 @@ class Fetcher:
                     job = pending.pop(fut)
                     try:
                         row, downloaded = fut.result()
+                    except TMDbHostError:
+                        raise  # a URL outside TMDb's hosts: the fetch stops, one line says why
                     except (ImageError, TMDbError) as e:
                         d.failed += 1
                         reason = e.reason if isinstance(e, ImageError) else str(e)

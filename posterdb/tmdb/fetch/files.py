@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from posterdb.core import atomic
+from posterdb.core.text import csv_cell, csv_value
 from posterdb.tmdb.fetch.options import FetchError
 
 LABEL_COLUMNS = ("file", "tmdb_id", "title", "year", "genres")
@@ -53,8 +54,8 @@ class LabelsFile:
                              "column); choose another folder")
         self.columns = LABEL_COLUMNS + tuple(c for c in header if c not in LABEL_COLUMNS)
         dropped = 0
-        for rec in reader:
-            rec = {c: rec.get(c) or "" for c in self.columns}
+        for rec in reader:   # cells as csv_cell wrote them: the neutralising quote comes off
+            rec = {c: csv_value(rec.get(c) or "") for c in self.columns}
             try:
                 tmdb_id = int(rec["tmdb_id"])
             except ValueError:
@@ -81,8 +82,8 @@ class LabelsFile:
             return
         buf = io.StringIO(newline="")
         w = csv.DictWriter(buf, fieldnames=self.columns, restval="", lineterminator="\n")
-        w.writeheader()
-        w.writerows(self.rows.values())
-        w.writerows(self._foreign)
+        w.writeheader()      # cells through csv_cell: a title cannot be a spreadsheet formula
+        for row in [*self.rows.values(), *self._foreign]:
+            w.writerow({k: csv_cell(v) for k, v in row.items()})
         write_atomic(self.path, buf.getvalue().encode("utf-8"))
         self._dirty, self._flushed = False, time.monotonic()

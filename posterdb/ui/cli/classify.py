@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from posterdb.core.errors import PosterDBError, UsageError
-from posterdb.core.rules import check_decades, check_model_name, check_path, check_year
+from posterdb.core.rules import check_path, check_year
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -17,8 +18,10 @@ from posterdb.ui.cli.common import (
     ModelOpt,
     StoreOpt,
     command,
+    decades_option,
     emit,
     err,
+    esc,
     hits_table,
     open_store,
     out,
@@ -126,19 +129,19 @@ def classify(
         for p, r, y in zip(posters, results, years):
             row = meta.get(Path(p.path).resolve())
             if r.in_store is None:
-                saved.append(db.add_poster(p, r.genres, title=row.title if row else None,
+                saved.append(db.genres.add_poster(p, r.genres, title=row.title if row else None,
                                            year=y, model=model, origin="prediction",
                                            scores=[r.probabilities[g] for g in r.genres]))
 
     def human():
         for r in results:
             probs = ", ".join(f"{g} {r.probabilities[g]:.2f}" for g in r.genres)
-            out.print(f"[bold]{r.name}[/]{f' ({r.year})' if r.year else ''}: [green]{probs}[/]  "
+            out.print(f"[bold]{esc(r.name)}[/]{f' ({r.year})' if r.year else ''}: [green]{probs}[/]  "
                       f"(heads {r.alpha:.0%} / vote {1 - r.alpha:.0%}"
                       f"{f', {r.decade_head}s head' if r.decade_head else ''})")
             out.print(hits_table("evidence: most similar stored posters", r.evidence, r.genres))
         for f in failed:
-            out.print(f"[red]failed[/] {f['path']}: {f['reason']}")
+            out.print(f"[red]failed[/] {esc(f['path'])}: {esc(f['reason'])}")
         if saved:
             out.print(f"saved {len(saved)} posters with their predicted genres")
 
@@ -174,7 +177,8 @@ def eval_(
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
     """The study's report: unbalanced/balanced RBF SVM vs heads, vote and posterdb's blend."""
-    train_d, test_d = check_decades(train_decades), check_decades(test_decades)
+    train_d = decades_option(train_decades, "--train-decades", as_json)
+    test_d = decades_option(test_decades, "--test-decades", as_json)
     check_model_name(model)
     if models is not None:
         names = [m.strip() for m in models.split(",") if m.strip()]
@@ -194,7 +198,7 @@ def eval_(
     db = open_store(store, model_dir)
     with err.status("evaluating (5 methods + cross-decade matrix)...", spinner="dots") \
             if not as_json else nullcontext():
-        report = db.evaluate(model, train_decades=train_d or None, test_decades=test_d or None,
+        report = db.genres.evaluate(model, train_decades=train_d or None, test_decades=test_d or None,
                              test_labels=test_labels, seed=seed, cross_decade=not no_matrix,
                              transductive=not no_transductive, heads=heads,
                              compare_heads=compare_heads)

@@ -20,6 +20,7 @@ from posterdb.ui.cli.common import (
     emit,
     open_store,
     out,
+    store_path,
 )
 
 app = typer.Typer(no_args_is_help=True, help="What the store remembers: its film catalogue "
@@ -59,10 +60,11 @@ def show(store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
     from posterdb.core.settings import Settings
     from posterdb.store import PosterDB
 
-    if PosterDB.exists(store):
-        d = describe(open_store(store).settings(), store)
+    where = store_path(store)
+    if PosterDB.exists(where):
+        d = describe(open_store(store).daily.settings(), where)
     else:                      # a reader reports; nothing is created
-        d = describe(Settings.from_env(), store) | {"exists": False}
+        d = describe(Settings.from_env(), where) | {"exists": False}
     emit(as_json, d, lambda: _human(d))
 
 
@@ -77,7 +79,7 @@ def set_(key: KeyArg, value: Annotated[str, typer.Argument(
 
     value = check_setting(key, value)      # before any store is opened or created
     db = open_store(store, create=True)
-    d = describe(db.daily.configure(key, value), store)
+    d = describe(db.daily.configure(key, value), db.root)
     emit(as_json, d, lambda: (out.print(f"{key} = {value}", highlight=False), _human(d)))
 
 
@@ -90,7 +92,7 @@ def unset(key: KeyArg, store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False
     if key not in STORE_KEYS:
         check_setting(key, "")
     db = open_store(store)
-    d = describe(db.daily.configure(key, None), store)
+    d = describe(db.daily.configure(key, None), db.root)
     emit(as_json, d, lambda: _human(d))
 
 

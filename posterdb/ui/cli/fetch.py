@@ -16,9 +16,9 @@ from rich.table import Table
 
 from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_decades
-from posterdb.ui.cli.common import JsonOpt, command, emit, err, out
+from posterdb.ui.cli.common import JsonOpt, command, emit, err, esc, out
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Build a labelled training set from an online catalogue.")
 
 
@@ -90,7 +90,8 @@ def _human(report) -> None:
     for decade, missing in report.short.items():
         out.print(f"[yellow]{decade}s: TMDb has no more films for this query; "
                   f"{missing} short[/]")
-    out.print(f"next: posterdb ingest {report.out_dir} --labels {report.labels}", soft_wrap=True)
+    out.print(f"next: posterdb ingest {esc(report.out_dir)} --labels {esc(report.labels)}",
+              soft_wrap=True)
 
 
 @app.command("tmdb")
@@ -113,10 +114,10 @@ def tmdb(
     concurrency: Annotated[int, typer.Option(
         "--concurrency", help="Downloads at once.")] = 8,
     api_key: Annotated[Optional[str], typer.Option(
-        "--api-key", envvar="TMDB_API_KEY", show_default=False,
+        "--api-key", show_default=False,
         help="TMDb v3 API key (better: the environment variable).")] = None,
     read_token: Annotated[Optional[str], typer.Option(
-        "--read-token", envvar="TMDB_READ_TOKEN", show_default=False,
+        "--read-token", show_default=False,
         help="TMDb v4 read access token (better: the environment variable).")] = None,
     as_json: JsonOpt = False,
 ):

@@ -18,6 +18,7 @@ from posterdb.ui.cli.common import (
     err,
     open_store,
     out,
+    store_path,
 )
 
 
@@ -42,6 +43,7 @@ def finetune(
         raise UsageError(f"--device must be cpu or cuda, not {device!r}")
     if batch_size < 1 or (limit is not None and limit < 2):
         raise UsageError("--batch-size must be >= 1 and --limit >= 2")
+    store = store_path(store)
     if not store.is_dir():
         raise UsageError(f"--store {store}: no such store")
     db = open_store(store, model_dir)
@@ -49,7 +51,7 @@ def finetune(
         def say(msg: str) -> None:
             if status is not None:
                 status.update(msg)
-        result = db.finetuning.run(epochs=epochs, unfreeze_from=unfreeze_from, device=device,
+        result = db.finetune.run(epochs=epochs, unfreeze_from=unfreeze_from, device=device,
                                    batch_size=batch_size, limit=limit, progress=say)
 
     def human():

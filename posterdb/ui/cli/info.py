@@ -13,8 +13,10 @@ from posterdb.ui.cli.common import (
     StoreOpt,
     command,
     emit,
+    esc,
     open_store,
     out,
+    store_path,
 )
 
 
@@ -23,6 +25,7 @@ def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json
     """Counts by decade and genre, models and index state (a folder with no store: zeros)."""
     from posterdb.store import PosterDB
 
+    store = store_path(store)
     if not store.is_file() and not PosterDB.exists(store):  # nothing to open: create nothing
         data = PosterDB.absent_info(store)
     else:
@@ -30,10 +33,10 @@ def info(store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json
 
     def human():
         if not data["exists"]:
-            out.print(f"{store}: no store yet (0 posters); `posterdb ingest DIR --store {store}` "
-                      "makes one")
+            out.print(f"{esc(store)}: no store yet (0 posters); `posterdb ingest DIR --store "
+                      f"{esc(store)}` makes one")
             return
-        out.print(f"[bold]{data['store']}[/]: {data['posters']} posters, {data['labelled']} "
+        out.print(f"[bold]{esc(data['store'])}[/]: {data['posters']} posters, {data['labelled']} "
                   f"labelled, {data['reviewed']} reviewed, {data['ingest_errors']} ingest errors")
         t = Table(title="by decade")
         t.add_column("decade")
@@ -74,9 +77,9 @@ def check(
         status = "[green]clean[/]" if report["ok"] else "[red]INCONSISTENT[/]"
         out.print(f"{report['posters']} posters: {status}")
         for p in report["problems"]:
-            out.print(f"[red]problem:[/] {p}")
+            out.print(f"[red]problem:[/] {esc(p)}")
         for w in report["warnings"]:
-            out.print(f"[yellow]warning:[/] {w}")
+            out.print(f"[yellow]warning:[/] {esc(w)}")
 
     emit(as_json, report, human)
     raise typer.Exit(0 if report["ok"] else 1)

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from posterdb.core.errors import PosterDBError, UsageError
-from posterdb.core.rules import check_model_name, check_path
+from posterdb.core.rules import check_path
+from posterdb.embedders import check_model_name
 from posterdb.curation.daily import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
@@ -19,6 +20,7 @@ from posterdb.ui.cli.common import (
     command,
     emit,
     err,
+    esc,
     open_store,
     out,
 )
@@ -36,8 +38,9 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="Folder (searched recursively) or image file.")],
     labels: Annotated[Optional[Path], typer.Option(
         "--labels", help="CSV or JSON Lines: file, title, year, genres.")] = None,
-    model: Annotated[str, typer.Option("--model", help="mobilenet-v2, resnet50 or clip.")]
-    = "mobilenet-v2",
+    model: Annotated[Optional[str], typer.Option(
+        "--model", metavar="NAME", help="mobilenet-v2, resnet50 or clip (default: the store's "
+        "model, else mobilenet-v2).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads.")] = None,
     no_classify: Annotated[bool, typer.Option(
@@ -92,7 +95,7 @@ def ingest(
     if engine == "ray":
         from posterdb.ingest.ray_engine import RayEngine
 
-        runner = RayEngine(db.embedder(model), address=ray_address, batch_size=batch_size,
+        runner = RayEngine(db.models.embedder(model), address=ray_address, batch_size=batch_size,
                            ship_weights=ship_weights)
     bar = Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]} posters/s"), TimeRemainingColumn(),
@@ -128,18 +131,18 @@ def ingest(
             t.add_column("path", overflow="fold")
             t.add_column("reason", overflow="fold")
             for f in report.failed[:50]:
-                t.add_row(f["path"], f["reason"])
+                t.add_row(esc(f["path"]), esc(f["reason"]))
             out.print(t)
             if len(report.failed) > 50:
                 out.print(f"... and {len(report.failed) - 50} more (posterdb info --json)")
         for w in report.warnings:
-            out.print(f"[yellow]warning:[/] {w}")
+            out.print(f"[yellow]warning:[/] {esc(w)}")
         for w in report.label_warnings[:20]:
-            out.print(f"[yellow]labels row {w['row']}[/] ({w['file']}): {w['reason']}")
+            out.print(f"[yellow]labels row {w['row']}[/] ({esc(w['file'])}): {esc(w['reason'])}")
         if report.near_duplicates:
             out.print(f"{len(report.near_duplicates)} near-duplicates of stored posters, e.g.:")
             for d in report.near_duplicates[:5]:
-                out.print(f"  {d['path']} ~ poster {d['similar_to']} (cos {d['similarity']})")
+                out.print(f"  {esc(d['path'])} ~ poster {d['similar_to']} (cos {d['similarity']})")
 
         if remembered:
             out.print(f"this store now identifies against {remembered} by default "
@@ -149,7 +152,7 @@ def ingest(
         if "identify" in stages:
             out.print(identify_line(stages["identify"]))
         if "stage_error" in stages:
-            out.print(f"[yellow]warning:[/] {stages['stage_error']}")
+            out.print(f"[yellow]warning:[/] {esc(stages['stage_error'])}")
 
     emit(as_json, report.to_dict() | stages, human)
     raise typer.Exit(1 if report.failed else 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from posterdb.ui.cli.common import emit, err, out
+from posterdb.ui.cli.common import emit, err, esc, out
 
 
 def _blend(scores: dict | None) -> dict:
@@ -38,14 +38,15 @@ def train_report(console, result: dict) -> None:
 
 
 def shop_export(db, output: Path | None, as_json: bool) -> None:
-    """The shop feed (posterdb.feed): to `output` atomically (format by suffix), or stdout."""
+    """The shop feed (posterdb.feed): to `output` atomically (format by suffix), or stdout.
+    `output` was checked by the caller (`rules.check_output_path`: not inside the store)."""
     from posterdb.curation.feed import format_of, render, write_feed
 
-    rows = db.intake.feed()
+    rows = db.curation.feed()
     if output is not None:
         n = write_feed(rows, output, format_of(output))
         emit(as_json, {"feed": str(output), "posters": n},
-             lambda: err.print(f"wrote the shop feed of {n} posters to {output}"))
+             lambda: err.print(f"wrote the shop feed of {n} posters to {esc(output)}"))
         return
     sys.stdout.write(render(rows, "json" if as_json else "csv").decode("utf-8"))
 

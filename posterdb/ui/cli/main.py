@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from posterdb.core.text import shown
 from posterdb.ui.cli import (
     classify,
     config,
@@ -20,13 +21,15 @@ from posterdb.ui.cli import (
     info,
     ingest,
     manage,
+    page,
     read,
     review,
     search,
     watch,
 )
+from posterdb.ui.cli.common import readable_metavars
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="posterdb: an embedding store + genre classifier for movie posters.")
 
 ingest.register(app)     # ingest
@@ -39,6 +42,7 @@ review.register(app)     # review list / accept / set / apply
 fetch.register(app)      # fetch tmdb
 read.register(app)       # read, identify, search-text
 finetune.register(app)   # finetune
+page.register(app)       # page password / status / serve
 config.register(app)     # config show / set / unset
 
 
@@ -46,7 +50,9 @@ def main() -> None:  # pragma: no cover - the console script
     """Run the app; a usage error Typer itself finds (a bad option value) is also one JSON
     object on stdout when --json was given. (Typer may vendor click: matched by shape.)"""
     try:
-        code = app(standalone_mode=False)
+        cli = typer.main.get_command(app)
+        readable_metavars(cli)
+        code = cli(standalone_mode=False)
     except Exception as e:
         if type(e).__name__ == "Abort":
             sys.exit(1)
@@ -55,7 +61,9 @@ def main() -> None:  # pragma: no cover - the console script
         if "--json" in sys.argv[1:]:
             sys.stdout.write(json.dumps({"error": e.format_message(),
                                          "type": type(e).__name__}) + "\n")
-        else:
+        else:   # the message may quote an argument: control characters shown, not sent
+            if isinstance(getattr(e, "message", None), str):
+                e.message = shown(e.message, newlines=True)
             e.show()
         sys.exit(e.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -6,13 +6,13 @@ read posters not identified yet or left pending (catalogue down / rate-limited).
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from posterdb.core.errors import UsageError
+from posterdb.core.rules import check_poster_ids
 from posterdb.curation.daily import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
@@ -22,13 +22,14 @@ from posterdb.ui.cli.common import (
     command,
     emit,
     err,
+    esc,
     open_store,
     out,
 )
 
-IdsArg = Annotated[Optional[list[int]], typer.Argument(help="Poster ids (default: with --all).")]
+IdsArg = Annotated[list[int] | None, typer.Argument(help="Poster ids (default: with --all).")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every stored poster still to do.")]
-CatalogueOpt = Annotated[Optional[str], typer.Option(
+CatalogueOpt = Annotated[str | None, typer.Option(
     "--catalogue", help="tmdb (TMDB_API_KEY / TMDB_READ_TOKEN, POSTERDB_TMDB_URL) or a film "
     "file: IMDb title.basics.tsv[.gz] or a CSV with title, year, genres. Default: the "
     "store's (posterdb config); a store with none remembers it.")]
@@ -41,6 +42,7 @@ def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
         raise UsageError("give poster ids, or --all for every poster still to do")
     if ids and min(ids) < 1:
         raise UsageError(f"poster ids are positive, not {min(ids)}")
+    check_poster_ids(ids or [])
     return None if every else ids
 
 
@@ -57,7 +59,7 @@ def remember_catalogue(db, flow) -> str | None:
     """A catalogue named with --catalogue is remembered by a store that has none yet."""
     if flow is None or flow.choice is None or flow.choice.origin != "--catalogue":
         return None
-    if db.settings().saved.get("catalogue"):
+    if db.daily.settings().saved.get("catalogue"):
         return None
     db.daily.configure("catalogue", flow.choice.spec)
     return flow.choice.spec
@@ -204,12 +206,12 @@ def search_text(query: Annotated[str, typer.Argument(help="Words to find in the 
              "read_text": h["read_text"]} for h in hits]
 
     def human():
-        t = Table(title=f"read text containing {query!r}")
+        t = Table(title=esc(f"read text containing {query!r}"))
         for c in ("id", "title", "year", "read text"):
             t.add_column(c, overflow="fold")
         for h in rows:
-            t.add_row(str(h["id"]), h["title"] or "", str(h["year"] or ""),
-                      h["read_text"].replace("\n", " · ")[:120])
+            t.add_row(str(h["id"]), esc(h["title"]), str(h["year"] or ""),
+                      esc(h["read_text"].replace("\n", " · ")[:120]))
         out.print(t)
 
     emit(as_json, {"query": query, "hits": rows}, human)

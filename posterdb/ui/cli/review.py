@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from posterdb.core.errors import UsageError
-from posterdb.core.rules import check_model_name
+from posterdb.core.rules import check_poster_id, check_poster_ids
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -17,11 +18,12 @@ from posterdb.ui.cli.common import (
     StoreOpt,
     command,
     emit,
+    esc,
     open_store,
     out,
 )
 
-review_app = typer.Typer(no_args_is_help=True, add_completion=False,
+review_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                          help="Review queue: new posters by uncertainty, labelled ones by "
                               "mistakenness; accept, set genres, or apply an edited list.")
 
@@ -46,22 +48,30 @@ def list_(
     check_model_name(model)
     if limit < 1 or offset < 0:
         raise UsageError("--limit must be ≥ 1 and --offset ≥ 0")
-    items = open_store(store).intake.queue(kind, limit=limit, offset=offset, model=model,
+    items = open_store(store).curation.queue(kind, limit=limit, offset=offset, model=model,
                                            duplicates=duplicates)
 
     def human():
-        t = Table(title=f"review queue ({kind})")
-        for c in ("id", "kind", "score", "title", "year", "published", "suggested / labels", "why"):
-            t.add_column(c, overflow="fold")
+        t = Table(title=f"review queue ({kind})", show_lines=True)
+        t.add_column("id", justify="right", no_wrap=True)
+        t.add_column("score", no_wrap=True)
+        t.add_column("poster", overflow="fold", ratio=1)
+        t.add_column("genres · why", overflow="fold", ratio=2)
         for it in items:
-            t.add_row(str(it["id"]), it["kind"], f"{it['score']:.3f}", it["title"] or "",
-                      str(it["year"] or ""), ", ".join(it["published"]),
-                      ", ".join(it["suggested"] or it["labels"]), it["reason"])
+            year = f" ({it['year']})" if it["year"] else ""
+            if it["labels"]:
+                genres = "labels: " + ", ".join(it["labels"])
+            else:
+                genres = ", ".join(f"✓ {g}" for g in it["published"])
+                genres += (" · " if genres else "") + ", ".join(f"? {g}" for g in it["suggested"])
+            t.add_row(str(it["id"]), f"{it['score']:.3f}",
+                      f"{esc(it['title'] or '')}{year}\n[dim]{it['kind']}[/]",
+                      f"{esc(genres or 'no genres')}\n[dim]{esc(it['reason'])}[/]")
         out.print(t)
         for it in items:
             for d in it.get("duplicates", []):
-                out.print(f"  {it['id']}: {d['tier']} — " + (d.get("path") or
-                          f"poster {d['id']} {d.get('title') or ''} (cos {d['similarity']})"),
+                out.print(f"  {it['id']}: {d['tier']} — " + (esc(d.get("path")) or
+                          f"poster {d['id']} {esc(d.get('title'))} (cos {d['similarity']})"),
                           highlight=False)
 
     emit(as_json, items, human)
@@ -79,11 +89,12 @@ def accept(
     check_model_name(model)
     if not ids and top < 1:
         raise UsageError("give poster ids, or --top N")
+    check_poster_ids(ids or [])
     db = open_store(store)
     ids = list(ids or [])
     if top:
-        ids += [it["id"] for it in db.intake.queue("new", limit=top, model=model)]
-    done = db.intake.accept(ids)
+        ids += [it["id"] for it in db.curation.queue("new", limit=top, model=model)]
+    done = db.curation.accept(ids)
     emit(as_json, done, lambda: _decisions_table(done))
 
 
@@ -95,7 +106,8 @@ def set_(
     store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False,
 ):
     """Set a poster's genres (a person's review: they win over file labels in training)."""
-    done = open_store(store).intake.set_genres(poster_id, genres)
+    check_poster_id(poster_id)
+    done = open_store(store).curation.set_genres(poster_id, genres)
     emit(as_json, done, lambda: _decisions_table(done))
 
 
@@ -117,7 +129,7 @@ def apply(
         raise UsageError(f"{decisions}: no such file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{decisions}: not JSON ({e})") from None
-    done = open_store(store).intake.apply(data)
+    done = open_store(store).curation.apply(data)
     emit(as_json, done, lambda: _decisions_table(done))
 
 

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from posterdb.core.rules import check_decades, check_k, check_model_name, validate_genres
+from posterdb.core.rules import check_k, check_poster_id, validate_genres
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -14,6 +15,7 @@ from posterdb.ui.cli.common import (
     ModelOpt,
     StoreOpt,
     command,
+    decades_option,
     emit,
     hits_table,
     open_store,
@@ -34,14 +36,15 @@ def similar(
 ):
     """Look-alikes of a poster, for curation; filter by decade and genre."""
     k = check_k(k)
-    decades = check_decades(decade)
+    decades = decades_option(decade, as_json=as_json)
     genres = validate_genres(genre or [], at_least_one=False)
     check_model_name(model)
-    q = int(query) if query.isdigit() and not Path(query).exists() else Path(query)
+    q = (check_poster_id(query) if query.isascii() and query.isdigit() and not Path(query).exists()
+         else Path(query))
     db = open_store(store, model_dir)
     hits = db.similar(q, k, decades=decades, genres=genres, model=model)
     emit(as_json, {"query": str(query), "hits": [h.to_dict() for h in hits]},
-         lambda: out.print(hits_table(f"similar to {query}", hits)))
+         lambda: out.print(hits_table(f"similar to {query}", hits)))  # hits_table escapes
 
 
 def register(app: typer.Typer) -> None:

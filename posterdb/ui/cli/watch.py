@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from posterdb.core.errors import UsageError
-from posterdb.core.rules import check_model_name
+from posterdb.core.rules import check_output_path
 from posterdb.curation.daily import check_catalogue
+from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
@@ -20,14 +21,50 @@ from posterdb.ui.cli.common import (
     command,
     emit,
     err,
+    esc,
     open_store,
     out,
+    store_path,
 )
 from posterdb.ui.cli.read import CatalogueOpt, remember_catalogue
 
 
 def _within(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
+
+
+def store_processor(db, root: Path, model: str | None):
+    """The store's intake as the watcher's processor. Each outcome also says what the store
+    made of the file: `sha256` of the poster committed for it and `created`, every poster the
+    batch added under its name (the watcher files a scan away as stored only if its bytes, read
+    again without following links, are those, and takes back posters of bytes no plain file
+    held)."""
+    def process(files):
+        with db.catalog.read() as con:
+            before = set(db.catalog.sha_to_id(con).values())
+        outcomes = db.curation.process(files, model=model, root=root)
+        with db.catalog.read() as con:
+            new = sorted(set(db.catalog.sha_to_id(con).values()) - before)
+        ids = {o.poster_id for o in outcomes if o.stored and o.poster_id is not None}
+        posters = {p.id: p for p in db.posters.get(sorted(ids | set(new)))}
+        by_name: dict[str, list] = {}
+        for i in new:      # posters of this batch, by the file name they were read under
+            if i in posters:
+                by_name.setdefault(posters[i].path, []).append((i, posters[i].sha256))
+        for o in outcomes:
+            if o.stored and o.sha256 is None:
+                o.sha256 = posters[o.poster_id].sha256 if o.poster_id in posters else ""
+            o.created = tuple(by_name.get(str(o.path), ()))
+        return outcomes
+    return process
+
+
+def store_watcher(db, box, model: str | None, **options):
+    """The watch loop on this store: its intake as the processor (see `store_processor`) and
+    its `remove` to take back posters read from bytes no inbox file held."""
+    from posterdb.curation.watch import Watcher
+
+    return Watcher(box, store_processor(db, box.root, model), discard=db.remove, **options)
 
 
 @command
@@ -43,6 +80,9 @@ def watch(
     settle: Annotated[float, typer.Option(
         "--settle", help="A file is complete once unchanged for this many seconds.")] = 2.0,
     batch: Annotated[int, typer.Option("--batch", help="Files per batch.")] = 64,
+    create: Annotated[bool, typer.Option(
+        "--create", help="Make the inbox folder if it does not exist (without it, a missing "
+                         "inbox is an error: a mistyped path in a cron line must not pass).")] = False,
     identify: Annotated[Optional[bool], typer.Option(
         "--identify/--no-identify", help="Read each batch's posters and identify their films "
         "after they are stored (default: when the store has a catalogue, posterdb config).")]
@@ -61,7 +101,6 @@ def watch(
     """
     from posterdb.curation.feed import format_of, write_feed
     from posterdb.curation.inbox import Inbox
-    from posterdb.curation.watch import Watcher
 
     check_model_name(model)
     if interval <= 0 or settle < 0:
@@ -74,52 +113,63 @@ def watch(
         catalogue = check_catalogue(catalogue)      # before any store is opened or created
     if inbox.exists() and not inbox.is_dir():
         raise UsageError(f"{inbox}: not a folder")
+    if not inbox.exists() and not create:
+        raise UsageError(f"{inbox}: no such inbox folder (check the path; --create makes a new one)")
     if feed is not None:
         format_of(feed)
         if not feed.parent.is_dir():
             raise UsageError(f"--feed: folder {feed.parent} does not exist")
+    store = store_path(store)
+    if feed is not None:
+        check_output_path(feed, store, "--feed")
     for inside, outer, what in ((store, inbox, "the store"), (inbox, store, "the inbox"),
                                 (feed, inbox, "the --feed file")):
         if inside is not None and _within(inside, outer):
             raise UsageError(f"{what} ({inside}) must not lie inside {outer}")
-    db = open_store(store, model_dir, create=True)
-    flow = db.daily.flow(catalogue, identify=identify)
-    if flow is not None:
-        flow.catalogue                      # a film file that cannot be read: exit 2 now
-        remember_catalogue(db, flow)
-    model = model or db.default_model()
-    if db.classifier(model) is None:
+    if create:
+        inbox.mkdir(parents=True, exist_ok=True)
+    box = Inbox(inbox, settle=settle)
+    box.lock()   # InboxBusy (exit 3) when another watcher has it; Unsafe for a linked lock/done/failed
+    try:
+        db = open_store(store, model_dir, create=True)
+        flow = db.daily.flow(catalogue, identify=identify)
+        if flow is not None:
+            _ = flow.catalogue              # a film file that cannot be read: exit 2 now
+            remember_catalogue(db, flow)
+    except BaseException:
+        box.close()
+        raise
+    model = model or db.models.default()
+    if db.genres.classifier(model) is None:
         err.print("[yellow]no classifier trained yet: posters are stored without genres "
                   "(run `posterdb train`)[/]")
-    box = Inbox(inbox, settle=settle)
-    box.lock()   # InboxBusy (exit 3) when another watcher has it
     reports = []
     caught = None
 
     def after(rep) -> None:
         reports.append(rep)
         if feed is not None:
-            write_feed(db.intake.feed(), feed)
+            write_feed(db.curation.feed(), feed)
         if as_json and not once:
             sys.stdout.write(json.dumps(rep.__dict__) + "\n")
             sys.stdout.flush()
         elif not as_json:
-            out.print(rep.line(), highlight=False, soft_wrap=True)
+            out.print(esc(rep.line()), highlight=False, soft_wrap=True)
             for f in rep.failures:
-                out.print(f"  [red]failed[/] {f['path']}: {f['reason']}", highlight=False)
+                out.print(f"  [red]failed[/] {esc(f['path'])}: {esc(f['reason'])}",
+                          highlight=False)
             for w in rep.warnings:
-                out.print(f"  [yellow]warning[/] {w}", highlight=False)
+                out.print(f"  [yellow]warning[/] {esc(w)}", highlight=False)
 
-    hooks = identify_hooks(db, flow, feed, interval, as_json)
-    watcher = Watcher(box, lambda files: db.intake.process(files, model=model, root=box.root),
-                      batch_size=batch, interval=interval, after_batch=after, **hooks)
+    watcher = store_watcher(db, box, model, batch_size=batch, interval=interval,
+                            after_batch=after, **identify_hooks(db, flow, feed, interval, as_json))
     try:
         if once:
             watcher.run_once()
             if flow is not None and catch_up and not any(r.error for r in reports):
                 caught = flow.catch_up_all(limit=catch_up)
                 if caught.busy and feed is not None:
-                    write_feed(db.intake.feed(), feed)
+                    write_feed(db.curation.feed(), feed)
         else:
             watcher.stop_on_signals()
             if not as_json:
@@ -127,20 +177,23 @@ def watch(
                           f"Ctrl-C stops)")
             watcher.run()
     finally:
-        box.unlock()
+        box.close()
     failed = sum(r.failed for r in reports) + sum(bool(r.error) for r in reports)
     if once:
         totals = {k: sum(getattr(r, k) for r in reports)
-                  for k in ("files", "added", "already", "failed", "published", "review")}
+                  for k in ("files", "added", "already", "failed", "retried", "published",
+                            "review")}
         totals["errors"] = [r.error for r in reports if r.error]
         ident = identify_totals(reports, caught, flow)
 
         def human():
             out.print(f"{totals['files']} file(s): {totals['added']} added, "
                       f"{totals['already']} already stored, {totals['failed']} failed"
+                      + (f", {totals['retried']} changed while read (left in the inbox)"
+                         if totals["retried"] else "")
                       if reports else "nothing to do")
             if caught is not None and caught.line():
-                out.print(f"older posters: {caught.line()}", highlight=False)
+                out.print(esc(f"older posters: {caught.line()}"), highlight=False)
 
         emit(as_json, {"inbox": str(box.root), "batches": [r.__dict__ for r in reports],
                        **totals, "identify": ident, "feed": str(feed) if feed else None}, human)
@@ -170,12 +223,12 @@ def identify_hooks(db, flow, feed: Path | None, interval: float, as_json: bool) 
         got = flow.catch_up()
         if got.busy:
             if feed is not None:
-                write_feed(db.intake.feed(), feed)
+                write_feed(db.curation.feed(), feed)
             if as_json:
                 sys.stdout.write(json.dumps({"older_posters": got.to_dict()}) + "\n")
                 sys.stdout.flush()
             else:
-                out.print(f"older posters: {got.line()}", highlight=False)
+                out.print(esc(f"older posters: {got.line()}"), highlight=False)
         if got.error or not got.busy:
             wait["until"] = time.monotonic() + (60.0 if got.error else max(interval, 5.0))
         return got.busy and not got.error

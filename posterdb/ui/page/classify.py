@@ -12,7 +12,7 @@ from posterdb.core.genres import GENRES
 from posterdb.media.images import decode
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
-from posterdb.ui.page import film
+from posterdb.ui.page import access, film
 from posterdb.ui.page.actions import perform
 from posterdb.ui.page.common import EVIDENCE_COLUMNS, UPLOAD_WIDTH, hit_grid
 
@@ -94,7 +94,7 @@ def _add(db: PosterDB, flow, poster, genres: list[str], title: str | None, year:
          found: dict | None, name: str) -> str:
     """Store the poster with the genres chosen (a person's review), then what was read on it
     and its identification."""
-    pid = db.add_poster(poster, genres, title=title, year=year)
+    pid = db.genres.add_poster(poster, genres, title=title, year=year)
     note = ""
     if flow is not None and found is not None:
         got = flow.adopt(pid, found.get("lines") or [])
@@ -170,13 +170,16 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
                         help="Identification and the decade head use it; leave empty if "
                              "unknown. Enter (or Look up) shows the film and genres for it.")
         chosen = c3.multiselect("Genres", list(GENRES), key=f"genres-pick-{key}")
+        access.read_only_note("add posters")
         b1, b2, _ = st.columns([1, 1, 3])
         b1.form_submit_button("Look up with this year", key=f"lookup-btn-{key}")
-        if b2.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}"):
+        if b2.form_submit_button("Add to catalogue", type="primary", key=f"add-btn-{key}",
+                                 disabled=not access.can_write()):
             if not chosen:
                 st.error("Pick at least one genre before adding the poster.")
-            elif perform(lambda: _add(db, flow, poster, list(chosen), title.strip() or None,
-                                      year, found, name)):
+            elif perform(db, "add posters",
+                         lambda: _add(db, flow, poster, list(chosen), title.strip() or None,
+                                      year, found, name), now=True):
                 st.rerun()
 
 

@@ -51,13 +51,13 @@ def load_review_queue(db: PosterDB, limit: int) -> list[dict]:
     """The library's ranking (it caches each poster's probabilities per classifier, so a review
     click only re-scores labels, not images)."""
     with st.spinner("Ranking suspicious labels…"):
-        return db.review_queue(limit=limit)
+        return db.curation.queue(limit=limit)
 
 
 @st.cache_data(show_spinner="Looking for near-duplicates…", max_entries=8)
 def load_near_duplicates(_db: PosterDB, store: str, generation: int,
                          threshold: float) -> list[tuple[int, int, float]]:
-    return _db.near_duplicates(threshold)
+    return _db.search.near_duplicates(threshold)
 
 
 def refresh_if_changed(db: PosterDB, store: str) -> tuple[PosterDB, int]:
@@ -80,14 +80,14 @@ def refresh_if_changed(db: PosterDB, store: str) -> tuple[PosterDB, int]:
 # -- small renderers ----------------------------------------------------------------------------
 
 def poster_card(col, *, image: str, title, year, poster_id, genres, highlight=(),
-                similarity: float | None = None, width: int = THUMB, path: str | None = None
-                ) -> None:
+                similarity: float | None = None, measure: str = "cosine", width: int = THUMB,
+                path: str | None = None) -> None:
     with col:
         st.image(image, width=width)
         st.markdown(ui.poster_heading(title, year, poster_id, path))
         st.markdown(ui.badges(genres, highlight))
         if similarity is not None:
-            st.caption(f"similarity {similarity:.3f}")
+            st.caption(f"{measure} {similarity:.3f}")
 
 
 def hit_grid(hits, *, columns: int, highlight=(), key: str) -> None:
@@ -98,7 +98,7 @@ def hit_grid(hits, *, columns: int, highlight=(), key: str) -> None:
                 shared = ui.shared_genres(h.genres, highlight) if highlight else ()
                 poster_card(col, image=h.image, title=h.title, year=h.year, poster_id=h.id,
                             genres=h.genres, highlight=shared, similarity=h.similarity,
-                            path=h.path)
+                            measure=h.measure, path=h.path)
 
 
 def poster_grid(posters: list[StoredPoster], *, columns: int, key: str) -> None:

@@ -6,8 +6,10 @@ import streamlit as st
 from posterdb.core.errors import NotTrainedError
 from posterdb.core.genres import GENRES
 from posterdb.core.rules import shown_genres
+from posterdb.core.settings import THRESHOLDS
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
+from posterdb.ui.page import access
 from posterdb.ui.page.common import (
     GRID_COLUMNS,
     load_near_duplicates,
@@ -37,13 +39,13 @@ def browse(db: PosterDB, store: str, generation: int, info: dict) -> None:
     decade = c2.selectbox("Decade", [None, *ui.decades_of(info)], key="browse-decade",
                           format_func=lambda d: "All decades" if d is None else ui.decade_label(d))
     per_page = c3.selectbox("Per page", [24, 48, 96], key="browse-per-page")
-    total, _ = db.browse(genres=[genre] if genre else None, decades=[decade] if decade else None,
+    total, _ = db.posters.browse(genres=[genre] if genre else None, decades=[decade] if decade else None,
                          limit=0)
     pages = ui.page_count(total, per_page)
     page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1,
                            key="browse-page")
     page = min(int(page), pages)
-    _, posters = db.browse(genres=[genre] if genre else None,
+    _, posters = db.posters.browse(genres=[genre] if genre else None,
                            decades=[decade] if decade else None,
                            offset=(page - 1) * per_page, limit=per_page)
     st.caption(f"{total:,} posters · page {page} of {pages}")
@@ -52,17 +54,21 @@ def browse(db: PosterDB, store: str, generation: int, info: dict) -> None:
 
 def _review(db: PosterDB, poster_id: int, pick_key: str, title: str) -> None:
     """Button callback: store the reviewed genres (runs before the rerun draws the queue)."""
+    if not access.may_write(db, "set labels"):
+        return
     chosen = st.session_state.get(pick_key) or []
     try:
-        db.set_review(poster_id, chosen)
+        db.curation.set_genres(poster_id, chosen)
         st.session_state["flash"] = f"Reviewed **{title}** (#{poster_id}): {', '.join(chosen)}."
     except Exception as e:  # noqa: BLE001 - shown on the page, never as a traceback
         st.session_state["flash_error"] = ui.friendly_error(e)
 
 
 def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
-    st.caption("The labels the classifier doubts most come first. Keep the genres shown to accept "
-               "them, or change them and save: reviewed genres win over file labels in training.")
+    st.caption("The same queue as `posterdb review list` and the Inbox: new posters the "
+               "classifier is least sure of, then the labels it doubts most. Keep the genres "
+               "shown to accept them, or change them and save: reviewed genres win over file "
+               "labels in training.")
     try:
         queue = load_review_queue(db, 60)
     except NotTrainedError:
@@ -72,7 +78,9 @@ def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
         st.success("Nothing left to review.")
         return
     shown = st.select_slider("Show", [5, 10, 20, 60], value=10, key="review-show", width=320)
-    st.caption(f"{len(queue)} posters waiting (of the 60 most suspicious), most suspicious first.")
+    st.caption(f"{len(queue)} posters waiting (the first 60 of the queue).")
+    access.read_only_note("set labels")
+    writable = access.can_write()
     for p in queue[:shown]:
         pid, probs = p["id"], p.get("predicted_probabilities") or {}
         current = shown_genres(p["genres"], p["predicted"])[0]
@@ -80,8 +88,9 @@ def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
             c1, c2 = st.columns([1, 5])
             c1.image(p["image"], width=110)
             with c2:
+                score = "margin" if p["kind"] == "new" else "doubt"
                 st.markdown(ui.poster_heading(p["title"], p["year"], pid, p["path"])
-                            + f" · suspicion **{p['suspicion']:.2f}**")
+                            + f" · {score} **{p['score']:.2f}**")
                 st.caption(p["reason"])
                 likely = [g for g, _, _ in ui.probability_rows(probs, [], top=4)]
                 st.markdown("labels " + ui.badges(current) + " · classifier "
@@ -93,13 +102,15 @@ def review_queue(db: PosterDB, store: str, generation: int, info: dict) -> None:
                               format_func=lambda g, probs=probs: (
                                   f"{g} · {ui.pct(probs[g])}" if g in probs else g))
                 b.button("✓ Accept", key=f"review-accept-{pid}", type="primary",
-                         on_click=_review, args=(db, pid, pick_key, p["title"] or f"#{pid}"))
+                         disabled=not writable, on_click=_review,
+                         args=(db, pid, pick_key, p["title"] or f"#{pid}"))
 
 
 def near_duplicates(db: PosterDB, store: str, generation: int) -> None:
     st.caption("Pairs of stored posters whose embeddings are almost identical: reprints, crops, "
                "the same artwork stored twice.")
-    threshold = st.slider("Similarity threshold", 0.80, 1.0, 0.97, 0.005, format="%.3f",
+    threshold = st.slider("Cosine similarity at least", THRESHOLDS.look_alike, 1.0,
+                          THRESHOLDS.near_duplicate, 0.005, format="%.3f",
                           key="dup-threshold")
     pairs = load_near_duplicates(db, store, generation, float(threshold))
     if not pairs:
@@ -110,7 +121,7 @@ def near_duplicates(db: PosterDB, store: str, generation: int) -> None:
     page = st.number_input(f"{len(pairs)} pairs · page (of {pages})", min_value=1,
                            max_value=pages, value=1, key="dup-page")
     chunk = ui.paginate(pairs, page, per_page)
-    meta = {p.id: p for p in db.posters(sorted({i for a, b, _ in chunk for i in (a, b)}))}
+    meta = {p.id: p for p in db.posters.get(sorted({i for a, b, _ in chunk for i in (a, b)}))}
     with st.container(key="dup-pairs"):
         for a, b, cos in chunk:
             if a not in meta or b not in meta:

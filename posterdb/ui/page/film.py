@@ -22,7 +22,7 @@ def _flow(_db: PosterDB, store: str, spec: str):
 
 def flow_of(db: PosterDB, store: str):
     """The store's DailyFlow with its catalogue (None: no catalogue configured)."""
-    spec = db.settings().catalogue
+    spec = db.daily.settings().catalogue
     return _flow(db, store, spec) if spec else None
 
 
@@ -78,7 +78,7 @@ def film_genres(found_or_row: Mapping | None) -> list[str]:
 
 def thresholds(db: PosterDB) -> tuple[dict[str, float], dict[str, float]]:
     """Each genre's prediction and publishing threshold of the store's classifier."""
-    clf = db.classifier()
+    clf = db.genres.classifier()
     if clf is None:
         return {}, {}
     genres = list(clf.genres_)

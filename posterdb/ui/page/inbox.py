@@ -13,7 +13,7 @@ from posterdb.core.errors import NotTrainedError, PosterDBError
 from posterdb.core.genres import GENRES
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
-from posterdb.ui.page import film
+from posterdb.ui.page import access, film
 from posterdb.ui.page.actions import perform
 
 PAGE_SIZES = (10, 20, 40)
@@ -63,22 +63,23 @@ def _save_genres(db: PosterDB, pid: int, key: str) -> None:
         genres = list(st.session_state.get(key) or [])
         if not genres:
             raise ValueError("pick at least one genre")
-        db.intake.set_genres(pid, genres)
+        db.curation.set_genres(pid, genres)
         return f"Stored the genres of poster #{pid}: {', '.join(genres)}."
-    perform(save)
+    perform(db, "set genres", save)
 
 
 def _edit_genres(db: PosterDB, pid: int, shown: list[str], where: str) -> None:
     key = f"inbox-{where}-genres-{pid}"
     with st.popover("Edit genres", width="stretch", key=f"inbox-{where}-edit-{pid}"):
         st.multiselect("Genres", list(GENRES), default=list(shown), key=key)
+        access.read_only_note("set genres")
         st.button("Save", key=f"inbox-{where}-save-{pid}", on_click=_save_genres,
-                  args=(db, pid, key))
+                  args=(db, pid, key), disabled=not access.can_write())
 
 
 def arrivals(db: PosterDB, flow) -> None:
     today = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    posters = db.intake.arrivals(today)
+    posters = db.curation.arrivals(today)
     published = sum(1 for p in posters if p.genres or p.published)
     st.caption(f"{len(posters)} posters arrived today · {published} with published genres "
                f"(in the shop feed) · {len(posters) - published} waiting for a person")
@@ -115,9 +116,9 @@ def _accept(db: PosterDB, ids: list[int]) -> None:
         empty = [d["id"] for d in decisions if not d["genres"]]
         if empty:
             raise ValueError(f"pick at least one genre for poster(s) {empty}")
-        done = db.intake.apply(decisions)
+        done = db.curation.apply(decisions)
         return f"Accepted the genres of {len(done)} posters."
-    perform(accept)
+    perform(db, "accept genres", accept)
 
 
 def _tick(ids: list[int], value: bool) -> None:
@@ -126,7 +127,7 @@ def _tick(ids: list[int], value: bool) -> None:
 
 
 def _tiers(db: PosterDB, pid: int) -> None:
-    dups = db.intake.duplicates(pid)
+    dups = db.curation.duplicates(pid)
     if not dups:
         return
     with st.container(key=f"inbox-dups-{pid}"):
@@ -142,7 +143,7 @@ def waiting(db: PosterDB, flow) -> None:
     c1, c2 = st.columns([1, 3])
     per_page = c1.selectbox("Per page", PAGE_SIZES, index=1, key="inbox-per-page")
     try:
-        queue = db.intake.queue("new", limit=10_000)
+        queue = db.curation.queue("new", limit=10_000)
     except NotTrainedError:
         st.info("Nothing is predicted before a classifier is trained: run `posterdb train`.")
         return
@@ -159,8 +160,10 @@ def waiting(db: PosterDB, flow) -> None:
                "classifier's suggestions, so none is ticked: check a poster's genres, edit "
                "them if needed, tick it; accepting stores them as a person's review.")
     b1, b2, b3 = st.columns([2, 1, 1])
-    b1.button(f"✓ Accept the ticked posters of this page", key="inbox-accept-page",
-              type="primary", on_click=_accept, args=(db, ids))
+    access.read_only_note("accept genres")
+    b1.button("✓ Accept the ticked posters of this page", key="inbox-accept-page",
+              type="primary", on_click=_accept, args=(db, ids),
+              disabled=not access.can_write())
     b2.button(f"Tick all {len(ids)}", key="inbox-tick-all", on_click=_tick, args=(ids, True))
     b3.button("Untick all", key="inbox-untick-all", on_click=_tick, args=(ids, False))
     with st.container(key="inbox-queue"):

@@ -8,7 +8,12 @@ from posterdb.core.records import StoredPoster
 from posterdb.core.rules import shown_genres
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
-from posterdb.ui.page.common import EVIDENCE_COLUMNS, GRID_COLUMNS, hit_grid, poster_card
+from posterdb.ui.page.common import (
+    EVIDENCE_COLUMNS,
+    GRID_COLUMNS,
+    hit_grid,
+    poster_card,
+)
 
 
 def identification_md(ident: dict | None) -> str:
@@ -76,7 +81,7 @@ def render_text_search(db: PosterDB, key: str = "read") -> None:
     pick = st.selectbox("Show", hits, key=f"{key}-pick", format_func=lambda p: ui.poster_heading(
         p["title"], p["year"], p["id"], p["path"]).replace("**", ""))
     with st.container(border=True):
-        show_poster(db, db.poster(pick["id"]), key=f"{key}-poster")
+        show_poster(db, db.posters.one(pick["id"]), key=f"{key}-poster")
 
 
 def render(db: PosterDB, store: str, generation: int, info: dict) -> None:

@@ -24,7 +24,7 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
                "when the store's model understands text), narrowed by decade and genre.")
     modes = ["Stored poster", "Uploaded image", "Printed text"]  # printed: what OCR read
     try:
-        if db.embedder().supports_text:
+        if db.models.embedder().supports_text:
             modes.append("Text")
     except PosterDBError as e:  # missing weights etc.: image search still works by id
         st.warning(ui.friendly_error(e))
@@ -45,7 +45,7 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
                              placeholder="e.g. 42 or Casablanca")
         if not text.strip():
             return
-        matches = db.find(text)
+        matches = db.posters.find(text)
         if not matches:
             st.warning(f"No stored poster has the id or a title containing “{text.strip()}”.")
             return
@@ -76,7 +76,7 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
                              placeholder="e.g. a cowboy on a horse at sunset")
         if not text.strip():
             return
-        query = db.embedder().embed_text([text.strip()])[0]
+        query = db.models.embedder().embed_text([text.strip()])[0]
         label = f"“{text.strip()}”"
 
     hits = db.similar(query, int(k), decades=decades or None, genres=genres or None)

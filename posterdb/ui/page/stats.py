@@ -36,7 +36,7 @@ def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
                    f"at {c['trained_at']}")
 
     st.subheader("Latest evaluation")
-    report = db.latest_eval()
+    report = db.genres.latest_eval()
     if report is None:
         st.info("No evaluation report yet: run `posterdb eval` to produce one.")
         return

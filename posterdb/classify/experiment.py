@@ -1,4 +1,5 @@
-"""Side-by-side evaluation: the study's SVMs vs posterdb's heads, vote and blend on the SAME split.
+"""Side-by-side evaluation: the study's SVMs vs posterdb's heads, vote and blend on the SAME split
+(on vectors; a store's `posterdb eval` is classify/evaluation.py).
 
 `evaluate()` returns an `EvalReport` with, per method, per-genre precision / recall / F1 /
 support and the micro, macro, weighted and samples averages (sklearn, zero_division=0); per-decade
