@@ -26,7 +26,7 @@ from posterdb.classify.service import GenreService
 from posterdb.core.errors import RefusedError, StoreError
 from posterdb.core.records import Classification, Hit, IngestReport
 from posterdb.core.settings import CATALOG_FILE, Settings
-from posterdb.curation.daily import DailySetup
+from posterdb.reading.daily import DailySetup
 from posterdb.curation.intake import Curation
 from posterdb.finetune.backbones import Backbones
 from posterdb.finetune.service import FinetuneService
@@ -63,7 +63,7 @@ class PosterDB:
                                    self.genres)
         self.curation = Curation(self.catalog, self.genres, self.ingestion, self.search,
                                  self.posters, self.models)
-        self.daily = DailySetup(self.catalog, lambda: self.reading, settings)  # config, identify
+        self.daily = DailySetup(self.catalog, self.images, self.posters, self.genres, settings)
         self._reading = None
 
     @classmethod

@@ -5,7 +5,7 @@ commit or more, with ingest's own crash safety) and returns one Outcome per file
 returns — the posters are committed — are the files moved, so a kill -9 at any moment leaves
 unmoved files in the inbox and the next run re-ingests them (dedup by sha256: nothing twice).
 After the move, `after_commit(outcomes)` (optional) reads and identifies the batch's posters
-(posterdb.curation.daily): a slow or unreachable catalogue delays only that, never the filing,
+(posterdb.reading.daily): a slow or unreachable catalogue delays only that, never the filing,
 and what it leaves undone is picked up later. While the inbox is empty, `idle()` (optional)
 does one slice of older work and says whether there may be more.
 Crash points for tests (POSTERDB_CRASH_AT, see posterdb.faults): `inbox_before_move` (a batch

@@ -75,7 +75,7 @@ def set_(key: KeyArg, value: Annotated[str, typer.Argument(
                  "title, year, genres); model_dir: a folder.")],
          store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
     """Remember a setting in the store (checked first: a film file must exist and look like one)."""
-    from posterdb.curation.daily import check_setting
+    from posterdb.reading.daily import check_setting
 
     value = check_setting(key, value)      # before any store is opened or created
     db = open_store(store, create=True)
@@ -87,7 +87,7 @@ def set_(key: KeyArg, value: Annotated[str, typer.Argument(
 @command
 def unset(key: KeyArg, store: StoreOpt = DEFAULT_STORE, as_json: JsonOpt = False):
     """Forget a setting (for the catalogue: identification is off by default again)."""
-    from posterdb.curation.daily import check_setting
+    from posterdb.reading.daily import check_setting
 
     if key not in STORE_KEYS:
         check_setting(key, "")

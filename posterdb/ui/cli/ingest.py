@@ -11,7 +11,7 @@ from rich.table import Table
 from posterdb.core.errors import PosterDBError, UsageError
 from posterdb.core.rules import check_path
 from posterdb.embedders import check_model_name
-from posterdb.curation.daily import check_catalogue
+from posterdb.reading.daily import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,

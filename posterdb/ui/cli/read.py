@@ -13,7 +13,7 @@ from rich.table import Table
 
 from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_poster_ids
-from posterdb.curation.daily import check_catalogue
+from posterdb.reading.daily import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE,
     JsonOpt,
