@@ -415,19 +415,19 @@ def test_a_session_not_signed_in_reads_but_cannot_write(store, model_dir, monkey
     assert "#### Predicted genres" in texts(at)
     assert "Sign in (sidebar) to add posters." in [c.value for c in at.caption]
     forced_click(at, f"add-btn-{key}")
-    assert not at.exception and reopen(store, model_dir).count() == before
+    assert not at.exception and reopen(store, model_dir).posters.count() == before
     # the review queue: Accept disabled; a forced click stores nothing
     go(at, "Browse & curate")
     at.radio(key="curate-view").set_value("Review queue").run()
     pid = queue[0]["id"]
     forced_click(at, f"review-accept-{pid}")
-    assert not at.exception and not reopen(store, model_dir).poster(pid).reviewed
+    assert not at.exception and not reopen(store, model_dir).posters.one(pid).reviewed
     # the inbox: the bulk accept likewise
     go(at, "Inbox")
     if waiting:
         forced_click(at, "inbox-accept-page")
         assert not at.exception
-        assert {it["id"] for it in reopen(store, model_dir).intake.queue("new", limit=100)} \
+        assert {it["id"] for it in reopen(store, model_dir).curation.queue("new", limit=100)} \
             == set(waiting)
     # a plain value where the sign-in is kept (all a browser could send) is not a sign-in
     go(at, "Browse & curate")

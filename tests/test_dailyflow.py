@@ -122,8 +122,8 @@ def test_config_remembers_the_catalogue_and_model_dir(tmp_path, monkeypatch):
     models.mkdir()
     code, r = run("config", "set", "model_dir", models, "--store", store)
     assert code == 0 and r["settings"]["model_dir"]["value"] == str(models.resolve())
-    assert PosterDB.open(store).model_dir == models.resolve()     # used without a flag
-    assert PosterDB.open(store, model_dir=tmp_path).model_dir == tmp_path
+    assert PosterDB.open(store).settings.model_dir == models.resolve()   # used without a flag
+    assert PosterDB.open(store, model_dir=tmp_path).settings.model_dir == tmp_path
     con = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
     saved = dict(con.execute("SELECT key, value FROM meta").fetchall())
     con.close()

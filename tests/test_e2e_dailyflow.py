@@ -18,14 +18,17 @@ import pytest
 from synthetic import make_posters
 from test_e2e import (  # noqa: F401
     CHROMIUM,
+    PAGE_PASSWORD,
     TIMEOUT_MS,
     assert_page_clean,
     browser,
     screenshot,
     serve,
+    sign_in,
 )
 
 from posterdb.store import PosterDB
+from posterdb.ui import auth
 
 pytest.importorskip("rapidocr_onnxruntime")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -52,6 +55,7 @@ def film_store(tmp_path_factory) -> Path:
         w.writerow(["id", "title", "year", "genres"])
         w.writerows(FILMS)
     db.daily.configure("catalogue", str(films))
+    auth.set_page_password(db, PAGE_PASSWORD)
     return db.root
 
 
@@ -110,9 +114,11 @@ def test_upload_shows_the_film_first_and_a_typed_year_then_add_stores_the_select
             arg=key, timeout=TIMEOUT_MS)
         assert PosterDB.open(film_store, create=False).posters.count() == 60     # looked up, not added
 
-        # 3. another bare scan: type its year and press Add at once
+        # 3. another bare scan: type its year and press Add at once (signed in to write)
         page.goto(url)
         page.get_by_role("heading", name="Classify a poster").wait_for()
+        sign_in(page)
+        page.get_by_text("Signed in: changes are allowed.").wait_for()
         key = _upload(page, bare)
         film = page.locator(f".st-key-film-{key}")
         film.get_by_text("not identified", exact=False).first.wait_for()

@@ -65,7 +65,8 @@ def _film_section(flow, found: dict | None, key: str) -> list[str]:
 
 def _guess_section(db: PosterDB, result, key: str) -> list[str]:
     """The image classifier's guess: genres with each one's probability and threshold."""
-    st.markdown("#### The image classifier's guess")
+    st.markdown("#### Predicted genres")
+    st.caption("The image classifier's guess, from the picture alone.")
     if result is None:
         st.info("No genre classifier is trained for this store yet (`posterdb train`). "
                 "Showing the most similar stored posters only.")
@@ -143,7 +144,11 @@ def classify_upload(db: PosterDB, store: str, generation: int, name: str, data: 
         genres = _guess_section(db, result, key)
 
     st.markdown("#### Evidence: the most similar stored posters")
-    st.caption("Genres marked ✓ are shared with the prediction.")
+    st.caption("Each shows the genres it voted with (its labels when the classifier was "
+               "trained); ✓ marks those shared with the prediction. The vote's similarity is "
+               "the cosine of features centred on each decade's mean, so vintage and modern "
+               "styles compare fairly."
+               if result is not None else "Genres marked ✓ are shared with the prediction.")
     evidence = result.evidence if result is not None else db.similar(poster, 10)
     if evidence:
         hit_grid(evidence, columns=EVIDENCE_COLUMNS, highlight=genres, key=f"evidence-{key}")
