@@ -53,12 +53,13 @@ class FlowReport:
     read_s: float = 0.0
     identify_s: float = 0.0
     read_cpu_s: float = 0.0
+    identify_cpu_s: float = 0.0
     error: str | None = None
 
     def add(self, other: "FlowReport") -> "FlowReport":
         for k in ("read", "identified", "unidentified", "pending", "not_tried", "requests"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
-        for k in ("read_s", "identify_s", "read_cpu_s"):
+        for k in ("read_s", "identify_s", "read_cpu_s", "identify_cpu_s"):
             setattr(self, k, round(getattr(self, k) + getattr(other, k), 3))
         self.read_failed += other.read_failed
         self.error = self.error or other.error
@@ -133,7 +134,7 @@ class DailyFlow:
         rep = FlowReport()
         if self._catalogue is None or (ids is not None and not ids):
             return rep
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             r = self.reading.identify(self.catalogue, ids)
         except PosterDBError as e:     # refused credentials, an unreadable film file
@@ -143,6 +144,7 @@ class DailyFlow:
             setattr(rep, k, int(r.get(k) or 0))
         rep.error = r.get("stopped")
         rep.identify_s = round(time.perf_counter() - t0, 3)
+        rep.identify_cpu_s = round(time.process_time() - c0, 3)
         return rep
 
     def arrivals(self, ids: list[int]) -> FlowReport:
