@@ -136,7 +136,7 @@ CLEAR = ("tt0011841", "tt0012349", "tt0011000")   # posters that print their tit
 
 
 def test_ingest_remembers_a_catalogue_and_needs_one_to_identify(tmp_path, posters_dir,
-                                                               label_rows):
+                                                               label_rows, monkeypatch):
     clear = [r for r in label_rows if r["imdb_id"] in CLEAR]
     src = tmp_path / "src"
     _scans(label_rows, posters_dir, src, clear[:2], 0)
@@ -161,6 +161,23 @@ def test_ingest_remembers_a_catalogue_and_needs_one_to_identify(tmp_path, poster
     assert code == 0 and r["added"] == 1 and "identify" not in r and "read" not in r
     code, r = run("ingest", src, "--model", "fake-pixels", "--store", store)
     assert r["added"] == 0 and r["read"]["read"] == 1 and r["identify"]["identified"] == 1
+
+    # the page's Inbox: each of today's arrivals with its film and its genres
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("POSTERDB_STORE", str(store))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"),
+                           default_timeout=120)
+    at.run()
+    at.radio(key="section").set_value("Inbox").run()
+    at.radio(key="inbox-view").set_value("Today's arrivals").run()
+    assert not at.exception and not at.error
+    md = [m.value for m in at.markdown]
+    for row in clear:
+        title = row["title"].rsplit(" (", 1)[0]
+        assert any(m.startswith(":green-badge[identified] **" + title) for m in md), (title, md)
+    assert sum(m.startswith("labels ") for m in md) == 3             # the films' genres
+    assert not any("no genres yet" in m for m in md)
 
 
 def test_watch_publishes_identified_films_and_survives_a_catalogue_outage(
