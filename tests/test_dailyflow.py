@@ -180,6 +180,29 @@ def test_ingest_remembers_a_catalogue_and_needs_one_to_identify(tmp_path, poster
     assert not any("no genres yet" in m for m in md)
 
 
+def test_classify_shows_the_film_first(tmp_path, trained, posters_dir, label_rows):
+    """`posterdb classify` on a store with a catalogue: each image's film with the genres;
+    --save stores what was read and the film too; --no-identify leaves it out."""
+    store = shutil.copytree(trained, tmp_path / "store")
+    wde = next(r for r in label_rows if r["imdb_id"] == "tt0011841")
+    films = tmp_path / "films.csv"
+    films.write_text("id,title,year,genres\ntt0011841,Way Down East,1920,Drama|Romance\n"
+                     "near,Way Down East,1935,Drama\n")
+    code, r = run("config", "set", "catalogue", films, "--store", store)
+    code, r = run("classify", posters_dir / wde["file"], "--year", "1920", "--save",
+                  "--store", store)
+    assert code == 0, r
+    film = r["results"][0]["film"]
+    assert film["status"] == "identified" and film["film_id"] == "tt0011841"
+    assert film["genres"] == ["Drama", "Romance"] and r["results"][0]["genres"]
+    (pid,) = r["saved"]
+    db = PosterDB.open(store, create=False)
+    assert db.reading.of([pid])[pid]["identified"]["film_id"] == "tt0011841"
+    assert list(db.posters.one(pid).genres) == ["Drama", "Romance"]     # facts beat the guess
+    code, r = run("classify", posters_dir / wde["file"], "--no-identify", "--store", store)
+    assert code == 0 and "film" not in r["results"][0]
+
+
 def test_watch_publishes_identified_films_and_survives_a_catalogue_outage(
         tmp_path, trained, posters_dir, label_rows):
     store = shutil.copytree(trained, tmp_path / "store")

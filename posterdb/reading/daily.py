@@ -163,7 +163,10 @@ class DailyFlow:
         from posterdb.core.genres import GENRES
         from posterdb.reading.identify import Reading, identify
 
-        lines = self.reading.reader(self.threads).read_image(image)
+        try:
+            lines = self.reading.reader(self.threads).read_image(image)
+        except PosterDBError as e:         # the OCR extra missing: the film is not looked up
+            return {"lines": [], "identification": None, "error": str(e)}
         probs = None if not probabilities else [float(probabilities.get(g, 0.0)) for g in GENRES]
         if self._catalogue is None:
             return {"lines": lines, "identification": None, "error": None}
