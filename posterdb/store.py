@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from posterdb.classify.service import GenreService
-from posterdb.core.errors import RefusedError, StoreError
+from posterdb.core.errors import StoreError
 from posterdb.core.records import Classification, Hit, IngestReport
 from posterdb.core.settings import CATALOG_FILE, Settings
 from posterdb.reading.daily import DailySetup
@@ -64,7 +64,6 @@ class PosterDB:
         self.curation = Curation(self.catalog, self.genres, self.ingestion, self.search,
                                  self.posters, self.models)
         self.daily = DailySetup(self.catalog, self.images, self.posters, self.genres, settings)
-        self._reading = None
 
     @classmethod
     def open(cls, root: str | Path | None = None, *, create: bool = True,
@@ -102,16 +101,9 @@ class PosterDB:
 
     @property
     def reading(self):
-        """The ReadingService (read / identify / search): OCR and fuzzy matching are the `read`
-        extra, imported on first use."""
-        if self._reading is None:
-            try:
-                from posterdb.reading.service import ReadingService
-            except ImportError as e:
-                raise RefusedError(f"reading posters needs the `read` extra: pip install "
-                                   f"'posterdb[read]' ({e})") from e
-            self._reading = ReadingService(self.catalog, self.images, self.posters, self.genres)
-        return self._reading
+        """The ReadingService (read / identify / search), one per store, built on first use by
+        `daily` (OCR and fuzzy matching are the `read` extra)."""
+        return self.daily.reading()
 
     # -- verbs ----------------------------------------------------------------------------------
 

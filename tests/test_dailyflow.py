@@ -203,6 +203,31 @@ def test_classify_shows_the_film_first(tmp_path, trained, posters_dir, label_row
     assert code == 0 and "film" not in r["results"][0]
 
 
+def test_the_catalogues_own_poster_is_found_when_cached(tmp_path, trained, posters_dir):
+    """Artwork verification caches catalogue posters in `catalogue_posters` (its migration);
+    the page shows the first one beside the scan. A store without that cache shows none."""
+    store = shutil.copytree(trained, tmp_path / "store")
+    films = tmp_path / "films.csv"
+    films.write_text("id,title,year,genres\ntt0011841,Way Down East,1920,Drama|Romance\n")
+    db = PosterDB.open(store)
+    db.daily.configure("catalogue", str(films))
+    flow = db.daily.flow()
+    assert flow.catalogue_poster("file", "tt0011841") is None          # no cache table yet
+    rel = "catalogue/ab/abcdef.jpg"
+    (store / "catalogue" / "ab").mkdir(parents=True)
+    shutil.copyfile(posters_dir / "images" / "tt0011841.jpg", store / rel)
+    con = duckdb.connect(str(store / "catalog.duckdb"))
+    con.execute("CREATE TABLE IF NOT EXISTS catalogue_posters (source VARCHAR NOT NULL, "
+                "film_id VARCHAR NOT NULL, file_path VARCHAR NOT NULL, rank INTEGER NOT NULL, "
+                "sha256 VARCHAR NOT NULL, image_path VARCHAR NOT NULL, language VARCHAR, "
+                "width INTEGER, height INTEGER, PRIMARY KEY (source, film_id, file_path))")
+    con.execute("INSERT INTO catalogue_posters VALUES ('file', 'tt0011841', '/p1.jpg', 0, "
+                "'abcdef', ?, NULL, 182, 268)", [rel])
+    con.close()
+    assert flow.catalogue_poster("file", "tt0011841") == store / rel
+    assert flow.catalogue_poster("tmdb", "tt0011841") is None
+
+
 def test_watch_publishes_identified_films_and_survives_a_catalogue_outage(
         tmp_path, trained, posters_dir, label_rows):
     store = shutil.copytree(trained, tmp_path / "store")
