@@ -159,7 +159,10 @@ def test_ingest_remembers_a_catalogue_and_needs_one_to_identify(tmp_path, poster
     code, r = run("ingest", src, "--labels", src / "years-5.csv", "--model", "fake-pixels",
                   "--no-identify", "--store", store)
     assert code == 0 and r["added"] == 1 and "identify" not in r and "read" not in r
-    code, r = run("ingest", src, "--model", "fake-pixels", "--store", store)
+    code, r = run("ingest", src, "--model", "fake-pixels", "--store", store)   # by default:
+    assert r["added"] == 0 and r["read"]["read"] == 0                      # the arrivals only
+    assert r["older_left"] == {"unread": 1, "undecided": 0}
+    code, r = run("ingest", src, "--model", "fake-pixels", "--identify", "--store", store)
     assert r["added"] == 0 and r["read"]["read"] == 1 and r["identify"]["identified"] == 1
 
     # the page's Inbox: each of today's arrivals with its film and its genres

@@ -115,8 +115,10 @@ def ingest(
         stages["catalogue_remembered"] = remembered
     try:
         if read or flow is not None:
-            arrivals_first(db, flow, report.added_ids, cat,
-                           as_json, threads, stages)
+            # asked for (--read / --identify): the older backlog too; on by default: the
+            # arrivals only (an old backlog is a long job of its own: posterdb read --all)
+            arrivals_first(db, flow, report.added_ids, cat, as_json, threads, stages,
+                           backlog=read or identify is True)
     except PosterDBError as e:  # e.g. TMDb refused the key: the posters are stored all the same
         stages["stage_error"] = f"{e} (the posters are stored; run the stage again later)"
 
@@ -149,6 +151,11 @@ def ingest(
                       f"(posterdb config)", highlight=False)
         if "read" in stages:
             out.print(read_line(stages["read"]))
+        left = stages.get("older_left") or {}
+        if left.get("unread") or left.get("undecided"):
+            out.print(f"older posters left: {left['unread']} not read, {left['undecided']} "
+                      f"read but not identified (posterdb ingest --identify, or posterdb "
+                      f"read --all then identify --all)", highlight=False)
         if "identify" in stages:
             out.print(identify_line(stages["identify"]))
         if "stage_error" in stages:

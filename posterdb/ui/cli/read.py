@@ -89,28 +89,32 @@ def _sum(a: dict | None, b: dict | None) -> dict | None:
 
 
 def arrivals_first(db, flow, added: list[int], catalogue, as_json: bool, threads: int,
-                   stages: dict) -> None:
-    """Read (and, with a catalogue, identify) the posters just added first, then every older
-    poster still unread or undecided: today's arrivals never wait behind a backlog. Filled
-    into `stages` as each step ends (a step that raises leaves the earlier ones reported).
+                   stages: dict, backlog: bool = True) -> None:
+    """Read (and, with a catalogue, identify) the posters just added first; then, with
+    `backlog`, every older poster still unread or undecided: today's arrivals never wait
+    behind a backlog. Without it the older ones are only counted (`older_left`). Filled into
+    `stages` as each step ends (a step that raises leaves the earlier ones reported).
     Arrivals the catalogue left pending are retried on the next run, not in this one."""
-    r1 = run_read(db, added, as_json, threads) if added else None
+    r1 = run_read(db, added, as_json, threads)
     stages["read"] = r1
-    i1 = run_identify(db, catalogue, added, as_json) if added and catalogue is not None else None
+    i1 = run_identify(db, catalogue, added, as_json) if catalogue is not None else None
     if catalogue is not None:
         stages["identify"] = i1
-    stages["arrivals"] = {"posters": len(added), "read": r1["read"] if r1 else 0,
-                          "read_seconds": r1["seconds"] if r1 else 0.0,
+    stages["arrivals"] = {"posters": len(added), "read": r1["read"],
+                          "read_seconds": r1["seconds"],
                           **({k: i1[k] for k in ("identified", "unidentified", "pending")}
                              if i1 else {})}
+    if not backlog:
+        if flow is not None:
+            stages["older_left"] = {"unread": len(flow.unread(1 << 30)),
+                                    "undecided": len(flow.undecided(1 << 30))}
+        return
     stages["read"] = _sum(r1, run_read(db, None, as_json, threads))
-    if catalogue is not None and not (i1 and i1.get("stopped")):
+    if catalogue is not None and not i1.get("stopped"):
         fresh = set(added)
         older = sorted(i for i in flow.undecided(1 << 30) if i not in fresh)
         if older:
             stages["identify"] = _sum(i1, run_identify(db, catalogue, older, as_json))
-    if catalogue is not None and stages.get("identify") is None:
-        stages["identify"] = run_identify(db, catalogue, [], as_json)
 
 
 def progress_bar(name: str, as_json: bool):
