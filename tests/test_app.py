@@ -461,7 +461,7 @@ def test_a_changed_or_cleared_password_signs_sessions_out(store, model_dir, monk
     assert not at.button(key=f"add-btn-{key}").disabled
     auth.set_page_password(db, "another password entirely")   # e.g. `posterdb page password`
     at.button(key=f"add-btn-{key}").click().run()
-    assert reopen(own, model_dir).count() == before
+    assert reopen(own, model_dir).posters.count() == before
     assert at.button(key=f"add-btn-{key}").disabled         # the rerun drew it signed out
 
     sign_in(at)                                   # the old password no longer works
@@ -473,7 +473,7 @@ def test_a_changed_or_cleared_password_signs_sessions_out(store, model_dir, monk
     auth.set_page_password(db, None)              # cleared between drawing and clicking
     at.button(key=f"review-accept-{pid}").click().run()
     assert [e.value for e in at.error] == ["Not saved: sign in to set labels."]
-    assert not reopen(own, model_dir).poster(pid).reviewed
+    assert not reopen(own, model_dir).posters.one(pid).reviewed
     assert at.button(key=f"review-accept-{pid}").disabled
     assert any("no page password is set" in c.value for c in at.caption)
 
@@ -555,7 +555,7 @@ def test_served_beyond_loopback_with_a_password_shows_only_the_sign_in(
     assert not at.sidebar.children
     sign_in(at, key="gate")
     assert_clean(at)
-    assert at.sidebar.markdown[0].value.startswith(f"**{reopen(own, model_dir).count():,}**")
+    assert at.sidebar.markdown[0].value.startswith(f"**{reopen(own, model_dir).posters.count():,}**")
     assert "Signed in: changes are allowed." in [c.value for c in at.sidebar.caption]
 
 

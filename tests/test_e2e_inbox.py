@@ -53,6 +53,7 @@ def inbox_store(tmp_path_factory) -> tuple[Path, int, int]:
     Image.open(original).convert("RGB").resize((46, 69)).save(buf, "JPEG", quality=85)
     (inbox / "Arrival 0 rescan.jpg").write_bytes(buf.getvalue())
     Watcher(Inbox(inbox, settle=0), lambda b: db.curation.process(b, root=inbox)).run_once()
+    auth.set_page_password(db, PAGE_PASSWORD)      # writes on the page need a signed-in user
     by_title = {p.title: p.id for p in db.posters.export()}
     rescan = next(p.id for p in db.posters.export() if p.path.endswith("rescan.jpg"))
     return db.root, by_title["Arrival 0"], rescan

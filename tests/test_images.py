@@ -334,3 +334,189 @@ def test_greyscale_real_posters_become_rgb(posters_dir, label_rows):
 def test_poster_image_repr_is_short(corpus):
     root, _ = corpus
     assert len(repr(open_poster(root / "real.jpg"))) < 400
+
+
+# ------------------------------------------------------------------ bounded memory (issue 19)
+
+def _save_bytes(im: Image.Image, fmt: str, **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def big_scan(base) -> Image.Image:
+    """The real poster blown up to a 2400×3600 scan (8.6 M pixels)."""
+    return base.resize((2400, 3600), Image.Resampling.BICUBIC)
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "cmyk", "exif6"])
+def test_fit_decodes_a_huge_jpeg_at_reduced_scale(big_scan, kind):
+    from posterdb.media.window import MemoryWindow
+
+    src = big_scan.convert("CMYK") if kind == "cmyk" else big_scan
+    kw = {"progressive": {"progressive": True}, "exif6": {"exif": _exif(6)}}.get(kind, {})
+    data = _save_bytes(src, "JPEG", quality=90, **kw)
+    window = MemoryWindow(64 * 1024**2)
+    small = decode(data, kind, fit=224, window=window)
+    full = decode(data, kind)
+    upright = (3600, 2400) if kind == "exif6" else (2400, 3600)
+    assert (small.width, small.height) == (full.width, full.height) == upright  # the original's
+    assert full.image.size == upright
+    assert small.data == data and small.sha256 == full.sha256
+    assert small.image.size == tuple(s // 2 for s in upright)    # 1/2 scale, the aspect kept
+    assert min(small.image.size) >= images.DECODE_FLOOR
+    assert (small.image.width > small.image.height) == (kind == "exif6")       # rotated too
+    stats = window.stats()
+    assert stats["grants"] == 1 and stats["in_use"] == 0
+    full_cost = 2400 * 3600 * 16
+    if kind == "progressive":    # libjpeg keeps every coefficient at full size (2 bytes each)
+        assert 2400 * 3600 * 2 <= stats["largest"] <= full_cost / 4 + 2400 * 3600 * 6, stats
+    else:                        # what was held: the reduced decode
+        assert stats["largest"] <= full_cost / 4, stats
+    # the model's input from the reduced decode is the full decode's, within JPEG noise
+    for side in (224, 32):
+        a = np.asarray(small.image.resize((side, side), Image.BILINEAR), np.float32)
+        b = np.asarray(full.image.resize((side, side), Image.BILINEAR), np.float32)
+        assert np.abs(a - b).mean() < 3, (side, np.abs(a - b).mean())
+
+
+def _zeros_png(side: int, depth: int, colour: int, channels: int) -> bytes:
+    """A valid side×side PNG of zero samples: a few KiB on disk, side² pixels decoded."""
+    import struct
+    import zlib
+
+    row = b"\x00" * (1 + (side * channels * depth + 7) // 8)
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row * 100) for _ in range(side // 100))
+    idat += z.compress(row * (side % 100)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + hostile._chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, depth,
+                                                                      colour, 0, 0, 0))
+            + hostile._chunk(b"IDAT", idat) + hostile._chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("depth, colour, channels", [(8, 6, 4), (16, 6, 4), (16, 0, 1), (1, 0, 1)])
+def test_fit_reduces_huge_pngs_of_tiny_files(depth, colour, channels):
+    """3000² PNGs of a few KiB (RGBA, 16-bit RGBA, 16-bit grey, bilevel): the window is held for
+    the whole decode, the image comes back reduced, transparency on white, size the original's.
+    (Whole-factor box reduction: 3000 // 1024 = 2.)"""
+    from posterdb.media.window import MemoryWindow
+
+    data = _zeros_png(3000, depth, colour, channels)
+    assert len(data) < 200_000
+    window = MemoryWindow(1024**2)                      # smaller than one decode: granted alone
+    p = decode(data, "z.png", fit=224, window=window)
+    assert (p.width, p.height) == (3000, 3000)
+    assert p.image.size == (1500, 1500)                # reduced by 2: still ≥ DECODE_FLOOR
+    px = np.asarray(p.image)
+    assert px.dtype == np.uint8 and px.shape[2] == 3
+    assert (px == 255).all() if colour == 6 else (px == 0).all()     # alpha 0 -> white
+    assert window.stats()["largest"] >= 3000 * 3000 and window.in_use == 0
+
+
+@pytest.mark.parametrize("size", [(10000, 20), (20, 10000), (801, 100)])
+def test_extreme_aspect_ratios_are_refused_with_their_shape(size):
+    import math
+
+    data = _save_bytes(Image.new("RGB", size, "white"), "PNG")
+    w, h = size
+    with pytest.raises(ImageError) as info:
+        decode(data, "strip.png", fit=224)
+    ratio = f"{max(w, h) / min(w, h):.3g}:1"
+    assert info.value.reason.startswith(f"extreme aspect ratio {w}×{h} ({ratio}; a poster is "
+                                        "at most 8:1)")
+    assert decode(data, "strip.png", max_aspect=math.inf).image.size == size   # for reading
+    assert decode(_save_bytes(Image.new("RGB", (800, 100)), "PNG")).width == 800   # 8:1 is fine
+
+
+def test_ordinary_posters_decode_as_without_fit(posters_dir, label_rows):
+    """Below DECODE_FLOOR nothing is reduced: the same pixels, so the same vectors as any path
+    that decodes in full (classify, fine-tune)."""
+    for r in label_rows[::500]:
+        data = (posters_dir / r["file"]).read_bytes()
+        assert decode(data, fit=224).image.tobytes() == decode(data).image.tobytes()
+
+
+def test_bombs_still_refused_before_any_pixel_with_fit(corpus):
+    from posterdb.media.window import MemoryWindow
+
+    root, _ = corpus
+    window = MemoryWindow(1024**2)
+    for name in ("bomb.png", "bomb_7000.png", "bomb.gif", "claims_50000.jpg"):
+        with pytest.raises(ImageError, match="decompression bomb"):
+            decode((root / name).read_bytes(), name, fit=224, window=window)
+    assert window.stats()["grants"] == 0                 # refused from the header alone
+
+
+def test_many_frames_and_truncated_huge_files_with_fit(base, big_scan):
+    frames = [base.rotate(i * 3) for i in range(120)]
+    pal = [f.convert("P", palette=Image.Palette.WEB) for f in frames]   # no quantising per frame
+    for fmt, fr, kw in (("GIF", pal, {}), ("WEBP", frames, {"method": 0, "quality": 10})):
+        data = _save_bytes(fr[0], fmt, save_all=True, append_images=fr[1:], duration=10, **kw)
+        t0 = time.perf_counter()
+        img = decode(data, f"anim.{fmt}", fit=224).image
+        assert time.perf_counter() - t0 < 2, fmt        # the first frame only, not 120
+        assert _diff(img, base) < _diff(img, base.rotate(180)) / 2, fmt
+    for kw in ({}, {"progressive": True}):
+        data = _save_bytes(big_scan, "JPEG", quality=90, **kw)
+        with pytest.raises(ImageError, match="truncated or corrupt"):
+            decode(data[: len(data) // 2], "half.jpg", fit=224)
+
+
+def test_memory_window_accounting():
+    """The window's books, not its timing: 8 threads × 50 grants of random sizes; at every moment
+    the bytes held stay within the capacity (or one oversize grant alone), all are returned."""
+    import random
+    import threading
+
+    from posterdb.media.window import MemoryWindow
+
+    window = MemoryWindow(1000)
+    lock = threading.Lock()
+    inside: list[int] = []
+    seen: list[tuple[int, int]] = []                    # (bytes held, holders) at each entry
+    rnd = random.Random(7)
+    sizes = [[rnd.choice([1, 10, 100, 400, 999, 1000, 5000]) for _ in range(50)] for _ in range(8)]
+
+    def worker(mine: list[int]) -> None:
+        for n in mine:
+            with window.hold(n) as got:
+                assert got == n
+                with lock:
+                    inside.append(n)
+                    seen.append((sum(inside), len(inside)))
+                time.sleep(0)
+                with lock:
+                    inside.remove(n)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in sizes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for held, holders in seen:
+        assert held <= 1000 or holders == 1, (held, holders)
+    stats = window.stats()
+    assert stats["in_use"] == 0 and window.holders == 0
+    assert stats["grants"] == 400 == len(seen)
+    assert stats["largest"] == 5000 and stats["peak"] >= 5000
+    assert max(h for h, n in seen if n > 1) <= 1000
+    with pytest.raises(RuntimeError, match="released more"):
+        window.release(1)
+    with pytest.raises(ValueError):
+        MemoryWindow(0)
+    with window.hold(-5) as got:                          # nonsense sizes count as nothing
+        assert got == 0
+    from posterdb.media.window import TRIM_ABOVE, give_back_freed_memory
+
+    with window.hold(TRIM_ABOVE):                         # a big grant gives back on release
+        pass
+    assert window.stats()["trims"] == (1 if give_back_freed_memory() else 0)

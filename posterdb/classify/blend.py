@@ -22,13 +22,7 @@ from sklearn.metrics import f1_score
 
 from posterdb.classify.ann import single_thread_if_small
 from posterdb.classify.heads import (
-    UNKNOWN,
-    DecadeCentering,
-    SVMHeads,
-    as_decades,
-    f1_objective,
-    l2n,
-)
+    UNKNOWN, DecadeCentering, SVMHeads, as_decades, f1_objective, l2n)
 from posterdb.classify.nystroem import NystroemHeads
 from posterdb.classify.progress import as_progress
 from posterdb.classify.splits import DEFAULT_DUP_THRESHOLD, near_duplicate_groups

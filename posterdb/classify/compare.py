@@ -12,10 +12,7 @@ import numpy as np
 
 from posterdb.classify.experiment import evaluate
 from posterdb.classify.splits import (
-    DEFAULT_DUP_THRESHOLD,
-    grouped_train_test_split,
-    near_duplicate_groups,
-)
+    DEFAULT_DUP_THRESHOLD, grouped_train_test_split, near_duplicate_groups)
 
 METHODS = ("heads", "vote", "blend")
 

@@ -23,20 +23,10 @@ import numpy as np
 from posterdb.classify.blend import GenreClassifier
 from posterdb.classify.heads import UNKNOWN, as_decades
 from posterdb.classify.report import (
-    HEADS_LABELS,
-    MACRO_NOTE,
-    METHOD_LABELS,
-    METHODS,
-    EvalReport,
-    MethodResult,
-    scores,
-)
+    HEADS_LABELS, MACRO_NOTE, METHOD_LABELS, METHODS, EvalReport, MethodResult, scores)
 from posterdb.classify.splits import (
-    DEFAULT_DUP_THRESHOLD,
-    drop_near_duplicates_of,
-    grouped_train_test_split,
-    near_duplicate_groups,
-)
+    DEFAULT_DUP_THRESHOLD, drop_near_duplicates_of, grouped_train_test_split,
+    near_duplicate_groups)
 from posterdb.classify.study import StudySVM
 from posterdb.core.genres import GENRES
 

@@ -23,25 +23,11 @@ from posterdb import __version__
 from posterdb.classify.progress import peak_rss_mib
 from posterdb.classify.publish import choose_publishing, publishing_thresholds
 from posterdb.classify.report import EvalReport
-from posterdb.core.errors import (
-    ClassifierFormatError,
-    NotTrainedError,
-    StoreError,
-    UsageError,
-)
+from posterdb.core.errors import (ClassifierFormatError, NotTrainedError, StoreError, UsageError)
 from posterdb.core.genres import GENRES, to_multi_hot
-from posterdb.core.records import (
-    Classification,
-    ClassifierRow,
-    Hit,
-    PosterRecord,
-)
+from posterdb.core.records import (Classification, ClassifierRow, Hit, PosterRecord)
 from posterdb.core.rules import (
-    check_origin,
-    decade_of,
-    validate_genres,
-    validate_genres_in_order,
-)
+    check_origin, decade_of, validate_genres, validate_genres_in_order)
 from posterdb.media.images import PosterImage, open_poster
 from posterdb.storage.catalog import Catalog, embedding_table
 from posterdb.storage.image_store import ImageStore

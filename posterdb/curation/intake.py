@@ -31,12 +31,7 @@ from posterdb.core.rules import LABEL_ORIGINS, check_poster_id, strongest, valid
 from posterdb.curation.feed import GENRES_FROM, FeedRow
 from posterdb.curation.inbox import Hint
 from posterdb.curation.queue import (
-    LOOK_ALIKE,
-    NEAR_DUPLICATE,
-    duplicate_tier,
-    mistakenness,
-    uncertainty,
-)
+    LOOK_ALIKE, NEAR_DUPLICATE, duplicate_tier, mistakenness, uncertainty)
 from posterdb.curation.watch import Outcome
 from posterdb.ingest.service import Ingestion
 from posterdb.media.images import SUPPORTED_SUFFIXES, read_bytes, sha256_bytes

@@ -16,13 +16,8 @@ from posterdb.core.settings import current as current_settings
 from posterdb.embedders.base import Embedder
 from posterdb.embedders.resnet import TorchRunner, resolve_device
 from posterdb.embedders.weights import (
-    Download,
-    WeightsLoadError,
-    describe_mismatch,
-    load_torch_state_dict,
-    resolve_weights,
-    sha256_file,
-)
+    Download, WeightsLoadError, describe_mismatch, load_torch_state_dict, resolve_weights,
+    sha256_file)
 
 DEFAULT_ARCH = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"

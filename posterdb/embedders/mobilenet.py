@@ -18,12 +18,7 @@ from PIL import Image
 
 from posterdb.embedders.base import Embedder, l2_normalize
 from posterdb.embedders.weights import (
-    Download,
-    default_model_dir,
-    download_url,
-    resolve_weights,
-    sha256_file,
-)
+    Download, default_model_dir, download_url, resolve_weights, sha256_file)
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,8 @@ from PIL import Image
 
 from posterdb.embedders.base import Embedder, l2_normalize
 from posterdb.embedders.weights import (
-    Download,
-    WeightsLoadError,
-    describe_mismatch,
-    load_torch_state_dict,
-    resolve_weights,
-    sha256_file,
-)
+    Download, WeightsLoadError, describe_mismatch, load_torch_state_dict, resolve_weights,
+    sha256_file)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

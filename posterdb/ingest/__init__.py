@@ -26,13 +26,9 @@ from posterdb.core.settings import THRESHOLDS
 from posterdb.core.text import stored_name
 from posterdb.embedders.base import Embedder
 from posterdb.ingest.commit import (
-    AddToIndex,
-    AutoClassifier,
-    Committer,
-    CommitThread,
-    NearDuplicates,
-)
-from posterdb.ingest.engine import Embedded, Engine, Failed, Item, Known, LocalEngine
+    AddToIndex, AutoClassifier, Committer, CommitThread, NearDuplicates)
+from posterdb.ingest.engine import (
+    Embedded, Engine, Failed, Item, Known, LocalEngine, poster_bytes)
 from posterdb.ingest.plan import IngestPlan, collect_sources, plan
 from posterdb.media.labels import LabelRow
 from posterdb.storage.catalog import Catalog
@@ -40,6 +36,7 @@ from posterdb.storage.image_store import ImageStore
 from posterdb.vectors.cache import IndexCache
 
 Progress = Callable[[int, int], None]
+COMMIT_BYTES = 64 * 1024**2   # file bytes waiting for their commit (one more may be in flight)
 
 
 def _changed(row: LabelRow, stored: tuple, file_genres: list[str]) -> bool:
@@ -60,9 +57,13 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
                sources: list | None = None,
                engine: Engine | None = None, batch_size: int | None = None,
                workers: int | None = None, progress: Progress | None = None,
-               near_duplicate_threshold: float = THRESHOLDS.near_duplicate, save_every: float = 60.0,
-               commit_every: int = 256, commit_interval: float = 2.0) -> IngestReport:
-    """Ingest the images under `path` (a folder, recursively, or one file)."""
+               near_duplicate_threshold: float = THRESHOLDS.near_duplicate,
+               save_every: float = 60.0,
+               commit_every: int = 256, commit_interval: float = 2.0,
+               commit_bytes: int = COMMIT_BYTES) -> IngestReport:
+    """Ingest the images under `path` (a folder, recursively, or one file). A commit is due
+    after `commit_every` posters, `commit_interval` seconds or `commit_bytes` of files waiting
+    (their bytes are held until their copies are written)."""
     t0 = time.perf_counter()
     report = IngestReport(run_id=uuid.uuid4().hex[:12], model=embedder.name)
     report.swept_temp_files = images.sweep_temp_files()
@@ -84,11 +85,12 @@ def run_ingest(catalog: Catalog, images: ImageStore, indexes: IndexCache, embedd
     last_commit = time.monotonic()
 
     def hand_over(force: bool = False) -> None:
-        """One transaction per ≥ commit_every posters, or every commit_interval seconds, so a
-        commit's fixed cost is spread over many posters."""
+        """One transaction per ≥ commit_every posters (or commit_bytes of files), or every
+        commit_interval seconds, so a commit's fixed cost is spread over many posters."""
         nonlocal last_commit
         n = sum(len(e.items) for e in waiting)
-        due = n >= commit_every or time.monotonic() - last_commit >= commit_interval
+        due = (n >= commit_every or time.monotonic() - last_commit >= commit_interval
+               or sum(poster_bytes(e.items) for e in waiting) >= commit_bytes)
         if not (force or due) or not (waiting or errors or aliases):
             return
         items = [it for e in waiting for it in e.items]

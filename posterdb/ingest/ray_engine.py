@@ -10,6 +10,7 @@ post-commit steps are the very same code whichever engine embeds. The pipeline:
       .map_batches(EmbedActor, compute=ActorPoolStrategy) an actor pool, one model per actor,
                                                           num_gpus=1 each when the cluster has
                                                           GPUs, batch size from the embedder
+                                                          (fewer rows for huge files)
       .iter_batches()                                     streamed back to this process
 
 Weights: each actor loads the driver's weights file by path (a folder every node sees), or,
@@ -17,6 +18,10 @@ with `ship_weights`, from the driver's bytes put in Ray's object store; either w
 weights whose sha256 differs from the driver's (vectors of another model version).
 `preprocess` is the embedder's own (CLIP's depends on its checkpoint), so each CPU worker
 builds the embedder once, on the CPU, and only preprocesses with it.
+
+Memory: each decode task decodes one file at a time, no more pixels than the model's input
+needs (as `LocalEngine`), and a batch carries at most ~`BLOCK_BYTES` of file bytes (fewer rows
+than the embedder's batch size when the files are huge scans), so a Ray block stays small.
 """
 from __future__ import annotations
 
@@ -34,11 +39,12 @@ from PIL import Image
 from posterdb.core.errors import RefusedError
 from posterdb.core.text import clean_text
 from posterdb.embedders.base import Embedder
-from posterdb.ingest.engine import Embedded, Failed, Item, Known, load_one
+from posterdb.ingest.engine import Embedded, Failed, Item, Known, file_size, load_one
 from posterdb.ingest.plan import IngestPlan
 from posterdb.media.images import PosterImage
 
 CPU_ONLY = {"mobilenet-v2"}          # embedders that never use a GPU
+BLOCK_BYTES = 64 * 1024**2   # file bytes a batch (a Ray block: bytes + model inputs) carries
 DECODE_CPUS = 0.5   # ≠ the actor's 1 CPU, so Ray Data keeps decode in its own tasks (not fused)
 OK, KNOWN, FAILED = 0, 1, 2
 
@@ -79,8 +85,9 @@ def _weights_here(weights: str, shipped: list | None) -> str:
 
 
 def decode_batch(batch: dict, *, skip: frozenset, name: str, weights: str, shipped: list | None,
-                 options: tuple, shape: tuple, dtype: str) -> dict:
-    """Ray task: read + hash + decode + preprocess each file of the batch (never raises)."""
+                 options: tuple, shape: tuple, dtype: str, fit: int | None = None) -> dict:
+    """Ray task: read + hash + decode (no more pixels than `fit` needs) + preprocess each file
+    of the batch, one at a time (never raises)."""
     weights = _weights_here(weights, shipped)
     preprocess = _worker_embedder(name, weights, options, "cpu").preprocess
     n = len(batch["path"])
@@ -90,7 +97,7 @@ def decode_batch(batch: dict, *, skip: frozenset, name: str, weights: str, shipp
            "format": np.full(n, "", object), "suffix": np.full(n, "", object),
            "array": np.zeros((n, *shape), dtype)}
     for j, path in enumerate(batch["path"]):     # bytes: a name need not be UTF-8
-        got = load_one((Path(os.fsdecode(path)), None), skip, preprocess)
+        got = load_one((Path(os.fsdecode(path)), None), skip, preprocess, fit=fit)
         if isinstance(got, Failed):
             out["status"][j], out["reason"][j] = FAILED, clean_text(got.reason)
         elif isinstance(got, Known):
@@ -102,6 +109,17 @@ def decode_batch(batch: dict, *, skip: frozenset, name: str, weights: str, shipp
                 p.width, p.height, p.format, p.suffix
             out["array"][j] = got.array
     return out
+
+
+def batch_rows(sources: list, batch_size: int, block_bytes: int = BLOCK_BYTES) -> int:
+    """Rows a batch may hold so that its file bytes stay near `block_bytes` (sized by the 95th
+    percentile of up to 1,000 files' sizes on disk); `batch_size` for ordinary posters."""
+    step = max(1, len(sources) // 1000)
+    sizes = sorted(file_size(s) for s in sources[::step])
+    if not sizes:
+        return batch_size
+    big = max(1, sizes[min(len(sizes) - 1, int(len(sizes) * 0.95))])
+    return max(1, min(batch_size, block_bytes // big))
 
 
 class EmbedActor:
@@ -170,21 +188,23 @@ class RayEngine:
         ray = self._connect()
         emb = self.embedder
         weights = str(getattr(emb, "path", ""))
-        probe = emb.preprocess(Image.new("RGB", (8, 8)))
+        probe = np.asarray(emb.preprocess(Image.new("RGB", (8, 8))))
         gpus = ray.cluster_resources().get("GPU", 0)
         use_gpu = gpus >= 1 and emb.name not in CPU_ONLY
         size = self.actors or (int(gpus) if use_gpu else 1)
         ref = ray.put(Path(weights).read_bytes()) if self.ship_weights else None
         n = len(plan.sources)
+        rows = batch_rows(plan.sources, self.batch_size)
         files = [{"i": i, "path": os.fsencode(p)} for i, (p, _) in enumerate(plan.sources)]
-        ds = ray.data.from_items(files,
-                                 override_num_blocks=max(1, math.ceil(n / self.batch_size)))
-        ds = ds.map_batches(decode_batch, batch_size=self.batch_size, num_cpus=DECODE_CPUS,
+        ds = ray.data.from_items(files, override_num_blocks=max(1, math.ceil(n / rows)))
+        ds = ds.map_batches(decode_batch, batch_size=rows, num_cpus=DECODE_CPUS,
                             fn_kwargs=dict(skip=plan.done_shas, name=emb.name, weights=weights,
                                            shipped=[ref] if ref else None,
                                            options=self.options, shape=probe.shape,
-                                           dtype=str(probe.dtype)))
-        ds = ds.map_batches(EmbedActor, batch_size=self.batch_size,
+                                           dtype=str(probe.dtype),
+                                           fit=int(max(probe.shape)) if probe.ndim >= 2
+                                           else None))
+        ds = ds.map_batches(EmbedActor, batch_size=rows,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
                             num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1,
                             fn_constructor_args=(emb.name, weights, [ref] if ref else None,

@@ -5,52 +5,63 @@ RapidOCR runs PaddleOCR's PP-OCR detector and recogniser as ONNX models that shi
 onnxruntime uses CUDA when the ``onnxruntime-gpu`` build is installed and a GPU is visible;
 otherwise the CPU.
 
+Extreme images are read, not refused: a poster is read at most `OCR_MAX_SIDE` pixels on its long
+side (decoded little bigger than that: JPEGs at reduced scale; a 6000² scan reads its title in
+~6 s with ~400 MB for the detector, vs ~12 s and ~900 MB at RapidOCR's own 2000), and one more
+elongated than `OCR_MAX_ASPECT` is padded with white to that ratio first (RapidOCR otherwise
+scales a 20-pixel side of a 10000×20 strip up to the detector's 480 pixels). Boxes
+are mapped back to the stored image's pixels. Whatever goes wrong reading one image is an
+ImageError naming it, so a caller reading many can record it and go on.
+
 Where the time goes (measured on 40 shared posters, one core, RapidOCR's defaults: 0.41 CPU-s
-a poster): the detector ~0.14 s, the recogniser ~0.27 s for ~6 text boxes. The reader here
-runs the two stages itself so that it can
+a poster): the detector ~0.12 s, the recogniser ~0.27 s for ~8 text boxes. The reader runs the
+two stages itself so that it can
 
 * skip boxes too small to hold a title (shorter than `MIN_LINE_HEIGHT` of the poster's height:
   credits and fine print; on 811 read shared posters identification finds the same films
-  without them) — about a third of the boxes, and the widest, most expensive ones;
+  without them) — about half of the boxes, and the widest, most expensive ones;
 * recognise the crops in width-sorted batches: `rec_batch` 1 on the CPU, where padding a
   batch to its widest crop costs more than the batch saves (a batch of 6, RapidOCR's default,
   takes 1.8x the CPU time of one crop at a time on these posters), 16 on a GPU;
-* scale scans larger than `READ_SIDE` down before reading (a dealer's 3000-px scan costs what
-  a 480-px one does; boxes are given in the original's pixels);
-* use several cores: `workers` engines, one onnxruntime thread each, read posters side by
-  side (onnxruntime and OpenCV release the GIL), instead of one engine splitting a small
-  image's convolutions across threads.
+* read a scan larger than `READ_SIDE` on its short side scaled down to it (what a dealer's
+  large scan costs is what a 480-px one does);
+* use several cores: `threads` engines of one onnxruntime thread each read that many posters
+  side by side (`read_many`; onnxruntime and OpenCV release the GIL), instead of one engine
+  splitting a small image's convolutions across threads.
 
-Together: ~0.25 CPU-s a poster, so two cores read ~6–8 posters/s when nothing else runs.
+Together: ~0.22 CPU-s a poster, so two cores read ~7 posters/s when nothing else runs
+(`python -m bench --only watch-speed`; docs/intake.md).
 """
 from __future__ import annotations
 
-import io
 import logging
+import math
 import queue
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from posterdb.core.errors import ImageError, RefusedError
+from posterdb.media.images import REDUCING_GAP, decode, read_bytes
 
 log = logging.getLogger(__name__)
 
 ENGINE = "rapidocr-onnxruntime"
 # The detector scales the short side up to this many pixels. RapidOCR's default (736) costs
 # 0.37 s of CPU a poster at 182x268; 480 costs 0.24 s and reads these posters as well or better
-# (measured on 30 shared posters; 400 loses 2 of 103 identified films in 150). The 180-degree
-# line classifier is off: posters are upright.
+# (measured on 30 shared posters). The 180-degree line classifier is off: posters are upright.
 DET_SIDE = 480
-READ_SIDE = DET_SIDE            # larger scans are scaled down to this short side first
-MIN_LINE_HEIGHT = 0.03          # of the poster's height: smaller boxes are not read
-MIN_LINE_PIXELS = 4             # and never a box under this many pixels
+OCR_MAX_SIDE = 1280      # long side read (RapidOCR reads up to 2000: 2x the time and memory)
+OCR_MAX_ASPECT = 4.0     # more elongated images are padded with white to this ratio
+READ_SIDE = DET_SIDE     # a larger short side is scaled down to this before reading
+MIN_LINE_HEIGHT = 0.03   # of the poster's height: smaller boxes are not read
+MIN_LINE_PIXELS = 4      # and never a box under this many pixels
 CPU_REC_BATCH, GPU_REC_BATCH = 1, 16
 
 
@@ -121,8 +132,8 @@ def _crop(img: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 class PosterReader:
-    """Reads poster images with RapidOCR; thread-safe. `workers` engines (one onnxruntime
-    thread each) read that many posters at once (`read_many`); on a GPU one engine."""
+    """Reads poster images with RapidOCR; thread-safe. `threads` engines of one onnxruntime
+    thread each read that many posters at once (`read_many`); on a GPU, one engine."""
 
     def __init__(self, threads: int = 1, use_gpu: bool | None = None, min_confidence: float = 0.5,
                  det_side: int = DET_SIDE, min_line_height: float = MIN_LINE_HEIGHT,
@@ -157,12 +168,14 @@ class PosterReader:
     def device(self) -> str:
         return "cuda" if self.use_gpu else f"cpu×{self.workers}"
 
-    # -- one image ----------------------------------------------------------------------------
-    def _lines(self, engine, bgr: np.ndarray) -> list[ReadLine]:
+    def _lines(self, engine, bgr: np.ndarray, height: int) -> list[ReadLine]:
+        """Detect, keep the boxes tall enough for a title (of `height`, the image's own rows
+        in `bgr`: a padded canvas is taller), recognise them."""
+        import cv2
+
         h0, w0 = bgr.shape[:2]
         scale = 1.0
         if self.read_side and min(h0, w0) > self.read_side:
-            import cv2
             scale = self.read_side / min(h0, w0)
             bgr = cv2.resize(bgr, (max(1, round(w0 * scale)), max(1, round(h0 * scale))),
                              interpolation=cv2.INTER_AREA)
@@ -171,7 +184,7 @@ class PosterReader:
         boxes, _ = engine.text_det(bgr)
         if boxes is None or len(boxes) == 0:
             return []
-        floor = max(MIN_LINE_PIXELS, self.min_line_height * bgr.shape[0])
+        floor = max(MIN_LINE_PIXELS, self.min_line_height * height * scale)
         kept, crops = [], []
         for box in _sorted_boxes(boxes):
             crop = _crop(bgr, box)
@@ -189,38 +202,49 @@ class PosterReader:
                 lines.append(ReadLine(text, score, pts))
         return lines
 
-    def read_array(self, rgb: np.ndarray) -> list[ReadLine]:
-        """Lines on an RGB uint8 image (H, W, 3), top to bottom as the detector orders them."""
+    def read_array(self, rgb: np.ndarray, height: int | None = None) -> list[ReadLine]:
+        """Lines on an RGB uint8 image (H, W, 3), top to bottom as the detector orders them;
+        `height`: the rows that are the poster (default: all)."""
         bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
         engine = self._free.get()
         try:
-            return self._lines(engine, bgr)
+            return self._lines(engine, bgr, height or bgr.shape[0])
         finally:
             self._free.put(engine)
 
-    def read_image(self, image: Image.Image) -> list[ReadLine]:
-        return self.read_array(np.asarray(image.convert("RGB")))
+    def read_image(self, image: Image.Image, size: tuple[int, int] | None = None
+                   ) -> list[ReadLine]:
+        """Lines on a PIL image, boxes in pixels of `size` (the original's, when `image` was
+        decoded smaller; default: the image's own). Capped at OCR_MAX_SIDE and padded to at
+        most OCR_MAX_ASPECT before reading."""
+        w0, h0 = size or image.size
+        fitted = prepare(image)
+        lines = self.read_array(np.asarray(fitted.canvas), fitted.height)
+        sx, sy = w0 / fitted.width, h0 / fitted.height
+        if sx == sy == 1:
+            return lines
+        return [ReadLine(ln.text, ln.confidence, tuple((x * sx, y * sy) for x, y in ln.box))
+                for ln in lines]
 
     def read_bytes(self, data: bytes, name: str = "<bytes>") -> list[ReadLine]:
-        """Lines on an encoded image; undecodable bytes raise ImageError naming `name`."""
+        """Lines on an encoded image. Anything wrong (undecodable bytes, the OCR engine failing,
+        memory) raises ImageError naming `name`."""
+        poster = decode(data, name, fit=OCR_MAX_SIDE // REDUCING_GAP, max_aspect=math.inf)
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB")
-        except Exception as e:  # PIL raises many kinds
-            raise ImageError(name, f"cannot decode image ({type(e).__name__})") from e
-        return self.read_image(im)
+            return self.read_image(poster.image, (poster.width, poster.height))
+        except MemoryError as e:
+            raise ImageError(name, "image too large to read (out of memory)") from e
+        except Exception as e:  # onnxruntime, OpenCV and RapidOCR raise many kinds
+            text = " ".join(str(e).split())[:160] or type(e).__name__
+            raise ImageError(name, f"OCR failed: {type(e).__name__}: {text}") from e
 
     def read_path(self, path: str | Path) -> list[ReadLine]:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise ImageError(path, e.strerror or str(e)) from e
-        return self.read_bytes(data, str(path))
+        """Lines on an image file (read bounded: a regular file of at most MAX_FILE_BYTES)."""
+        return self.read_bytes(read_bytes(path), str(path))
 
-    # -- many images, every core ----------------------------------------------------------------
-    def read_many(self, paths: Iterable[str | Path]) -> Iterable[list[ReadLine] | ImageError]:
+    def read_many(self, paths: Iterable[str | Path]) -> Iterator[list[ReadLine] | ImageError]:
         """Each path's lines (or the ImageError it raised), in the order given, read by every
-        worker at once; results are yielded as soon as they are ready in order."""
+        engine at once; yielded in order as soon as each is ready."""
         paths = list(paths)
         if self.workers == 1 or len(paths) < 2:
             for p in paths:
@@ -244,9 +268,36 @@ def _attempt(read, path) -> list[ReadLine] | ImageError:
         return e
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """What the detector is given: `canvas` (RGB), whose top-left `width`×`height` is the image."""
+
+    canvas: Image.Image
+    width: int
+    height: int
+
+
+def prepare(image: Image.Image, max_side: int = OCR_MAX_SIDE,
+            max_aspect: float = OCR_MAX_ASPECT) -> Fitted:
+    """The image as the detector should see it: RGB, long side at most `max_side`, and padded
+    with white (right or bottom) to at most `max_aspect`: 1."""
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = min(1.0, max_side / max(w, h))
+    if scale < 1:
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        image = image.resize((w, h), Image.BILINEAR)
+    cw, ch = max(w, math.ceil(h / max_aspect)), max(h, math.ceil(w / max_aspect))
+    if (cw, ch) == (w, h):
+        return Fitted(image, w, h)
+    canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    return Fitted(canvas, w, h)
+
+
 @lru_cache(maxsize=4)
 def shared_reader(threads: int = 1) -> PosterReader:
-    """One reader per worker count for the whole process (loading the models takes a second)."""
+    """One reader per engine count for the whole process (loading the models takes a second)."""
     return PosterReader(threads=threads)
 
 

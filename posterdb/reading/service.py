@@ -16,13 +16,7 @@ import numpy as np
 
 from posterdb.classify.service import GenreService
 from posterdb.core.errors import ImageError
-from posterdb.reading.identify import (
-    IDENTIFIED,
-    PENDING,
-    Identification,
-    Reading,
-    identify,
-)
+from posterdb.reading.identify import (IDENTIFIED, PENDING, Identification, Reading, identify)
 from posterdb.reading.identify.text import squash
 from posterdb.reading.ocr import ENGINE, PosterReader, ReadLine, shared_reader
 from posterdb.storage.catalog import Catalog

@@ -28,12 +28,7 @@ from typing import Any
 import httpx
 
 from posterdb.core.settings import (
-    ENV_TMDB_KEY,
-    ENV_TMDB_TOKEN,
-    ENV_TMDB_URL,
-    TMDB_DEFAULT_URL,
-    Settings,
-)
+    ENV_TMDB_KEY, ENV_TMDB_TOKEN, ENV_TMDB_URL, TMDB_DEFAULT_URL, Settings)
 from posterdb.tmdb.errors import TMDbAuthError, TMDbError, TMDbHostError, TMDbUsageError
 from posterdb.tmdb.hosts import MAX_REDIRECTS, REDIRECT_STATUSES, HostPolicy
 

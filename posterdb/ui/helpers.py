@@ -14,12 +14,7 @@ from pathlib import Path
 
 from posterdb.classify.report import AVERAGES, EvalReport  # noqa: F401  (AVERAGES: the page's columns)
 from posterdb.core.errors import (
-    ImageError,
-    NotTrainedError,
-    PosterDBError,
-    StoreBusyError,
-    StoreError,
-)
+    ImageError, NotTrainedError, PosterDBError, StoreBusyError, StoreError)
 from posterdb.core.genres import GENRES
 from posterdb.core.settings import Settings
 

@@ -13,13 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from posterdb.reading.identify.catalogues import (
-    CatalogueError,
-    CatalogueUnavailable,
-    Film,
-    LocalCatalogue,
-    TMDbCatalogue,
-    open_catalogue,
-)
+    CatalogueError, CatalogueUnavailable, Film, LocalCatalogue, TMDbCatalogue, open_catalogue)
 from posterdb.reading.identify.scoring import DEFAULT_MODEL, FilmScorer, Match, Reading
 
 __all__ = ["CatalogueError", "CatalogueUnavailable", "Film", "FilmScorer", "Identification",

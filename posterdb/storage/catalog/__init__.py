@@ -17,11 +17,7 @@ from posterdb.storage.catalog.intake import IntakeQueries
 from posterdb.storage.catalog.posters import PosterQueries
 from posterdb.storage.catalog.reports import ReportQueries
 from posterdb.storage.catalog.schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Migration,
-    embedding_table,
-)
+    MIGRATIONS, SCHEMA_VERSION, Migration, embedding_table)
 from posterdb.storage.catalog.settings import SettingQueries
 from posterdb.storage.catalog.texts import TextQueries
 from posterdb.storage.catalog.vectors import VectorQueries

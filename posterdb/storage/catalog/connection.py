@@ -7,7 +7,9 @@ file only for the few milliseconds of each batch commit, and the page keeps answ
 """
 from __future__ import annotations
 
+import os
 import random
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from posterdb.core.faults import crash_point
 from posterdb.storage.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 
 _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
+_HINT_BYTES = 32   # the generation file holds one decimal number; anything longer is no hint
 _process_lock = threading.RLock()  # one DuckDB handle at a time per process (read-only vs read-write)
 
 
@@ -155,11 +158,31 @@ class Connections:
         return self.path.with_name("generation")
 
     def generation_hint(self) -> int | None:
-        """The generation from the small file beside the catalogue (no DuckDB open), if any."""
+        """The generation from the small file beside the catalogue (no DuckDB open), if any.
+
+        Untrusted: opened without following a symlink (nor blocking on a FIFO), read only if it
+        is a regular file of a few bytes, at most `_HINT_BYTES` + 1 of them, and only plain ASCII
+        digits count. Anything else (a link to /dev/zero, a device, a huge or garbled file, a
+        directory) is no hint: None, and the catalogue's own counter decides."""
+        flags = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
         try:
-            return int(self.generation_file.read_text())
+            fd = os.open(self.generation_file, flags)
         except (OSError, ValueError):
             return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _HINT_BYTES:
+                return None
+            raw = os.read(fd, _HINT_BYTES + 1)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        text = raw.strip()
+        if len(raw) > _HINT_BYTES or not text.isdigit() or len(text) > 18:
+            return None
+        return int(text)
 
     def _write_generation_file(self, generation: int) -> None:
         write_atomic(self.generation_file, str(generation).encode(), fsync=False)

@@ -10,13 +10,7 @@ import pyarrow as pa
 from posterdb.core.errors import UsageError
 from posterdb.core.genres import GENRES
 from posterdb.core.rules import (
-    LABEL_ORIGINS,
-    ORIGINS,
-    PREDICTION_ORIGINS,
-    check_origin,
-    sort_genres,
-    strongest,
-)
+    LABEL_ORIGINS, ORIGINS, PREDICTION_ORIGINS, check_origin, sort_genres, strongest)
 from posterdb.storage.catalog.schema import id_array
 
 

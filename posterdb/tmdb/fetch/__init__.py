@@ -14,12 +14,7 @@ A lock file keeps two fetches from writing the same folder.
 from posterdb.tmdb.fetch.fetcher import LOCK_NAME, Fetcher, fetch_tmdb
 from posterdb.tmdb.fetch.files import LABEL_COLUMNS, LabelsFile, write_atomic
 from posterdb.tmdb.fetch.options import (
-           SORTS,
-           DecadeReport,
-           FetchError,
-           FetchOptions,
-           FetchReport,
-)
+    SORTS, DecadeReport, FetchError, FetchOptions, FetchReport)
 
 __all__ = ["LABEL_COLUMNS", "LOCK_NAME", "SORTS", "DecadeReport", "FetchError", "FetchOptions",
            "FetchReport", "Fetcher", "LabelsFile", "fetch_tmdb", "write_atomic"]

@@ -13,21 +13,9 @@ from pathlib import Path
 from posterdb.core.errors import ImageError, UsageError
 from posterdb.media.images import decode, open_poster
 from posterdb.tmdb.client import (
-    MAX_PAGE,
-    Movie,
-    TMDbAuthError,
-    TMDbClient,
-    TMDbError,
-    TMDbHostError,
-    TMDbUsageError,
-)
+    MAX_PAGE, Movie, TMDbAuthError, TMDbClient, TMDbError, TMDbHostError, TMDbUsageError)
 from posterdb.tmdb.fetch.files import LabelsFile, write_atomic
-from posterdb.tmdb.fetch.options import (
-    DecadeReport,
-    FetchError,
-    FetchOptions,
-    FetchReport,
-)
+from posterdb.tmdb.fetch.options import (DecadeReport, FetchError, FetchOptions, FetchReport)
 
 LOCK_NAME = ".posterdb-fetch.lock"
 _PART = re.compile(r"^\..+\.part$")

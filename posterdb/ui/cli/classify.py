@@ -13,20 +13,8 @@ from posterdb.core.rules import check_path, check_year
 from posterdb.embedders import check_model_name
 from posterdb.reading.configured import check_catalogue
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    ModelOpt,
-    StoreOpt,
-    command,
-    decades_option,
-    emit,
-    err,
-    esc,
-    hits_table,
-    open_store,
-    out,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, decades_option, emit, err,
+    esc, hits_table, open_store, out)
 from posterdb.ui.cli.intake_output import train_report
 from posterdb.ui.cli.read import CatalogueOpt
 

@@ -9,17 +9,7 @@ import typer
 
 from posterdb.core.errors import UsageError
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    open_store,
-    out,
-    store_path,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, open_store, out, store_path)
 
 
 @command

@@ -7,17 +7,7 @@ import typer
 from rich.table import Table
 
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    StoreOpt,
-    command,
-    emit,
-    esc,
-    open_store,
-    out,
-    store_path,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, esc, open_store, out, store_path)
 
 
 @command

@@ -13,24 +13,9 @@ from posterdb.core.rules import check_path
 from posterdb.embedders import check_model_name
 from posterdb.reading.daily import check_catalogue
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    esc,
-    open_store,
-    out,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out)
 from posterdb.ui.cli.read import (
-    CatalogueOpt,
-    arrivals_first,
-    identify_line,
-    read_line,
-    remember_catalogue,
-)
+    CatalogueOpt, arrivals_first, identify_line, read_line, remember_catalogue)
 
 
 @command

@@ -14,19 +14,7 @@ import typer
 
 from posterdb.core.text import shown
 from posterdb.ui.cli import (
-    classify,
-    config,
-    fetch,
-    finetune,
-    info,
-    ingest,
-    manage,
-    page,
-    read,
-    review,
-    search,
-    watch,
-)
+    classify, config, fetch, finetune, info, ingest, manage, page, read, review, search, watch)
 from posterdb.ui.cli.common import readable_metavars
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,

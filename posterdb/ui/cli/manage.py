@@ -14,18 +14,8 @@ from posterdb.core.rules import check_output_path, check_poster_ids
 from posterdb.core.text import csv_text
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    esc,
-    open_store,
-    out,
-    store_path,
-)
+    DEFAULT_STORE, JsonOpt, ModelOpt, StoreOpt, command, emit, err, esc, open_store, out,
+    store_path)
 from posterdb.ui.cli.intake_output import shop_export
 
 EXPORT_COLUMNS = ["id", "title", "year", "decade", "genres", "predicted", "published", "reviewed",

@@ -18,15 +18,7 @@ import typer
 from posterdb.core.errors import RefusedError, UsageError
 from posterdb.ui import auth
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    StoreOpt,
-    command,
-    emit,
-    open_store,
-    out,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, open_store, out)
 
 APP_FILE = Path(__file__).resolve().parents[3] / "app.py"
 

@@ -15,17 +15,7 @@ from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_poster_ids
 from posterdb.reading.daily import check_catalogue
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    esc,
-    open_store,
-    out,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out)
 
 IdsArg = Annotated[list[int] | None, typer.Argument(help="Poster ids (default: with --all).")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every stored poster still to do.")]

@@ -12,16 +12,7 @@ from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_poster_id, check_poster_ids
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelOpt,
-    StoreOpt,
-    command,
-    emit,
-    esc,
-    open_store,
-    out,
-)
+    DEFAULT_STORE, JsonOpt, ModelOpt, StoreOpt, command, emit, esc, open_store, out)
 
 review_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                          help="Review queue: new posters by uncertainty, labelled ones by "

@@ -9,18 +9,8 @@ import typer
 from posterdb.core.rules import check_k, check_poster_id, validate_genres
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    ModelOpt,
-    StoreOpt,
-    command,
-    decades_option,
-    emit,
-    hits_table,
-    open_store,
-    out,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, decades_option, emit,
+    hits_table, open_store, out)
 
 
 @command

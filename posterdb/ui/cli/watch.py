@@ -13,19 +13,8 @@ from posterdb.core.rules import check_output_path
 from posterdb.reading.daily import check_catalogue
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE,
-    JsonOpt,
-    ModelDirOpt,
-    ModelOpt,
-    StoreOpt,
-    command,
-    emit,
-    err,
-    esc,
-    open_store,
-    out,
-    store_path,
-)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, emit, err, esc, open_store,
+    out, store_path)
 from posterdb.ui.cli.read import CatalogueOpt, remember_catalogue
 
 

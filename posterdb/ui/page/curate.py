@@ -11,12 +11,7 @@ from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
 from posterdb.ui.page import access
 from posterdb.ui.page.common import (
-    GRID_COLUMNS,
-    load_near_duplicates,
-    load_review_queue,
-    poster_card,
-    poster_grid,
-)
+    GRID_COLUMNS, load_near_duplicates, load_review_queue, poster_card, poster_grid)
 
 
 def render(db: PosterDB, store: str, generation: int, info: dict) -> None:

@@ -8,12 +8,7 @@ from posterdb.core.records import StoredPoster
 from posterdb.core.rules import shown_genres
 from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
-from posterdb.ui.page.common import (
-    EVIDENCE_COLUMNS,
-    GRID_COLUMNS,
-    hit_grid,
-    poster_card,
-)
+from posterdb.ui.page.common import (EVIDENCE_COLUMNS, GRID_COLUMNS, hit_grid, poster_card)
 
 
 def identification_md(ident: dict | None) -> str:

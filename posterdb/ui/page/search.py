@@ -9,13 +9,7 @@ from posterdb.store import PosterDB
 from posterdb.ui import helpers as ui
 from posterdb.ui.page import read as read_section
 from posterdb.ui.page.common import (
-    GRID_COLUMNS,
-    THUMB,
-    decade_filter,
-    genre_filter,
-    hit_grid,
-    poster_card,
-)
+    GRID_COLUMNS, THUMB, decade_filter, genre_filter, hit_grid, poster_card)
 
 
 def render(db: PosterDB, store: str, generation: int, info: dict) -> None:
