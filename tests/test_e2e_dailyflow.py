@@ -105,6 +105,7 @@ def test_upload_shows_the_film_first_and_a_typed_year_then_add_stores_the_select
         key = _upload(page, other)
         film = page.locator(f".st-key-film-{key}")
         film.get_by_text("not identified", exact=False).first.wait_for()
+        assert _chips(page, key)                        # the form is drawn (the prediction)
         page.locator(f".st-key-year-{key} input").fill("1920")
         page.locator(f".st-key-year-{key} input").press("Enter")
         film.get_by_text("Leaves From Satan's Book", exact=False).first.wait_for()
