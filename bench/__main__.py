@@ -27,6 +27,7 @@ BENCHES = {
     "crash": "crash_resume",     # not a performance figure: only with --only crash
     "publish": "publish_policy",     # published-genre precision (issue 11): --only publish
     "watch-crash": "watch_crash",    # kill -9 of `posterdb watch` (issue 11): --only watch-crash
+    "watch-speed": "watch_speed",    # watch posters/s, read + identify on vs off (issue 21)
     "ray": "ray_ingest",             # local vs Ray engine posters/s (issue 12): --only ray
     "memory": "memory_bound",        # peak RSS of 32 huge 6300² scans (issue 19): --only memory
     "index": "index_scale",          # 1M realistic vectors, ~40 min (issue 12): --only index

@@ -23,9 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from posterdb.classify.service import GenreService
-from posterdb.core.errors import RefusedError, StoreError
+from posterdb.core.errors import StoreError
 from posterdb.core.records import Classification, Hit, IngestReport
 from posterdb.core.settings import CATALOG_FILE, Settings
+from posterdb.reading.daily import DailySetup
 from posterdb.curation.intake import Curation
 from posterdb.finetune.backbones import Backbones
 from posterdb.finetune.service import FinetuneService
@@ -64,7 +65,8 @@ class PosterDB:
         self.curation = Curation(self.catalog, self.genres, self.ingestion, self.search,
                                  self.posters, self.models)
         self.maintenance = Maintenance(self.catalog, self.images, self.indexes)
-        self._reading = None
+        self.daily = DailySetup(self.catalog, self.images, self.posters, self.genres, self.models,
+                                self.search, settings)
 
     @classmethod
     def open(cls, root: str | Path | None = None, *, create: bool = True,
@@ -102,17 +104,9 @@ class PosterDB:
 
     @property
     def reading(self):
-        """The ReadingService (read / identify / search): OCR and fuzzy matching are the `read`
-        extra, imported on first use."""
-        if self._reading is None:
-            try:
-                from posterdb.reading.service import ReadingService
-            except ImportError as e:
-                raise RefusedError(f"reading posters needs the `read` extra: pip install "
-                                   f"'posterdb[read]' ({e})") from e
-            self._reading = ReadingService(self.catalog, self.images, self.posters, self.genres,
-                                           self.models, self.search)
-        return self._reading
+        """The ReadingService (read / identify / search), one per store, built on first use by
+        `daily` (OCR and fuzzy matching are the `read` extra)."""
+        return self.daily.reading()
 
     # -- verbs ----------------------------------------------------------------------------------
 

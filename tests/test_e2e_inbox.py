@@ -69,6 +69,7 @@ def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path): 
     assert tiers["exact copy"]["path"].endswith("same bytes, other name.png")
     assert tiers["near-duplicate"]["id"] == rescan
 
+    auth.set_page_password(db, PAGE_PASSWORD)
     with serve(store, tmp_path, tmp_path / "server.log") as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(90_000)
@@ -88,12 +89,19 @@ def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path): 
         assert "near-duplicate" in text and f"#{rescan}" in text
         screenshot(page, "e2e-inbox-tiers.png")
 
-        # 20 per page: accept the page in one click
+        # 20 per page: nothing uncertain is pre-ticked; tick the page, accept it in one click
         page.locator(".st-key-inbox-per-page").click()
         page.get_by_role("option", name="20").click()
-        button = page.get_by_role("button", name="Accept the suggestions of these 20 posters")
-        button.wait_for()
         first_page = [w["id"] for w in waiting[:20]]
+        page.get_by_role("button", name="Tick all 20").wait_for()
+        page.wait_for_function("""() => document.querySelectorAll(
+            '.st-key-inbox-queue input[type=checkbox]').length === 20""")
+        boxes = page.locator(".st-key-inbox-queue input[type=checkbox]")
+        assert not any(boxes.nth(i).is_checked() for i in range(20))
+        page.get_by_role("button", name="Tick all 20").click()
+        page.wait_for_function("""() => [...document.querySelectorAll(
+            '.st-key-inbox-queue input[type=checkbox]')].filter(b => b.checked).length === 20""")
+        button = page.get_by_role("button", name="Accept the ticked posters of this page")
         button.click()
         page.get_by_text("Accepted the genres of 20 posters").wait_for()
         page.get_by_text("5 posters waiting", exact=False).first.wait_for()
@@ -103,6 +111,8 @@ def test_inbox_bulk_accept_and_duplicate_tiers(browser, inbox_store, tmp_path): 
         page.get_by_text("Today's arrivals", exact=True).click()
         page.get_by_text("85 posters arrived today", exact=False).wait_for()   # 60 + 25 new
         wait_images(page, ".st-key-inbox-arrivals img", 20)
+        card = page.locator(f".st-key-inbox-arrival-{first_page[0]}")
+        assert "labels" in card.inner_text()           # its genres, now a person's labels
         assert_page_clean(page)
 
     after = PosterDB.open(store, create=False)

@@ -128,17 +128,23 @@ def test_waker_notices_a_new_file(tmp_path):
 
 
 def test_feed_csv_and_json_atomic(tmp_path):
-    rows = [FeedRow(1, "Alien", 1979, "images/ab/x.jpg", ("Horror", "Science Fiction")),
+    rows = [FeedRow(1, "Alien", 1979, "images/ab/x.jpg", ("Horror", "Science Fiction"),
+                    "catalogue", "tmdb", "348", "Alien", 1979),
             FeedRow(2, None, None, "images/cd/y.png", ())]
     out = tmp_path / "shop" / "feed.json"
     assert write_feed(rows, out) == 2
     assert json.loads(out.read_text())[0] == {"id": 1, "title": "Alien", "year": 1979,
                                               "image": "images/ab/x.jpg",
-                                              "genres": ["Horror", "Science Fiction"]}
+                                              "genres": ["Horror", "Science Fiction"],
+                                              "genres_from": "catalogue", "film_source": "tmdb",
+                                              "film_id": "348", "film_title": "Alien",
+                                              "film_year": 1979}
     csv_text = render(rows, "csv").decode()
-    assert csv_text.splitlines() == ["id,title,year,image,genres",
-                                     "1,Alien,1979,images/ab/x.jpg,Horror|Science Fiction",
-                                     "2,,,images/cd/y.png,"]
+    assert csv_text.splitlines() == [
+        "id,title,year,image,genres,genres_from,film_source,film_id,film_title,film_year",
+        "1,Alien,1979,images/ab/x.jpg,Horror|Science Fiction,catalogue,tmdb,348,Alien,1979",
+        "2,,,images/cd/y.png,,,,,,"]
+    assert FeedRow.from_mapping(json.loads(out.read_text())[0]) == rows[0]
     write_feed(rows[:1], tmp_path / "feed.csv")
     assert (tmp_path / "feed.csv").read_text().count("\n") == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temp left

@@ -144,8 +144,10 @@ def test_identify_needs_a_catalogue_and_valid_ids(store, tmp_path):
     assert code == 2 and "no such file" in r["error"]
     code, r = run("read", "--store", str(store))
     assert code == 2 and "--all" in r["error"]
-    code, r = run("identify", "--all", "--store", str(store))          # tmdb without a key
-    assert code == 2 and "TMDB_API_KEY" in r["error"]
+    code, r = run("config", "unset", "catalogue", "--store", str(store))  # remembered before
+    assert code == 0 and not r["identify_by_default"]
+    code, r = run("identify", "--all", "--store", str(store))   # none configured, no TMDb key
+    assert code == 2 and "TMDB_API_KEY" in r["error"] and "config set catalogue" in r["error"]
 
 
 def test_ingest_read_identify_through_a_rate_limited_tmdb(tmp_path, src, monkeypatch):

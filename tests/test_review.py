@@ -62,13 +62,17 @@ def test_published_genres_are_recorded_with_the_prediction_and_fed_to_the_shop(s
                     "--store", store)
     assert code == 0 and out["posters"] == 72
     rows = list(csv.DictReader(io.StringIO((tmp_path / "feed.csv").read_text())))
-    assert list(rows[0]) == ["id", "title", "year", "image", "genres"]
+    assert list(rows[0]) == ["id", "title", "year", "image", "genres", "genres_from",
+                             "film_source", "film_id", "film_title", "film_year"]
     by_id = {int(r["id"]): r for r in rows}
     for p in new:   # the shop sees only published genres of unreviewed posters
         assert by_id[p.id]["genres"] == "|".join(p.published)
+        assert by_id[p.id]["genres_from"] == ("classifier" if p.published else "")
         assert Path(by_id[p.id]["image"]).is_file()
     code, out = run("export", "--format", "shop", "--json", "--store", store)
-    assert code == 0 and len(out) == 72 and set(out[0]) == {"id", "title", "year", "image", "genres"}
+    assert code == 0 and len(out) == 72 and set(out[0]) == {
+        "id", "title", "year", "image", "genres", "genres_from", "film_source", "film_id",
+        "film_title", "film_year"}
 
 
 def test_review_list_round_trips_in_json(store, tmp_path):

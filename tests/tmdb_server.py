@@ -553,6 +553,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, data, ctype)
 
 
+# ---------------------------------------------------------------- a catalogue that goes down
+
+
+def reopen(server: TMDbServer) -> TMDbServer:
+    """Serve again on the same port after `server.stop()`: a catalogue that was down comes back
+    at the address the store's commands were given (the daily flow's tests)."""
+    handler = server._httpd.RequestHandlerClass
+    server._httpd = ThreadingHTTPServer(("127.0.0.1", server.port), handler)
+    server._httpd.daemon_threads = True
+    server._httpd.request_queue_size = 128
+    return server.start()
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m tests.tmdb_server [--films shared|generated] [--latency S]``: serve until killed.
 

@@ -31,6 +31,18 @@ ENV_HF_ENDPOINT = "HF_ENDPOINT"
 ENV_CRASH_AT = "POSTERDB_CRASH_AT"   # fault injection for the crash tests (core.faults)
 ENV_WRITE_WAIT = "POSTERDB_WRITE_WAIT"   # seconds a writer waits for another (default 600)
 WRITE_WAIT = 600.0
+ENV_CATALOGUE = "POSTERDB_CATALOGUE"  # the film catalogue to identify against: tmdb or a file
+
+# what a store remembers (`posterdb config set KEY VALUE`; the catalogue's `meta` table)
+STORE_CATALOGUE = "catalogue"   # "tmdb" or the absolute path of a film file; never credentials
+STORE_MODEL_DIR = "model_dir"   # the folder holding model weight files
+STORE_KEYS: dict[str, str] = {
+    STORE_CATALOGUE: "the film catalogue posters are identified against: tmdb (credentials "
+                     "stay in TMDB_API_KEY / TMDB_READ_TOKEN) or a film file (IMDb "
+                     "title.basics.tsv[.gz], or a CSV with title, year, genres)",
+    STORE_MODEL_DIR: "the folder holding model weight files",
+}
+TMDB_CATALOGUE = "tmdb"
 
 TMDB_DEFAULT_URL = "https://api.themoviedb.org/3"
 TMDB_DEFAULT_IMAGE_HOST = "image.tmdb.org"
@@ -97,6 +109,7 @@ class Settings:
     hf_endpoint: str = HF_DEFAULT_ENDPOINT
     crash_at: str = ""
     write_wait: float = WRITE_WAIT     # one writer at a time: how long the next one waits
+    catalogue: str | None = None   # "tmdb" or a film file: identify against it by default
     thresholds: Thresholds = THRESHOLDS
     saved: Mapping[str, str] = field(default_factory=dict)   # what the store remembers
 
@@ -116,7 +129,8 @@ class Settings:
                    tmdb=tmdb,
                    hf_endpoint=(env.get(ENV_HF_ENDPOINT) or HF_DEFAULT_ENDPOINT).strip(),
                    crash_at=(env.get(ENV_CRASH_AT) or "").strip(),
-                   write_wait=_seconds(env.get(ENV_WRITE_WAIT), WRITE_WAIT))
+                   write_wait=_seconds(env.get(ENV_WRITE_WAIT), WRITE_WAIT),
+                   catalogue=(env.get(ENV_CATALOGUE) or "").strip() or None)
         for key in ("store", "model_dir"):
             if key in given:
                 given[key] = _path(given[key])
@@ -125,9 +139,22 @@ class Settings:
     def with_store(self, saved: Mapping[str, str]) -> Settings:
         """Fill what neither a flag nor the environment gave from the store's saved settings."""
         out = replace(self, saved=dict(saved))
-        if out.model_dir is None and saved.get("model_dir"):
-            out = replace(out, model_dir=_path(saved["model_dir"]))
+        if out.model_dir is None and saved.get(STORE_MODEL_DIR):
+            out = replace(out, model_dir=_path(saved[STORE_MODEL_DIR]))
+        if out.catalogue is None and saved.get(STORE_CATALOGUE):
+            out = replace(out, catalogue=saved[STORE_CATALOGUE])
         return out
+
+    def source_of(self, key: str) -> str:
+        """Where a store setting's value comes from now: "store" when the store's saved value
+        is the one in effect, else "flag or environment" (or "unset")."""
+        value = {STORE_CATALOGUE: self.catalogue, STORE_MODEL_DIR: self.model_dir}[key]
+        if value is None:
+            return "unset"
+        saved = self.saved.get(key)
+        same = saved is not None and (str(_path(saved)) == str(value) if key == STORE_MODEL_DIR
+                                      else saved == value)
+        return "store" if same else "flag or environment"
 
     def weights_dirs(self) -> list[Path]:
         """Where weight files are looked for: the model dir, then the user's cache."""

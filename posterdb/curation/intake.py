@@ -27,8 +27,8 @@ from posterdb.classify.service import GenreService
 from posterdb.core.errors import ImageError, UsageError
 from posterdb.core.genres import GENRES, to_multi_hot
 from posterdb.core.records import StoredPoster
-from posterdb.core.rules import check_poster_id, validate_genres
-from posterdb.curation.feed import FeedRow
+from posterdb.core.rules import LABEL_ORIGINS, check_poster_id, strongest, validate_genres
+from posterdb.curation.feed import GENRES_FROM, FeedRow
 from posterdb.curation.inbox import Hint
 from posterdb.curation.queue import (
     LOOK_ALIKE, NEAR_DUPLICATE, duplicate_tier, mistakenness, uncertainty)
@@ -106,10 +106,24 @@ class Curation:
     # -- the shop feed ------------------------------------------------------------------------
 
     def feed(self) -> list[FeedRow]:
-        """Every poster with the genres the shop may show: labels, else published predictions."""
-        return [FeedRow(p.id, p.title, p.year, str(Path(p.image).absolute()),
-                        tuple(p.genres or p.published))
-                for p in self.posters.get()]
+        """Every poster with the genres the shop may show and where they come from: labels (a
+        person's review, the dealer's file, or the identified film's genres from the catalogue,
+        with its source and film id), else the published predictions."""
+        with self.catalog.read() as con:
+            by_origin = self.catalog.labels_of(con, None)["by_origin"]
+            films = {pid: f for pid, f in self.catalog.identifications(con).items()
+                     if f["status"] == "identified"}
+        rows = []
+        for p in self.posters.get():
+            origin, genres = strongest(by_origin, LABEL_ORIGINS, p.id)
+            if not genres and p.published:
+                origin, genres = "published", list(p.published)
+            f = films.get(p.id) or {}
+            rows.append(FeedRow(p.id, p.title, p.year, str(Path(p.image).absolute()),
+                                tuple(genres), GENRES_FROM.get(origin or "", ""),
+                                f.get("source"), f.get("film_id"), f.get("title"),
+                                f.get("year")))
+        return rows
 
     # -- review -------------------------------------------------------------------------------
 

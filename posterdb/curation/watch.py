@@ -4,6 +4,10 @@ The loop knows nothing of the store: `process(batch)` ingests and classifies a b
 commit or more, with ingest's own crash safety) and returns one Outcome per file. Only after it
 returns — the posters are committed — are the files moved, so a kill -9 at any moment leaves
 unmoved files in the inbox and the next run re-ingests them (dedup by sha256: nothing twice).
+After the move, `after_commit(outcomes)` (optional) reads and identifies the batch's posters
+(posterdb.reading.daily): a slow or unreachable catalogue delays only that, never the filing,
+and what it leaves undone is picked up later. While the inbox is empty, `idle()` (optional)
+does one slice of older work and says whether there may be more.
 Crash points for tests (POSTERDB_CRASH_AT, see posterdb.faults): `inbox_before_move` (a batch
 committed, no file moved) and `inbox_moved` (after each move).
 
@@ -71,6 +75,7 @@ class BatchReport:
     stopped: str | None = None      # a control path (done/, failed/) is unsafe: the watcher stops
     failures: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    identify: dict | None = None    # what after_commit did (read / identified / left pending)
 
     def line(self) -> str:
         if self.error:
@@ -79,8 +84,10 @@ class BatchReport:
         return (f"{self.at} batch {self.batch}: {self.files} file(s) -> {self.added} added, "
                 f"{self.already} already stored, {self.failed} failed"
                 + (f", {self.retried} changed while read (retried)" if self.retried else "")
-                + f"; {self.published} with published genres, {self.review} for review; "
-                f"{self.seconds:.1f} s" + (f"; stopped: {self.stopped}" if self.stopped else ""))
+                + f"; {self.published} with published genres, {self.review} for review"
+                + (f"; {self.identify['line']}" if self.identify and self.identify.get("line")
+                   else "")
+                + f"; {self.seconds:.1f} s" + (f"; stopped: {self.stopped}" if self.stopped else ""))
 
 
 class Watcher:
@@ -89,9 +96,12 @@ class Watcher:
     def __init__(self, inbox: Inbox, process: Process, *, batch_size: int = DEFAULT_BATCH,
                  interval: float = DEFAULT_INTERVAL_S,
                  after_batch: Callable[[BatchReport], None] | None = None,
-                 discard: Callable[[list[int]], None] | None = None):
+                 discard: Callable[[list[int]], None] | None = None,
+                 after_commit: Callable[[list[Outcome]], dict | None] | None = None,
+                 idle: Callable[[], bool] | None = None):
         """`discard(ids)`: take back posters the batch made from bytes that no file of the
-        inbox held as a plain file (`Outcome.created`: a link swapped in while read)."""
+        inbox held as a plain file (`Outcome.created`: a link swapped in while read).
+        `after_commit` / `idle`: reading and identification (see the module docstring)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         self.inbox = inbox
@@ -100,6 +110,8 @@ class Watcher:
         self.interval = max(0.05, float(interval))
         self.after_batch = after_batch
         self.discard = discard
+        self.after_commit = after_commit
+        self.idle = idle
         self.batches = 0
         self.stop = threading.Event()
 
@@ -199,6 +211,22 @@ class Watcher:
             rep.warnings += [f"{f}: the store read other bytes than the file held (swapped "
                              f"while read); poster {pid} removed again"
                              for pid, f in take_back.items()]
+        if self.after_commit is not None:   # read + identify: after the commit and the move
+            kept = [o for o in outcomes.values() if o.stored and o.poster_id not in take_back]
+            try:
+                rep.identify = self.after_commit(kept)
+            except Exception as e:  # noqa: BLE001 - the posters are stored; the next pass retries
+                rep.warnings.append(f"reading/identifying left for the next pass: "
+                                    f"{type(e).__name__}: {e}")
+
+    def _idle(self) -> bool:
+        """One slice of older work while the inbox is empty; True when there may be more."""
+        if self.idle is None or self.stop.is_set() or self.inbox.pending():
+            return False
+        try:
+            return bool(self.idle())
+        except Exception:  # noqa: BLE001 - older work never ends the watcher
+            return False
 
     def _file_away(self, f: Path, o: Outcome, before: Snapshot, now: Snapshot | None,
                    rep: BatchReport) -> None:
@@ -255,6 +283,8 @@ class Watcher:
                 self.drain()
                 if self.stop.is_set():
                     break
+                if self._idle():       # did older work: look at the inbox again at once
+                    continue
                 # files still settling: look again soon; otherwise wait for a change or the interval
                 wait = min(self.interval, max(0.2, self.inbox.settle / 2)) if self.inbox.pending() else self.interval
                 if waker.wait(wait) and not self.stop.is_set():

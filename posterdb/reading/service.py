@@ -64,48 +64,64 @@ class ReadingService:
                        space)
 
     @staticmethod
-    def reader(threads: int = 1) -> PosterReader:
+    def reader(threads: int = 2) -> PosterReader:
         return shared_reader(threads)
 
     # -- read ---------------------------------------------------------------------------------
-    def read(self, ids: Sequence[int] | None = None, *, redo: bool = False, threads: int = 1,
+    def read(self, ids: Sequence[int] | None = None, *, redo: bool = False, threads: int = 2,
              batch: int = 16, progress: Progress | None = None) -> dict:
-        """Read the posters not read yet (of `ids`, or all); `redo` reads `ids` again."""
+        """Read the posters not read yet (of `ids` in the order given, or all by id); `redo`
+        reads `ids` again. A poster already read is never read again unless `redo`.
+
+        `threads` posters are read at once (one OCR engine each); every `batch` posters are
+        one transaction, so a kill loses at most one batch."""
+        wanted = None if ids is None else list(dict.fromkeys(int(i) for i in ids))
         with self.catalog.read() as con:
-            todo = (sorted({int(i) for i in ids}) if redo and ids is not None
-                    else self.catalog.unread_ids(con, ids))
+            if redo and wanted is not None:
+                todo = wanted
+            else:
+                unread = set(self.catalog.unread_ids(con, wanted))
+                todo = ([i for i in wanted if i in unread] if wanted is not None
+                        else sorted(unread))
         meta = {p.id: p for p in self.posters.get(todo)}
-        known = {p.id for p in self.posters.get(list(ids))} if ids is not None else set()
-        missing = [int(i) for i in ids or [] if int(i) not in known]
+        known = {p.id for p in self.posters.get(wanted)} if wanted is not None else set()
+        missing = [i for i in wanted or [] if i not in known]
+        todo = [i for i in todo if i in meta]
         reader = self.reader(threads) if todo else None
         done = lines_total = 0
         failed: list[dict] = []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
+        files = (self.images.file(meta[pid].image_path) for pid in todo)
+        got = reader.read_many(files) if reader else iter(())
         for start in range(0, len(todo), batch):
-            chunk = [i for i in todo[start:start + batch] if i in meta]
             got_ids, reads = [], []
-            for pid in chunk:
-                try:
-                    lines = reader.read_path(self.images.file(meta[pid].image_path))
-                except ImageError as e:
-                    failed.append({"id": pid, "reason": e.reason})
+            for pid in todo[start:start + batch]:
+                lines = next(got)
+                if isinstance(lines, ImageError):
+                    failed.append({"id": pid, "reason": lines.reason})
                     continue
                 got_ids.append(pid)
                 reads.append(lines)
             if got_ids:
-                with self.catalog.write() as con:
-                    self.catalog.save_reads(
-                        con, got_ids, [[ln.to_json() for ln in r] for r in reads], ENGINE,
-                        [text_of(r) for r in reads], [squash(text_of(r)) for r in reads])
+                self.save_reads(got_ids, reads)
             done += len(got_ids)
             lines_total += sum(len(r) for r in reads)
             if progress:
                 progress(min(start + batch, len(todo)), len(todo))
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         return {"read": done, "lines": lines_total, "failed": failed,
                 "not_found": missing, "seconds": round(secs, 2),
                 "posters_per_s": round(done / secs, 3) if done and secs > 0 else None,
+                "cpu_s_per_poster": round(cpu / done, 3) if done else None,
                 "device": reader.device if reader else None}
+
+    def save_reads(self, ids: Sequence[int], reads: Sequence[Sequence[ReadLine]]) -> None:
+        """Store what was read on these posters (one transaction), e.g. an upload read by the
+        page before it was added."""
+        with self.catalog.write() as con:
+            self.catalog.save_reads(
+                con, [int(i) for i in ids], [[ln.to_json() for ln in r] for r in reads], ENGINE,
+                [text_of(r) for r in reads], [squash(text_of(r)) for r in reads])
 
     # -- identify -----------------------------------------------------------------------------
     def identify(self, catalogue, ids: Sequence[int] | None = None, *, redo: bool = False,

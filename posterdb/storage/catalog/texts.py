@@ -172,3 +172,17 @@ class TextQueries:
     def identification_counts(con) -> dict[str, int]:
         return {s: int(n) for s, n in con.execute(
             "SELECT status, count(*) FROM poster_identifications GROUP BY status").fetchall()}
+
+    # -- the daily flow -----------------------------------------------------------------------
+
+    @staticmethod
+    def catalogue_poster_path(con, source: str, film_id: str) -> str | None:
+        """The store-relative image path of a film's first cached catalogue poster (cached by
+        artwork verification in `catalogue_posters`), or None: none cached, or a store
+        without that cache."""
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE "
+                           "table_name = 'catalogue_posters'").fetchone()[0]:
+            return None
+        row = con.execute("SELECT image_path FROM catalogue_posters WHERE source = ? AND "
+                          "film_id = ? ORDER BY rank LIMIT 1", [source, str(film_id)]).fetchone()
+        return row[0] if row else None

@@ -11,10 +11,12 @@ import typer
 from posterdb.core.errors import PosterDBError, UsageError
 from posterdb.core.rules import check_path, check_year
 from posterdb.embedders import check_model_name
+from posterdb.reading.configured import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, decades_option, emit, err,
     esc, hits_table, open_store, out)
 from posterdb.ui.cli.intake_output import train_report
+from posterdb.ui.cli.read import CatalogueOpt
 
 
 @contextmanager
@@ -84,10 +86,15 @@ def classify(
     save: Annotated[bool, typer.Option(
         "--save", help="Store the images with their predicted genres.")] = False,
     evidence: Annotated[int, typer.Option("--evidence", "-n", help="Evidence posters each.")] = 8,
+    identify: Annotated[Optional[bool], typer.Option(
+        "--identify/--no-identify", help="Also read each image and identify its film (default: "
+        "when the store has a catalogue, posterdb config).")] = None,
+    catalogue: CatalogueOpt = None,
     model: ModelOpt = None,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
-    """Predict genres for images, with the similar stored posters that justify them."""
+    """Predict genres for images, with the similar stored posters that justify them; with a
+    film catalogue, the film each one shows first."""
     from posterdb.media.images import iter_image_files, open_poster
     from posterdb.media.labels import read_labels
 
@@ -110,19 +117,28 @@ def classify(
             continue
         row = meta.get(Path(f).resolve())
         years.append(row.year if row and row.year else year)
+    if catalogue is not None and identify is not False:
+        check_catalogue(catalogue)               # before any store is opened or created
     db = open_store(store, model_dir, create=save)
+    flow = db.daily.flow(catalogue, identify=identify, patient=True)
     results = db.classify(posters, years, model=model, n_evidence=evidence) if posters else []
+    films = ([flow.preview(p.image, y, r.probabilities) for p, r, y in zip(posters, results, years)]
+             if flow is not None else [None] * len(results))
     saved = []
     if save:
-        for p, r, y in zip(posters, results, years):
+        for p, r, y, film in zip(posters, results, years, films):
             row = meta.get(Path(p.path).resolve())
             if r.in_store is None:
                 saved.append(db.genres.add_poster(p, r.genres, title=row.title if row else None,
-                                           year=y, model=model, origin="prediction",
-                                           scores=[r.probabilities[g] for g in r.genres]))
+                                                  year=y, model=model, origin="prediction",
+                                                  scores=[r.probabilities[g] for g in r.genres]))
+                if film is not None:        # what was read, and the film (facts win)
+                    flow.adopt(saved[-1], film["lines"])
 
     def human():
-        for r in results:
+        for r, film in zip(results, films):
+            if film is not None:
+                out.print(f"[bold]{esc(r.name)}[/] film: {esc(film_line(film))}", highlight=False)
             probs = ", ".join(f"{g} {r.probabilities[g]:.2f}" for g in r.genres)
             out.print(f"[bold]{esc(r.name)}[/]{f' ({r.year})' if r.year else ''}: [green]{probs}[/]  "
                       f"(heads {r.alpha:.0%} / vote {1 - r.alpha:.0%}"
@@ -133,9 +149,31 @@ def classify(
         if saved:
             out.print(f"saved {len(saved)} posters with their predicted genres")
 
-    emit(as_json, {"results": [r.to_dict() for r in results], "failed": failed,
-                   "saved": saved}, human)
+    emit(as_json, {"results": [r.to_dict() | film_json(film) for r, film in zip(results, films)],
+                   "failed": failed, "saved": saved}, human)
     raise typer.Exit(1 if failed else 0)
+
+
+def film_json(found: dict | None) -> dict:
+    """An image's identification for --json: {} without a catalogue, else "film" (the
+    identification, or None when none was possible) and "film_error"."""
+    if found is None:
+        return {}
+    got = found["identification"]
+    return {"film": got.to_dict() if got is not None else None, "film_error": found["error"]}
+
+
+def film_line(found: dict) -> str:
+    got = found["identification"]
+    if got is None:
+        return f"not identified ({found['error'] or 'no answer'})"
+    if got.status == "identified":
+        return (f"{got.film.title} ({got.film.year or '?'}) · {got.source} {got.film.film_id} · "
+                f"score {got.score:.2f} · genres {', '.join(got.film.genres) or 'none listed'}")
+    if got.film is not None:
+        return (f"not identified; best candidate {got.film.title} ({got.film.year or '?'}), "
+                f"score {got.score:.2f}")
+    return "not identified" + (f" ({got.error})" if got.error else "")
 
 
 @command

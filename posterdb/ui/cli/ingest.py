@@ -11,10 +11,11 @@ from rich.table import Table
 from posterdb.core.errors import PosterDBError, UsageError
 from posterdb.core.rules import check_path
 from posterdb.embedders import check_model_name
+from posterdb.reading.daily import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out)
 from posterdb.ui.cli.read import (
-    CatalogueOpt, catalogue_for, identify_line, read_line, run_identify, run_read)
+    CatalogueOpt, arrivals_first, identify_line, read_line, remember_catalogue)
 
 
 @command
@@ -31,9 +32,11 @@ def ingest(
         "--no-classify", help="Do not auto-classify unlabelled posters.")] = False,
     read: Annotated[bool, typer.Option(
         "--read", help="Then read the text on the posters (OCR, its own stage).")] = False,
-    identify: Annotated[bool, typer.Option(
-        "--identify", help="Then identify their films (implies --read).")] = False,
+    identify: Annotated[Optional[bool], typer.Option(
+        "--identify/--no-identify", help="Then read the posters and identify their films "
+        "(default: when the store has a catalogue, see `posterdb config`).")] = None,
     catalogue: CatalogueOpt = None,
+    threads: Annotated[int, typer.Option("--threads", help="OCR threads.")] = 2,
     engine: Annotated[str, typer.Option(
         "--engine", help="local (threads here) or ray (decode + embed on a Ray cluster).")]
     = "local",
@@ -65,8 +68,14 @@ def ingest(
         raise UsageError(f"--engine must be local or ray, not {engine!r}")
     if engine == "local" and (ray_address or ship_weights):
         raise UsageError("--ray-address and --ship-weights need --engine ray")
-    cat = catalogue_for(catalogue) if identify else None
+    if threads < 1:
+        raise UsageError(f"--threads must be at least 1, not {threads}")
+    if catalogue is not None and identify is not False:
+        catalogue = check_catalogue(catalogue)     # before any store is opened or created
     db = open_store(store, model_dir, create=True)
+    flow = db.daily.flow(catalogue, identify=identify, threads=threads, patient=True)
+    cat = flow.catalogue if flow is not None else None    # a bad film file: exit 2, nothing stored
+    remembered = remember_catalogue(db, flow)
     runner = None
     if engine == "ray":
         from posterdb.ingest.ray_engine import RayEngine
@@ -87,11 +96,14 @@ def ingest(
         report = db.ingest(path, labels, model=model, batch_size=batch_size, workers=workers,
                            progress=progress, auto_classify=not no_classify, engine=runner)
     stages = {}  # after ingest, at their own pace: a failure here never undoes the ingest
+    if remembered:
+        stages["catalogue_remembered"] = remembered
     try:
-        if read or identify:
-            stages["read"] = run_read(db, None, as_json)
-        if identify:
-            stages["identify"] = run_identify(db, cat, None, as_json)
+        if read or flow is not None:
+            # asked for (--read / --identify): the older backlog too; on by default: the
+            # arrivals only (an old backlog is a long job of its own: posterdb read --all)
+            arrivals_first(db, flow, report.added_ids, cat, as_json, threads, stages,
+                           backlog=read or identify is True)
     except PosterDBError as e:  # e.g. TMDb refused the key: the posters are stored all the same
         stages["stage_error"] = f"{e} (the posters are stored; run the stage again later)"
 
@@ -119,8 +131,16 @@ def ingest(
             for d in report.near_duplicates[:5]:
                 out.print(f"  {esc(d['path'])} ~ poster {d['similar_to']} (cos {d['similarity']})")
 
+        if remembered:
+            out.print(f"this store now identifies against {remembered} by default "
+                      f"(posterdb config)", highlight=False)
         if "read" in stages:
             out.print(read_line(stages["read"]))
+        left = stages.get("older_left") or {}
+        if left.get("unread") or left.get("undecided"):
+            out.print(f"older posters left: {left['unread']} not read, {left['undecided']} "
+                      f"read but not identified (posterdb ingest --identify, or posterdb "
+                      f"read --all then identify --all)", highlight=False)
         if "identify" in stages:
             out.print(identify_line(stages["identify"]))
         if "stage_error" in stages:

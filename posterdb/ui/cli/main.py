@@ -14,7 +14,7 @@ import typer
 
 from posterdb.core.text import shown
 from posterdb.ui.cli import (
-    classify, fetch, finetune, info, ingest, manage, page, read, review, search, watch)
+    classify, config, fetch, finetune, info, ingest, manage, page, read, review, search, watch)
 from posterdb.ui.cli.common import readable_metavars
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -31,6 +31,7 @@ fetch.register(app)      # fetch tmdb
 read.register(app)       # read, identify, search-text
 finetune.register(app)   # finetune
 page.register(app)       # page password / status / serve
+config.register(app)     # config show / set / unset
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -6,23 +6,23 @@ read posters not identified yet or left pending (catalogue down / rate-limited).
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from posterdb.core.errors import RefusedError, UsageError
+from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_poster_ids
+from posterdb.reading.daily import check_catalogue
 from posterdb.ui.cli.common import (
-    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out,
-    settings)
+    DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out)
 
-IdsArg = Annotated[Optional[list[int]], typer.Argument(help="Poster ids (default: with --all).")]
+IdsArg = Annotated[list[int] | None, typer.Argument(help="Poster ids (default: with --all).")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every stored poster still to do.")]
-CatalogueOpt = Annotated[Optional[str], typer.Option(
+CatalogueOpt = Annotated[str | None, typer.Option(
     "--catalogue", help="tmdb (TMDB_API_KEY / TMDB_READ_TOKEN, POSTERDB_TMDB_URL) or a film "
-    "file: IMDb title.basics.tsv[.gz] or a CSV with title, year, genres.")]
+    "file: IMDb title.basics.tsv[.gz] or a CSV with title, year, genres. Default: the "
+    "store's (posterdb config); a store with none remembers it.")]
 
 
 def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
@@ -36,24 +36,75 @@ def _ids(ids: list[int] | None, every: bool) -> list[int] | None:
     return None if every else ids
 
 
-def catalogue_for(spec: str | None):
-    """The catalogue a command names (checked before any store is opened): a file path, or
-    tmdb (the default) which needs TMDb credentials."""
+def catalogue_for(db, spec: str | None, patient: bool = True):
+    """The catalogue to identify against: `spec` (a flag), else the store's (posterdb config),
+    else TMDb when its credentials are set; a UsageError says how to name one."""
+    flow = db.daily.flow(spec, identify=True, patient=patient)
+    cat = flow.catalogue
+    remember_catalogue(db, flow)
+    return cat
 
-    try:
-        from posterdb.reading.identify import open_catalogue
-    except ImportError as e:
-        raise RefusedError(f"identifying films needs the `read` extra: pip install "
-                           f"'posterdb[read]' ({e})") from e
 
-    if spec is None or spec.lower() == "tmdb":
-        if not settings().tmdb.has_credentials:
-            raise UsageError("--catalogue tmdb needs TMDB_API_KEY or TMDB_READ_TOKEN; or give "
-                             "--catalogue FILE (IMDb title.basics.tsv or a title,year,genres CSV)")
-        return open_catalogue("tmdb")
-    if not Path(spec).is_file():
-        raise UsageError(f"--catalogue: no such file {spec}")
-    return open_catalogue(spec)
+def remember_catalogue(db, flow) -> str | None:
+    """A catalogue named with --catalogue is remembered by a store that has none yet."""
+    if flow is None or flow.choice is None or flow.choice.origin != "--catalogue":
+        return None
+    if db.daily.settings().saved.get("catalogue"):
+        return None
+    db.daily.configure("catalogue", flow.choice.spec)
+    return flow.choice.spec
+
+
+def _sum(a: dict | None, b: dict | None) -> dict | None:
+    """Two stage reports as one: counts added, lists joined, the rest from the later one."""
+    if a is None or b is None:
+        return a or b
+    out = dict(b)
+    for k, v in a.items():
+        if isinstance(v, bool) or k in ("posters_per_s", "cpu_s_per_poster"):
+            continue
+        if isinstance(v, (int, float)) and isinstance(b.get(k), (int, float)):
+            out[k] = round(v + b[k], 3) if isinstance(v, float) else v + b[k]
+        elif isinstance(v, list) and isinstance(b.get(k), list):
+            out[k] = v + b[k]
+        elif k not in out or out[k] is None:
+            out[k] = v
+    secs = out.get("seconds")
+    if "posters_per_s" in out and secs:
+        out["posters_per_s"] = round(out["read"] / secs, 3) if out.get("read") else None
+    if "cpu_s_per_poster" in out and out.get("read"):
+        cpu = sum((d.get("cpu_s_per_poster") or 0) * d.get("read", 0) for d in (a, b))
+        out["cpu_s_per_poster"] = round(cpu / out["read"], 3)
+    return out
+
+
+def arrivals_first(db, flow, added: list[int], catalogue, as_json: bool, threads: int,
+                   stages: dict, backlog: bool = True) -> None:
+    """Read (and, with a catalogue, identify) the posters just added first; then, with
+    `backlog`, every older poster still unread or undecided: today's arrivals never wait
+    behind a backlog. Without it the older ones are only counted (`older_left`). Filled into
+    `stages` as each step ends (a step that raises leaves the earlier ones reported).
+    Arrivals the catalogue left pending are retried on the next run, not in this one."""
+    r1 = run_read(db, added, as_json, threads)
+    stages["read"] = r1
+    i1 = run_identify(db, catalogue, added, as_json) if catalogue is not None else None
+    if catalogue is not None:
+        stages["identify"] = i1
+    stages["arrivals"] = {"posters": len(added), "read": r1["read"],
+                          "read_seconds": r1["seconds"],
+                          **({k: i1[k] for k in ("identified", "unidentified", "pending")}
+                             if i1 else {})}
+    if not backlog:
+        if flow is not None:
+            stages["older_left"] = {"unread": len(flow.unread(1 << 30)),
+                                    "undecided": len(flow.undecided(1 << 30))}
+        return
+    stages["read"] = _sum(r1, run_read(db, None, as_json, threads))
+    if catalogue is not None and not i1.get("stopped"):
+        fresh = set(added)
+        older = sorted(i for i in flow.undecided(1 << 30) if i not in fresh)
+        if older:
+            stages["identify"] = _sum(i1, run_identify(db, catalogue, older, as_json))
 
 
 def progress_bar(name: str, as_json: bool):
@@ -78,7 +129,7 @@ def progress_bar(name: str, as_json: bool):
     return bar, update
 
 
-def run_read(db, ids, as_json: bool, threads: int = 1) -> dict:
+def run_read(db, ids, as_json: bool, threads: int = 2) -> dict:
     bar, update = progress_bar("read", as_json)
     with bar:
         return db.reading.read(ids, threads=threads, progress=update)
@@ -91,7 +142,7 @@ def run_identify(db, catalogue, ids, as_json: bool, redo: bool = False,
         return db.reading.identify(catalogue, ids, redo=redo, artwork=artwork, progress=update)
 
 
-def reference_decades(catalogue, decades: str, per_decade: int) -> list[int]:
+def reference_decades(decades: str, per_decade: int) -> list[int]:
     """"1930,1950-1970" -> [1930, 1950, 1960, 1970]; checked before a store is opened."""
     try:
         wanted = sorted({d for part in decades.split(",") if part.strip()
@@ -100,8 +151,6 @@ def reference_decades(catalogue, decades: str, per_decade: int) -> list[int]:
         raise UsageError(f"--reference: decades like 1930,1950-1970, not {decades!r}") from None
     if not wanted:
         raise UsageError("--reference: no decade given")
-    if not hasattr(catalogue, "reference_films"):
-        raise UsageError("--reference needs --catalogue tmdb")
     if per_decade < 1:
         raise UsageError(f"--reference-per-decade must be at least 1, not {per_decade}")
     return wanted
@@ -139,7 +188,7 @@ def identify_line(r: dict) -> str:
 
 @command
 def read(ids: IdsArg = None, every: AllOpt = False,
-         threads: Annotated[int, typer.Option("--threads", help="OCR threads.")] = 1,
+         threads: Annotated[int, typer.Option("--threads", help="OCR threads.")] = 2,
          store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None,
          as_json: JsonOpt = False):
     """Read the text printed on stored posters (OCR; resumable: skips posters already read)."""
@@ -170,9 +219,13 @@ def identify(ids: IdsArg = None, every: AllOpt = False, catalogue: CatalogueOpt 
     """Identify the film of read posters in a catalogue; identified posters get its genres.
     The candidates' own posters are compared with the scan (docs/identify.md)."""
     wanted = _ids(ids, every)
-    cat = catalogue_for(catalogue)
-    decades = reference_decades(cat, reference, per_decade) if reference else None
+    if catalogue is not None:
+        check_catalogue(catalogue)              # before any store is opened or created
+    decades = reference_decades(reference, per_decade) if reference else None
     db = open_store(store, model_dir, create=True)
+    cat = catalogue_for(db, catalogue)
+    if decades and not hasattr(cat, "reference_films"):
+        raise UsageError("--reference needs the tmdb catalogue (--catalogue tmdb)")
     ref = run_reference(db, cat, decades, per_decade, as_json) if decades else None
     r = run_identify(db, cat, wanted, as_json, redo, artwork=not text_only)
     if ref is not None:

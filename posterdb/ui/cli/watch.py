@@ -10,10 +10,12 @@ import typer
 
 from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_output_path
+from posterdb.reading.daily import check_catalogue
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, emit, err, esc, open_store,
     out, store_path)
+from posterdb.ui.cli.read import CatalogueOpt, remember_catalogue
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -70,6 +72,15 @@ def watch(
     create: Annotated[bool, typer.Option(
         "--create", help="Make the inbox folder if it does not exist (without it, a missing "
                          "inbox is an error: a mistyped path in a cron line must not pass).")] = False,
+    identify: Annotated[Optional[bool], typer.Option(
+        "--identify/--no-identify", help="Read each batch's posters and identify their films "
+        "after they are stored (default: when the store has a catalogue, posterdb config).")]
+    = None,
+    catalogue: CatalogueOpt = None,
+    catch_up: Annotated[int, typer.Option(
+        "--catch-up", help="With --once: then read/identify up to this many older posters "
+        "(left pending or never read), newest first. A running watcher does them while the "
+        "inbox is empty.")] = 256,
     model: ModelOpt = None,
     store: StoreOpt = DEFAULT_STORE, model_dir: ModelDirOpt = None, as_json: JsonOpt = False,
 ):
@@ -85,6 +96,10 @@ def watch(
         raise UsageError("--interval must be > 0 and --settle ≥ 0")
     if batch < 1:
         raise UsageError(f"--batch must be at least 1, not {batch}")
+    if catch_up < 0:
+        raise UsageError(f"--catch-up must be ≥ 0, not {catch_up}")
+    if catalogue is not None and identify is not False:
+        catalogue = check_catalogue(catalogue)      # before any store is opened or created
     if inbox.exists() and not inbox.is_dir():
         raise UsageError(f"{inbox}: not a folder")
     if not inbox.exists() and not create:
@@ -106,6 +121,10 @@ def watch(
     box.lock()   # InboxBusy (exit 3) when another watcher has it; Unsafe for a linked lock/done/failed
     try:
         db = open_store(store, model_dir, create=True)
+        flow = db.daily.flow(catalogue, identify=identify)
+        if flow is not None:
+            _ = flow.catalogue              # a film file that cannot be read: exit 2 now
+            remember_catalogue(db, flow)
     except BaseException:
         box.close()
         raise
@@ -114,6 +133,7 @@ def watch(
         err.print("[yellow]no classifier trained yet: posters are stored without genres "
                   "(run `posterdb train`)[/]")
     reports = []
+    caught = None
 
     def after(rep) -> None:
         reports.append(rep)
@@ -131,10 +151,14 @@ def watch(
                 out.print(f"  [yellow]warning[/] {esc(w)}", highlight=False)
 
     watcher = store_watcher(db, box, model, batch_size=batch, interval=interval,
-                            after_batch=after)
+                            after_batch=after, **identify_hooks(db, flow, feed, interval, as_json))
     try:
         if once:
             watcher.run_once()
+            if flow is not None and catch_up and not any(r.error for r in reports):
+                caught = flow.catch_up_all(limit=catch_up)
+                if caught.busy and feed is not None:
+                    write_feed(db.curation.feed(), feed)
         else:
             watcher.stop_on_signals()
             if not as_json:
@@ -149,14 +173,68 @@ def watch(
                   for k in ("files", "added", "already", "failed", "retried", "published",
                             "review")}
         totals["errors"] = [r.error for r in reports if r.error]
+        ident = identify_totals(reports, caught, flow)
+
+        def human():
+            out.print(f"{totals['files']} file(s): {totals['added']} added, "
+                      f"{totals['already']} already stored, {totals['failed']} failed"
+                      + (f", {totals['retried']} changed while read (left in the inbox)"
+                         if totals["retried"] else "")
+                      if reports else "nothing to do")
+            if caught is not None and caught.line():
+                out.print(esc(f"older posters: {caught.line()}"), highlight=False)
+
         emit(as_json, {"inbox": str(box.root), "batches": [r.__dict__ for r in reports],
-                       **totals, "feed": str(feed) if feed else None},
-             lambda: out.print(f"{totals['files']} file(s): {totals['added']} added, "
-                               f"{totals['already']} already stored, {totals['failed']} failed"
-                               + (f", {totals['retried']} changed while read (left in the inbox)"
-                                  if totals["retried"] else "")
-                               if reports else "nothing to do"))
+                       **totals, "identify": ident, "feed": str(feed) if feed else None}, human)
     raise typer.Exit(1 if failed else 0)
+
+
+def identify_hooks(db, flow, feed: Path | None, interval: float, as_json: bool) -> dict:
+    """The watcher's read + identify hooks (none without a catalogue): each batch's posters
+    right after they are filed away; older work (pending, unread) while the inbox is empty,
+    backing off for a minute when the catalogue cannot answer."""
+    import time
+
+    from posterdb.curation.feed import write_feed
+
+    if flow is None:
+        return {}
+
+    def after_commit(outcomes) -> dict:
+        got = flow.arrivals([o.poster_id for o in outcomes if o.poster_id is not None])
+        return got.to_dict() | {"line": got.line()}
+
+    wait = {"until": 0.0}
+
+    def idle() -> bool:
+        if time.monotonic() < wait["until"]:
+            return False
+        got = flow.catch_up()
+        if got.busy:
+            if feed is not None:
+                write_feed(db.curation.feed(), feed)
+            if as_json:
+                sys.stdout.write(json.dumps({"older_posters": got.to_dict()}) + "\n")
+                sys.stdout.flush()
+            else:
+                out.print(esc(f"older posters: {got.line()}"), highlight=False)
+        if got.error or not got.busy:
+            wait["until"] = time.monotonic() + (60.0 if got.error else max(interval, 5.0))
+        return got.busy and not got.error
+
+    return {"after_commit": after_commit, "idle": idle}
+
+
+def identify_totals(reports, caught, flow) -> dict | None:
+    """Read / identified / left pending over every batch (and the older posters caught up)."""
+    if flow is None:
+        return None
+    keys = ("read", "identified", "unidentified", "pending", "not_tried", "requests")
+    tot = {k: sum((r.identify or {}).get(k, 0) for r in reports) for k in keys}
+    tot["catalogue"] = flow.choice.describe() if flow.choice else None
+    tot["errors"] = [r.identify["error"] for r in reports if r.identify and r.identify["error"]]
+    tot["older_posters"] = caught.to_dict() if caught is not None else None
+    return tot
 
 
 def register(app: typer.Typer) -> None:
