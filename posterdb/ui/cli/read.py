@@ -219,9 +219,10 @@ def identify(ids: IdsArg = None, every: AllOpt = False, catalogue: CatalogueOpt 
     """Identify the film of read posters in a catalogue; identified posters get its genres.
     The candidates' own posters are compared with the scan (docs/identify.md)."""
     wanted = _ids(ids, every)
-    if catalogue is not None:
-        check_catalogue(catalogue)              # before any store is opened or created
+    spec = check_catalogue(catalogue) if catalogue is not None else None   # before any store
     decades = reference_decades(reference, per_decade) if reference else None
+    if decades and spec is not None and spec != "tmdb":
+        raise UsageError("--reference needs the tmdb catalogue (--catalogue tmdb)")
     db = open_store(store, model_dir, create=True)
     cat = catalogue_for(db, catalogue)
     if decades and not hasattr(cat, "reference_films"):

@@ -21,10 +21,11 @@ def _propose(key: str, value) -> None:
     """Pre-fill a form field with `value` (the film's or the prediction's) until the person
     edits it: a new proposal (a year typed, a film found) replaces an untouched field only."""
     mark = f"{key}-proposed"
-    if st.session_state.get(mark) != value:
-        if key not in st.session_state or st.session_state[key] == st.session_state.get(mark):
-            st.session_state[key] = value
-        st.session_state[mark] = value
+    if key not in st.session_state:   # new, or dropped by Streamlit while another section showed
+        st.session_state[key] = value
+    elif st.session_state.get(mark) != value and st.session_state[key] == st.session_state.get(mark):
+        st.session_state[key] = value
+    st.session_state[mark] = value
 
 
 def _classification(db: PosterDB, store: str, generation: int, poster, year):
