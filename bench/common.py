@@ -185,6 +185,7 @@ def ensure_store(n: int, verbose: bool = True) -> Path:
     folder = poster_folder(n)
     store = CACHE / f"store-{len(label_rows()[:n])}"
     if (store / ".complete").exists():
+        PosterDB.open(store)          # a writer: a store cached by an older posterdb migrates
         return store
     if verbose:
         print(f"  (building the cached store {store} once ...)", flush=True)

@@ -163,6 +163,17 @@ def test_the_cli_lives_in_the_package():
     assert r.returncode == 0 and "ingest" in r.stdout and "<bool>" not in r.stdout
 
 
+def test_the_command_line_imports_no_store_code_until_a_command_runs():
+    """`posterdb --help` pays for Typer alone (`python -m bench --only startup`)."""
+    code = ("import sys, json; import posterdb.ui.cli.main; "
+            "print(json.dumps([m for m in ('duckdb', 'faiss', 'numpy', 'PIL', 'sklearn', 'torch')"
+            " if m in sys.modules]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=subprocess_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
 def test_opening_a_store_and_info_import_no_training_code(fake_store):
     """`posterdb info` pays only for what it shows: no scikit-learn, SciPy, torch, pandas,
     OCR or plotting (measured against `python -c pass` in `python -m bench --only startup`)."""

@@ -11,7 +11,7 @@ from rich.table import Table
 from posterdb.core.errors import PosterDBError, UsageError
 from posterdb.core.rules import check_path
 from posterdb.embedders import check_model_name
-from posterdb.reading.daily import check_catalogue
+from posterdb.reading.configured import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out)
 from posterdb.ui.cli.read import (

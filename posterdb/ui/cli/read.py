@@ -13,7 +13,7 @@ from rich.table import Table
 
 from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_poster_ids
-from posterdb.reading.daily import check_catalogue
+from posterdb.reading.configured import check_catalogue
 from posterdb.ui.cli.common import (
     DEFAULT_STORE, JsonOpt, ModelDirOpt, StoreOpt, command, emit, err, esc, open_store, out)
 

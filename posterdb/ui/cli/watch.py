@@ -10,7 +10,7 @@ import typer
 
 from posterdb.core.errors import UsageError
 from posterdb.core.rules import check_output_path
-from posterdb.reading.daily import check_catalogue
+from posterdb.reading.configured import check_catalogue
 from posterdb.embedders import check_model_name
 from posterdb.ui.cli.common import (
     DEFAULT_STORE, JsonOpt, ModelDirOpt, ModelOpt, StoreOpt, command, emit, err, esc, open_store,
