@@ -3,7 +3,7 @@
 Both runs in this one bench run, each in its own subprocess (`--worker off|on|ocr`), on a copy of
 the same store (the first 1,000 shared posters with labels, mobilenet-v2, a trained classifier)
 and the same inbox: N shared posters it does not hold, as bare `scan-NNN.jpg` files with a
-dealer's years file. The watcher is the CLI's own (`store_watcher` + `identify_hooks`): ingest
+dealer's years file. The watcher is the CLI's own (`db.curation.watcher` + `identify_hooks`): ingest
 (decode, embed, classify, commit, file away), then each batch read (OCR) and identified in a
 film file of 65,097 films (the shared posters' films + 60,000 word-salad distractors) —
 the flow a dealer's `posterdb watch --once` runs. Models, the OCR engines and the film file are
@@ -98,7 +98,7 @@ def _watch_worker(mode: str, n: int, work: Path) -> dict:
     """One `posterdb watch --once` pass over N arrivals, timed after everything is loaded."""
     from posterdb.curation.inbox import Inbox
     from posterdb.store import PosterDB
-    from posterdb.ui.cli.watch import identify_hooks, store_watcher
+    from posterdb.ui.cli.watch import identify_hooks
 
     rows = _arrivals(n)
     store = work / "store"
@@ -117,7 +117,7 @@ def _watch_worker(mode: str, n: int, work: Path) -> dict:
     load_s = time.perf_counter() - t_load
     box = Inbox(inbox, settle=0)
     reports = []
-    watcher = store_watcher(db, box, "mobilenet-v2", batch_size=64,
+    watcher = db.curation.watcher(box, "mobilenet-v2", batch_size=64,
                             after_batch=reports.append,
                             **identify_hooks(db, flow, None, 5.0, True))
     t0, c0 = time.perf_counter(), time.process_time()

@@ -62,9 +62,9 @@ class PosterDB:
                                    self.posters)
         self.ingestion = Ingestion(self.catalog, self.images, self.indexes, self.models,
                                    self.genres)
-        self.curation = Curation(self.catalog, self.genres, self.ingestion, self.search,
-                                 self.posters, self.models)
         self.maintenance = Maintenance(self.catalog, self.images, self.indexes)
+        self.curation = Curation(self.catalog, self.genres, self.ingestion, self.search,
+                                 self.posters, self.models, self.maintenance)
         self.daily = DailySetup(self.catalog, self.images, self.posters, self.genres, self.models,
                                 self.search, settings)
 

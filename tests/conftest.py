@@ -73,3 +73,24 @@ def real(label_rows, posters_dir, model_dir):
     years = np.array([int(r["year"]) for r in rows])
     ids = np.array([int(r["imdb_id"][2:]) for r in rows])
     return X, Y, years, ids
+
+
+# -- a small trained store (synthetic posters, the `fake-pixels` embedder) ---------------------
+
+N_TRAIN = 60
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A store of N_TRAIN labelled synthetic posters with a trained classifier (one per test
+    module; copy it before changing it)."""
+    from synthetic import make_posters
+
+    from posterdb.store import PosterDB
+
+    src = make_posters(tmp_path_factory.mktemp("train-src"), N_TRAIN, seed=1)
+    store = tmp_path_factory.mktemp("trained") / "store"
+    db = PosterDB.open(store)
+    assert db.ingest(src, src / "labels.csv", model="fake-pixels").added == N_TRAIN
+    db.train()
+    return store

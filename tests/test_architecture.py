@@ -57,8 +57,8 @@ def fake_store(tmp_path_factory) -> tuple[Path, Path]:
 
 LIBRARY = sorted((ROOT / "posterdb").rglob("*.py"))
 # capability packages, lowest first: a package imports only packages before it (or itself)
-LAYERS = ["core", "media", "embedders", "storage", "vectors", "classify", "ingest", "tmdb",
-          "curation", "finetune", "reading", "maintenance", "(root)", "ui", "testing"]
+LAYERS = ["core", "media", "embedders", "storage", "vectors", "maintenance", "classify", "ingest",
+          "tmdb", "curation", "finetune", "reading", "(root)", "ui", "testing"]
 
 
 def _imports(path: Path) -> set[str]:

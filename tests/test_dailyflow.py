@@ -19,16 +19,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from synthetic import make_posters
 
 pytest.importorskip("rapidocr_onnxruntime")
 
 from posterdb.core.genres import parse_genres  # noqa: E402
 from posterdb.store import PosterDB  # noqa: E402
+from tests.conftest import N_TRAIN  # noqa: E402
 from posterdb.testing.slices import posterdb_cmd, subprocess_env  # noqa: E402
 from tests.tmdb_server import GENRE_ID, TMDbServer, reopen, shared_films  # noqa: E402
 
-N_TRAIN = 60
 N_UP, N_DOWN = 40, 10          # scans while TMDb answers, then while it is down: 50 in all
 
 
@@ -48,16 +47,6 @@ def cli(*args, env: dict | None = None, timeout: float = 300) -> tuple[int, dict
                        env=subprocess_env(env), capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     return r.returncode, json.loads(r.stdout)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    src = make_posters(tmp_path_factory.mktemp("train-src"), N_TRAIN, seed=1)
-    store = tmp_path_factory.mktemp("trained") / "store"
-    db = PosterDB.open(store)
-    assert db.ingest(src, src / "labels.csv", model="fake-pixels").added == N_TRAIN
-    db.train()
-    return store
 
 
 def _scans(label_rows, posters_dir, inbox: Path, rows: list[dict], first: int) -> dict[str, dict]:

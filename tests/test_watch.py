@@ -17,19 +17,9 @@ import pytest
 from synthetic import make_posters  # tests/ is on sys.path (rootdir conftest)
 
 from posterdb.store import PosterDB
+from tests.conftest import N_TRAIN
 from posterdb.testing.slices import posterdb_cmd, subprocess_env
 
-N_TRAIN = 60
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    src = make_posters(tmp_path_factory.mktemp("train-src"), N_TRAIN, seed=1)
-    store = tmp_path_factory.mktemp("trained") / "store"
-    db = PosterDB.open(store)
-    assert db.ingest(src, src / "labels.csv", model="fake-pixels").added == N_TRAIN
-    db.train()
-    return store
 
 
 def cli(*args, crash: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -214,7 +204,6 @@ def test_a_scan_replaced_while_its_batch_runs_is_neither_lost_nor_reported_store
     """The CLI's processor (the store's intake + the committed sha256) inside the real watch
     loop; the scan is replaced by other bytes (or a link to a file outside) during its batch."""
     from posterdb.curation.inbox import Inbox
-    from posterdb.ui.cli.watch import store_processor, store_watcher
 
     store = shutil.copytree(trained, tmp_path / "store")
     inbox = tmp_path / "INBOX"
@@ -238,7 +227,8 @@ def test_a_scan_replaced_while_its_batch_runs_is_neither_lost_nor_reported_store
             os.symlink(outside, scan)
 
     db = PosterDB.open(store)
-    intake = store_processor(db, inbox, None)      # what `posterdb watch` runs
+    def intake(files):                             # what `posterdb watch` runs
+        return db.curation.process(files, root=inbox)
 
     def process(batch):
         if when == "before the store reads it":
@@ -249,7 +239,7 @@ def test_a_scan_replaced_while_its_batch_runs_is_neither_lost_nor_reported_store
         return out
 
     box = Inbox(inbox, settle=0)
-    watcher = store_watcher(db, box, None)
+    watcher = db.curation.watcher(box)
     watcher.process = process
     [rep] = watcher.drain()
     assert (rep.files, rep.added, rep.already, rep.failed, rep.retried) == (2, 1, 0, 0, 1)
@@ -261,7 +251,7 @@ def test_a_scan_replaced_while_its_batch_runs_is_neither_lost_nor_reported_store
         assert any("poster" in w and "removed again" in w for w in rep.warnings)
 
     # the next pass: the new bytes are stored and filed (a link is filed away as failed)
-    [again] = store_watcher(db, box, None).drain()
+    [again] = db.curation.watcher(box).drain()
     box.close()
     if how == "symlink":
         assert (again.failed, again.failures[0]["reason"]) == (1, "a symbolic link: not followed")
@@ -340,7 +330,6 @@ def test_a_name_that_is_not_utf8_is_stored_with_the_rest(tmp_path, trained):
     """The catalogue keeps such a name losslessly (core.text.stored_name); the watcher's
     fallback (fail the odd names alone if the store ever refuses them) stays unused."""
     from posterdb.curation.inbox import Inbox
-    from posterdb.ui.cli.watch import store_watcher
 
     store = shutil.copytree(trained, tmp_path / "store")
     inbox = tmp_path / "INBOX"
@@ -350,7 +339,7 @@ def test_a_name_that_is_not_utf8_is_stored_with_the_rest(tmp_path, trained):
     shutil.copy(a, inbox / odd)
     shutil.copy(b, inbox / "fine.png")
     box = Inbox(inbox, settle=0)
-    [rep] = store_watcher(PosterDB.open(store), box, None).drain()
+    [rep] = PosterDB.open(store).curation.watcher(box).drain()
     box.close()
     assert (rep.error, rep.added, rep.failed) == (None, 2, 0)
     assert sorted(os.listdir(inbox / "done")) == sorted(["fine.png", odd])
@@ -364,7 +353,6 @@ def test_a_live_attacker_swapping_links_never_gets_an_outside_file_stored(tmp_pa
     import threading
 
     from posterdb.curation.inbox import Inbox
-    from posterdb.ui.cli.watch import store_watcher
 
     store = shutil.copytree(trained, tmp_path / "store")
     inbox = tmp_path / "INBOX"
@@ -396,7 +384,7 @@ def test_a_live_attacker_swapping_links_never_gets_an_outside_file_stored(tmp_pa
     db = PosterDB.open(store)
     box = Inbox(inbox, settle=0)
     box.lock()
-    watcher = store_watcher(db, box, None, batch_size=4)
+    watcher = db.curation.watcher(box, batch_size=4)
     thread = threading.Thread(target=attacker)
     thread.start()
     reports, t0 = [], time.monotonic()

@@ -29,11 +29,12 @@ from posterdb.core.genres import GENRES, to_multi_hot
 from posterdb.core.records import StoredPoster
 from posterdb.core.rules import LABEL_ORIGINS, check_poster_id, strongest, validate_genres
 from posterdb.curation.feed import GENRES_FROM, FeedRow
-from posterdb.curation.inbox import Hint
+from posterdb.curation.inbox import Hint, Inbox
 from posterdb.curation.queue import (
     LOOK_ALIKE, NEAR_DUPLICATE, duplicate_tier, mistakenness, uncertainty)
-from posterdb.curation.watch import Outcome
+from posterdb.curation.watch import Outcome, Watcher
 from posterdb.ingest.service import Ingestion
+from posterdb.maintenance.service import Maintenance
 from posterdb.media.images import SUPPORTED_SUFFIXES, read_bytes, sha256_bytes
 from posterdb.media.labels import LabelRow
 from posterdb.storage.catalog import Catalog, embedding_table
@@ -48,9 +49,11 @@ class Curation:
     """Inbox processing, shop feed and the review queue of one store."""
 
     def __init__(self, catalog: Catalog, genres: GenreService, ingestion: Ingestion,
-                 search: Similarity, posters: StoredPosters, models: StoreModels):
+                 search: Similarity, posters: StoredPosters, models: StoreModels,
+                 maintenance: Maintenance):
         self.catalog, self.genres, self.ingestion = catalog, genres, ingestion
         self.search, self.posters, self.models = search, posters, models
+        self.maintenance = maintenance
 
     # -- the watcher's processor ---------------------------------------------------------------
 
@@ -88,20 +91,34 @@ class Curation:
             after = self.catalog.sha_to_id(con)
             ids = [after[s] for s in shas.values() if s in after]
             labels = self.catalog.labels_of(con, ids)
+        made: dict[str, list[tuple[int, str]]] = {}   # posters this batch added, by file name
+        added = {after[sha]: sha for sha in set(after) - set(before)}
+        for p in self.posters.get(sorted(added)):
+            made.setdefault(p.path, []).append((p.id, p.sha256))
         counted: set[str] = set()    # the same bytes twice in one batch: one new poster
         for path, sha in shas.items():
             pid = after.get(sha)
             if pid is None:
-                outcomes[path] = Outcome(path, False, reason=failed.get(str(path), "not stored"))
+                outcomes[path] = Outcome(path, False, reason=failed.get(str(path), "not stored"),
+                                         created=tuple(made.get(str(path), ())))
                 continue
             own = labels["effective"].get(pid, [])
             published = own or labels["by_origin"].get("published", {}).get(pid, [])
             predicted = labels["prediction"].get(pid, [])
             suggested = [] if own else [g for g in predicted if g not in published]
             outcomes[path] = Outcome(path, True, pid, sha not in before and sha not in counted,
-                                     published=tuple(published), suggested=tuple(suggested))
+                                     published=tuple(published), suggested=tuple(suggested),
+                                     sha256=sha, created=tuple(made.get(str(path), ())))
             counted.add(sha)
         return [outcomes[p] for p, _ in batch]
+
+    def watcher(self, box: Inbox, model: str | None = None, **options) -> Watcher:
+        """The watch loop on this store's inbox `box`: batches through `process` (each outcome
+        says which bytes were committed for a file and which posters its name made, so the
+        watcher files a scan away only if its bytes, read again without following links, are
+        those), and posters of bytes no plain inbox file held taken back (`discard`)."""
+        return Watcher(box, lambda files: self.process(files, model=model, root=box.root),
+                       discard=self.maintenance.remove, **options)
 
     # -- the shop feed ------------------------------------------------------------------------
 

@@ -22,40 +22,6 @@ def _within(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def store_processor(db, root: Path, model: str | None):
-    """The store's intake as the watcher's processor. Each outcome also says what the store
-    made of the file: `sha256` of the poster committed for it and `created`, every poster the
-    batch added under its name (the watcher files a scan away as stored only if its bytes, read
-    again without following links, are those, and takes back posters of bytes no plain file
-    held)."""
-    def process(files):
-        with db.catalog.read() as con:
-            before = set(db.catalog.sha_to_id(con).values())
-        outcomes = db.curation.process(files, model=model, root=root)
-        with db.catalog.read() as con:
-            new = sorted(set(db.catalog.sha_to_id(con).values()) - before)
-        ids = {o.poster_id for o in outcomes if o.stored and o.poster_id is not None}
-        posters = {p.id: p for p in db.posters.get(sorted(ids | set(new)))}
-        by_name: dict[str, list] = {}
-        for i in new:      # posters of this batch, by the file name they were read under
-            if i in posters:
-                by_name.setdefault(posters[i].path, []).append((i, posters[i].sha256))
-        for o in outcomes:
-            if o.stored and o.sha256 is None:
-                o.sha256 = posters[o.poster_id].sha256 if o.poster_id in posters else ""
-            o.created = tuple(by_name.get(str(o.path), ()))
-        return outcomes
-    return process
-
-
-def store_watcher(db, box, model: str | None, **options):
-    """The watch loop on this store: its intake as the processor (see `store_processor`) and
-    its `remove` to take back posters read from bytes no inbox file held."""
-    from posterdb.curation.watch import Watcher
-
-    return Watcher(box, store_processor(db, box.root, model), discard=db.remove, **options)
-
-
 @command
 def watch(
     inbox: Annotated[Path, typer.Argument(help="The folder distributors drop scans into.")],
@@ -150,7 +116,7 @@ def watch(
             for w in rep.warnings:
                 out.print(f"  [yellow]warning[/] {esc(w)}", highlight=False)
 
-    watcher = store_watcher(db, box, model, batch_size=batch, interval=interval,
+    watcher = db.curation.watcher(box, model, batch_size=batch, interval=interval,
                             after_batch=after, **identify_hooks(db, flow, feed, interval, as_json))
     try:
         if once:
